@@ -1,0 +1,18 @@
+//! The objects Portcullis reads and the [`Snapshot`] they form.
+//!
+//! This is the first stage of the spine: sources (a manifest folder, the Kubernetes API) produce a
+//! `Snapshot`, and everything after that — translation, the routing table, the proxy — is shared.
+//! Nothing here does IO; [`parse_manifests`] turns text that a source has read into objects.
+#![forbid(unsafe_code)]
+
+mod diagnostic;
+mod parse;
+mod snapshot;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use k8s_openapi;
+pub use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+pub use k8s_openapi::api::discovery::v1::EndpointSlice;
+pub use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+pub use parse::{parse_manifests, ManifestError, Parsed};
+pub use snapshot::{Kind, Object, ObjectKey, Snapshot};

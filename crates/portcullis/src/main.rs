@@ -1,0 +1,392 @@
+//! The `portcullis` command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use portcullis::{report, Settings};
+use proxy::{AccessLog, ProxyConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Kubernetes Ingress controller and edge proxy",
+    long_about = "Portcullis routes HTTP traffic by the Ingress, Service and EndpointSlice objects \
+                  you already write, read from a folder of manifests. Configuration changes are \
+                  applied in place: no reload, no restart, no dropped connection."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Ingresses found in manifest files and folders, following changes.
+    Run(RunArgs),
+    /// Parse and translate manifests, print the routing table and every diagnostic (exit 1 on errors).
+    Check(CheckArgs),
+    /// Explain where a request would go and why the other candidates lost (exit 2 if nowhere).
+    Route(RouteArgs),
+    /// Start the proxy with two built-in backends (a web page and a JSON API) routed by examples/multi.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Clone)]
+struct ClassArgs {
+    /// Ingress class to serve (repeatable); matches spec.ingressClassName or the
+    /// kubernetes.io/ingress.class annotation.
+    #[arg(long = "ingress-class", value_name = "NAME", default_values_t = ["portcullis".to_string()])]
+    ingress_class: Vec<String>,
+    /// IngressClass spec.controller value that marks a class as ours.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "portcullis.io/ingress-controller"
+    )]
+    controller_class: String,
+    /// Also serve Ingresses that name no class.
+    #[arg(long)]
+    watch_ingress_without_class: bool,
+}
+
+impl ClassArgs {
+    fn options(&self) -> translate::Options {
+        translate::Options {
+            ingress_classes: self.ingress_class.clone(),
+            controller_class: self.controller_class.clone(),
+            watch_ingress_without_class: self.watch_ingress_without_class,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Number of data-plane worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Log format for logs and the access log.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Disable the per-request access log.
+    #[arg(long)]
+    no_access_log: bool,
+    /// Seconds to wait for an upstream TCP connection.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    connect_timeout: u64,
+    /// Seconds to wait for an upstream's response headers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    response_header_timeout: u64,
+    /// Seconds an idle client connection is kept open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 75)]
+    client_idle_timeout: u64,
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    shutdown_grace: u64,
+}
+
+impl ServeArgs {
+    fn proxy_config(&self) -> ProxyConfig {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            response_header_timeout: Duration::from_secs(self.response_header_timeout),
+            client_idle_timeout: Duration::from_secs(self.client_idle_timeout),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            access_log: match (self.no_access_log, self.log_format) {
+                (true, _) => AccessLog::Off,
+                (false, LogFormat::Text) => AccessLog::Text,
+                (false, LogFormat::Json) => AccessLog::Json,
+            },
+            ..ProxyConfig::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Manifest file or folder (repeatable; folders are read recursively for *.yaml, *.yml, *.json).
+    #[arg(long, value_name = "PATH", required = true)]
+    manifests: Vec<PathBuf>,
+    /// Address for HTTP traffic.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Address of the admin server (/healthz, /readyz, /config).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
+    admin_addr: SocketAddr,
+    #[command(flatten)]
+    class: ClassArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Manifest files or folders.
+    #[arg(value_name = "PATH", required = true)]
+    paths: Vec<PathBuf>,
+    /// Also print info diagnostics (skipped kinds, Ingresses of other classes).
+    #[arg(long, short)]
+    verbose: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    class: ClassArgs,
+}
+
+#[derive(Args)]
+struct RouteArgs {
+    /// Manifest files or folders, then the URL to explain (e.g. http://example.com/api/x).
+    #[arg(value_name = "PATH... URL", num_args = 2.., required = true)]
+    args: Vec<String>,
+    /// Request method (only shown; routing does not depend on it).
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    #[command(flatten)]
+    class: ClassArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Address for HTTP traffic.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Address of the admin server.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
+    admin_addr: SocketAddr,
+    /// The manifests to route by (default: examples/multi).
+    #[arg(long, value_name = "PATH")]
+    manifests: Option<PathBuf>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => serve(
+            &args.serve,
+            Settings {
+                manifests: args.manifests,
+                http_addr: args.http_addr,
+                admin_addr: Some(args.admin_addr),
+                translate: args.class.options(),
+                proxy: args.serve.proxy_config(),
+            },
+            false,
+        ),
+        Command::Demo(args) => demo(args),
+        Command::Check(args) => check(args),
+        Command::Route(args) => route(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        anyhow::ensure!(n > 0, "--workers must be at least 1");
+        builder.worker_threads(n);
+    }
+    Ok(builder.enable_all().build()?)
+}
+
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn serve(args: &ServeArgs, settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    runtime(args.workers)?.block_on(async move {
+        let backends = if demo {
+            Some(start_demo_backends().await?)
+        } else {
+            None
+        };
+        let running = portcullis::start(settings).await?;
+        let url = format!("http://{}/", running.http_addr);
+        if demo {
+            println!("Portcullis demo: open {url}");
+            println!("  /      -> multi-client (built-in web page)");
+            println!("  /api   -> multi-server (built-in JSON API)");
+            println!(
+                "  routed by the manifests in examples/multi/; edit them and the change is live."
+            );
+            println!("  Ctrl-C to stop.");
+        } else {
+            println!("portcullis: serving {url}");
+        }
+        if let Some(admin) = running.admin_addr {
+            tracing::info!("admin server on http://{admin}/ (/healthz /readyz /config)");
+        }
+        termination().await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        running.shutdown().await;
+        drop(backends);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Aborts the demo backends when dropped.
+struct DemoBackends(Vec<tokio::task::JoinHandle<std::io::Result<()>>>);
+
+impl Drop for DemoBackends {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+async fn start_demo_backends() -> anyhow::Result<DemoBackends> {
+    let bind = |addr: &'static str, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("the demo's {what} needs {addr} (named in examples/multi/); is something else using it?")
+        })
+    };
+    let client = bind("127.0.0.1:3000", "web client").await?;
+    let api = bind("127.0.0.1:5000", "API server").await?;
+    Ok(DemoBackends(vec![
+        tokio::spawn(portcullis::demo::run_client(client)),
+        tokio::spawn(portcullis::demo::run_api(api)),
+    ]))
+}
+
+fn demo_manifests() -> anyhow::Result<PathBuf> {
+    let candidates = [
+        PathBuf::from("examples/multi"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/multi"),
+    ];
+    candidates.into_iter().find(|p| p.is_dir()).context(
+        "examples/multi not found; run the demo from the repository root or pass --manifests",
+    )
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let manifests = match args.manifests {
+        Some(p) => p,
+        None => demo_manifests()?,
+    };
+    let settings = Settings {
+        manifests: vec![manifests],
+        http_addr: args.http_addr,
+        admin_addr: Some(args.admin_addr),
+        translate: translate::Options::default(),
+        proxy: args.serve.proxy_config(),
+    };
+    serve(&args.serve, settings, true)
+}
+
+fn load(
+    paths: &[PathBuf],
+    class: &ClassArgs,
+) -> anyhow::Result<(source::Load, translate::Translation)> {
+    let mut source = source::FolderSource::new(paths.to_vec())?;
+    let load = source.load();
+    let translation = translate::translate(&load.snapshot, &class.options());
+    Ok((load, translation))
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (load, translation) = load(&args.paths, &args.class)?;
+    let mut diagnostics = load.diagnostics.clone();
+    diagnostics.extend(translation.diagnostics.iter().cloned());
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == model::Severity::Error)
+        .count();
+    if args.json {
+        let out = serde_json::json!({
+            "files": load.files,
+            "ingresses": translation.ingresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "routes": report::routes_json(&translation.table),
+            "diagnostics": diagnostics,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", report::table_text(&translation.table));
+        let text = report::diagnostics_text(&diagnostics, args.verbose);
+        if !text.is_empty() {
+            println!();
+            print!("{text}");
+        }
+        let warnings = diagnostics
+            .iter()
+            .filter(|d| d.severity == model::Severity::Warning)
+            .count();
+        println!(
+            "\n{} file(s), {} Ingress(es) of our class, {} route(s): {errors} error(s), {warnings} warning(s)",
+            load.files,
+            translation.ingresses.len(),
+            translation.table.route_count()
+        );
+    }
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {
+    let (url, paths) = args
+        .args
+        .split_last()
+        .context("give manifest paths and then a URL")?;
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("{url:?} is not a URL (try http://example.com/path)"))?;
+    let host = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    let path = uri.path();
+    let (_, translation) = load(&paths, &args.class)?;
+    let explanation = translation.table.explain(host, path);
+    print!(
+        "{}",
+        report::explanation_text(&translation.table, &explanation, &args.method)
+    );
+    Ok(if explanation.selected.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,228 @@
+//! Human-readable and JSON views of a table, its diagnostics and a route explanation.
+
+use std::fmt::Write as _;
+
+use model::{Diagnostic, Severity};
+use table::{Backend, BackendTarget, Explanation, Route, Table, Verdict};
+
+/// One row of the routing table, as shown by `check` and `/config`.
+#[derive(Debug, serde::Serialize)]
+pub struct RouteRow {
+    /// Host pattern (`*` for host-less rules, `(default)` for the default backend).
+    pub host: String,
+    /// Path as written.
+    pub path: String,
+    /// Path type.
+    pub path_type: &'static str,
+    /// `namespace/service:port`.
+    pub backend: String,
+    /// Ready endpoints or what the backend resolves to.
+    pub endpoints: String,
+    /// `namespace/name` of the Ingress and the field.
+    pub source: String,
+}
+
+fn endpoints_text(backend: &Backend) -> String {
+    match &backend.target {
+        BackendTarget::Endpoints { ready, not_ready } => {
+            let mut parts: Vec<String> = ready.iter().map(ToString::to_string).collect();
+            parts.extend(not_ready.iter().map(|a| format!("{a} (not ready)")));
+            if parts.is_empty() {
+                "none ready (503)".into()
+            } else {
+                parts.join(", ")
+            }
+        }
+        BackendTarget::ExternalName { host, port } => format!("{host}:{port} (ExternalName)"),
+        BackendTarget::Unavailable { reason } => format!("unavailable: {reason} (503)"),
+    }
+}
+
+fn row(table: &Table, host: &str, route: &Route) -> RouteRow {
+    let backend = table.backend(route.backend);
+    RouteRow {
+        host: host.to_string(),
+        path: route.origin.path.clone(),
+        path_type: route.origin.path_type.as_str(),
+        backend: backend.name.clone(),
+        endpoints: endpoints_text(backend),
+        source: format!("{} {}", route.origin.ingress, route.origin.field()),
+    }
+}
+
+/// Every route of a table in a stable order: hosts (exact, wildcard, any), then longest path first.
+pub fn rows(table: &Table) -> Vec<RouteRow> {
+    let mut out = Vec::new();
+    for vhost in table.virtual_hosts() {
+        let host = if vhost.name.is_empty() {
+            "*"
+        } else {
+            &vhost.name
+        };
+        let mut routes: Vec<_> = vhost.exact.values().chain(vhost.prefix.values()).collect();
+        routes.sort_by(|a, b| {
+            b.origin
+                .path
+                .len()
+                .cmp(&a.origin.path.len())
+                .then(a.origin.path.cmp(&b.origin.path))
+                .then(a.order.cmp(&b.order))
+        });
+        out.extend(routes.into_iter().map(|r| row(table, host, r)));
+    }
+    if let Some(default) = &table.default_backend {
+        out.push(row(table, "(default backend)", default));
+    }
+    out
+}
+
+/// The routes of a table as JSON.
+pub fn routes_json(table: &Table) -> serde_json::Value {
+    serde_json::to_value(rows(table)).unwrap_or_default()
+}
+
+/// The routing table as aligned text columns.
+pub fn table_text(table: &Table) -> String {
+    let rows = rows(table);
+    if rows.is_empty() {
+        return "no routes\n".into();
+    }
+    let header = ["HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "FROM"];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.host.clone(),
+                r.path.clone(),
+                r.path_type.to_string(),
+                r.backend.clone(),
+                r.endpoints.clone(),
+                r.source.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for c in &cells {
+        for (w, cell) in widths.iter_mut().zip(c) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cols: [&str; 6]| {
+        let mut l = String::new();
+        for (i, (col, w)) in cols.iter().zip(widths).enumerate() {
+            if i == 5 {
+                l.push_str(col);
+            } else {
+                let _ = write!(l, "{col:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header);
+    for c in &cells {
+        line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]);
+    }
+    out
+}
+
+/// Diagnostics as lines, errors first; info lines only with `verbose`.
+pub fn diagnostics_text(diagnostics: &[Diagnostic], verbose: bool) -> String {
+    let mut sorted: Vec<&Diagnostic> = diagnostics
+        .iter()
+        .filter(|d| verbose || d.severity != Severity::Info)
+        .collect();
+    sorted.sort_by_key(|d| d.severity);
+    sorted.iter().map(|d| format!("{d}\n")).collect()
+}
+
+/// A route explanation as text.
+pub fn explanation_text(table: &Table, e: &Explanation, method: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "request: {method} host {:?} path {:?}", e.host, e.path);
+    match &e.virtual_host {
+        Some(v) if v.is_empty() => {
+            let _ = writeln!(out, "host: matched by rules without a host");
+        }
+        Some(v) => {
+            let _ = writeln!(out, "host: matched by rule host {v:?}");
+        }
+        None => {
+            let _ = writeln!(out, "host: no rule matches this host");
+        }
+    }
+    match &e.selected {
+        Some(origin) => {
+            let backend = e
+                .candidates
+                .iter()
+                .find(|c| c.verdict == Verdict::Selected)
+                .map(|c| c.backend.clone())
+                .or_else(|| {
+                    table
+                        .default_backend
+                        .as_ref()
+                        .map(|d| table.backend(d.backend).name.clone())
+                });
+            let via = if origin.rule.is_none() {
+                " (defaultBackend: no rule matched)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "route: Ingress {} {}: {} {:?}{via}",
+                origin.ingress,
+                origin.field(),
+                origin.path_type.as_str(),
+                origin.path
+            );
+            if let Some(name) = backend {
+                let endpoints = table
+                    .backends
+                    .iter()
+                    .find(|b| b.name == name)
+                    .map(endpoints_text)
+                    .unwrap_or_default();
+                let _ = writeln!(out, "backend: {name}");
+                let _ = writeln!(out, "endpoints: {endpoints}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "route: none: Portcullis answers 404");
+        }
+    }
+    let others: Vec<_> = e
+        .candidates
+        .iter()
+        .filter(|c| c.verdict != Verdict::Selected)
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(out, "other candidates:");
+        for c in others {
+            let why = match &c.verdict {
+                Verdict::Selected => continue,
+                Verdict::HostMismatch => "host does not match".to_string(),
+                Verdict::HostShadowed(s) => s.clone(),
+                Verdict::PathMismatch => "path does not match".to_string(),
+                Verdict::Lost(s) => s.clone(),
+            };
+            let host = if c.origin.host.is_empty() {
+                "*"
+            } else {
+                &c.origin.host
+            };
+            let _ = writeln!(
+                out,
+                "  {host} {} {:?} -> {} ({} {}): {why}",
+                c.origin.path_type.as_str(),
+                c.origin.path,
+                c.backend,
+                c.origin.ingress,
+                c.origin.field()
+            );
+        }
+    }
+    out
+}

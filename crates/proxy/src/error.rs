@@ -1,0 +1,77 @@
+//! The one place where failures become HTTP responses.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// The body type the proxy answers with: a streamed upstream body or a small local one.
+pub type ResBody = Either<Incoming, Full<Bytes>>;
+
+/// The `Server` header value on every response Portcullis makes or forwards without one.
+pub const SERVER: HeaderValue = HeaderValue::from_static("portcullis");
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No rule matched and there is no default backend.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The route's backend has no ready endpoint (or cannot serve at all).
+    #[error("no ready endpoint for backend {0}")]
+    NoEndpoint(String),
+    /// Connecting to or talking to the upstream failed.
+    #[error("upstream {addr}: {source}")]
+    Upstream {
+        /// The endpoint that failed.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The upstream did not send response headers in time.
+    #[error("upstream {0} timed out")]
+    Timeout(String),
+    /// The request itself is unusable (e.g. a malformed header).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// The status code this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The response sent to the client.
+    pub fn to_response(&self) -> Response<ResBody> {
+        local_response(self.status())
+    }
+}
+
+/// A small local response for `status`, with `Server`, `Content-Type` and `Content-Length`
+/// (`Date` is added by the HTTP server).
+pub fn local_response(status: StatusCode) -> Response<ResBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let len = text.len();
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::SERVER, SERVER);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    response
+}

@@ -1,0 +1,217 @@
+//! One request: route lookup, endpoint choice, header rewriting, forwarding, upgrade tunnelling.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use table::BackendTarget;
+
+use crate::error::{ResBody, SERVER};
+use crate::headers::{self, X_REQUEST_ID};
+use crate::log::Entry;
+use crate::{Proxy, ProxyError};
+
+/// What the proxy knows about the client connection a request arrived on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The local address the connection was accepted on.
+    pub local: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+/// Where a request is going, as far as the access log cares.
+#[derive(Default)]
+struct Outcome {
+    upstream: Option<String>,
+    backend: Option<String>,
+}
+
+/// Serves one request; never fails (failures become responses).
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let version = req.version();
+    let host = request_host(&req).to_string();
+    let path = req.uri().path().to_string();
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(headers::request_id);
+    let mut outcome = Outcome::default();
+
+    let response = match forward(&proxy, conn, req, &host, &request_id, &mut outcome).await {
+        Ok(response) => response,
+        Err(error) => {
+            if matches!(error, ProxyError::Upstream { .. } | ProxyError::Timeout(_)) {
+                tracing::warn!(%error, host = %host, path = %path, "upstream failure");
+            }
+            error.to_response()
+        }
+    };
+    proxy.config.access_log.write(&Entry {
+        client: conn.client,
+        method: &method,
+        host: &host,
+        path: &path,
+        version,
+        status: response.status(),
+        upstream: outcome.upstream.as_deref(),
+        backend: outcome.backend.as_deref(),
+        duration: start.elapsed(),
+        request_id: request_id.to_str().unwrap_or("-"),
+    });
+    Ok(response)
+}
+
+/// The host a request is for: the URI authority (HTTP/2 `:authority`, HTTP/1.1 absolute-form),
+/// else the Host header.
+fn request_host(req: &Request<Incoming>) -> &str {
+    if let Some(authority) = req.uri().authority() {
+        return authority.as_str();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+async fn forward(
+    proxy: &Proxy,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    host: &str,
+    request_id: &HeaderValue,
+    outcome: &mut Outcome,
+) -> Result<Response<ResBody>, ProxyError> {
+    let table = proxy.published.load_full();
+    let found = table
+        .lookup(host, req.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    let backend = table.backend(found.route.backend);
+    outcome.backend = Some(backend.name.clone());
+    let authority = match &backend.target {
+        BackendTarget::Endpoints { .. } => backend
+            .pick()
+            .map(|addr| addr.to_string())
+            .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
+        BackendTarget::ExternalName { host, port } => format!("{host}:{port}"),
+        BackendTarget::Unavailable { .. } => {
+            return Err(ProxyError::NoEndpoint(backend.name.clone()))
+        }
+    };
+    drop(table);
+    outcome.upstream = Some(authority.clone());
+
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let uri_authority = parts.uri.authority().cloned();
+    if let Some(a) = uri_authority {
+        // HTTP/2 and absolute-form requests carry the host in the URI; HTTP/1.1 upstreams need Host.
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.client,
+        host,
+        conn.scheme,
+        conn.local.port(),
+    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    parts.version = Version::HTTP_11;
+    let authority =
+        Authority::try_from(authority.as_str()).map_err(|_| ProxyError::BadRequest("authority"))?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("request target"))?;
+    let upstream_req = Request::from_parts(parts, body);
+
+    let sent = tokio::time::timeout(
+        proxy.config.response_header_timeout,
+        proxy.client.request(upstream_req),
+    )
+    .await;
+    let upstream = outcome.upstream.clone().unwrap_or_default();
+    let mut response = match sent {
+        Err(_) => return Err(ProxyError::Timeout(upstream)),
+        Ok(Err(source)) => {
+            return Err(ProxyError::Upstream {
+                addr: upstream,
+                source,
+            })
+        }
+        Ok(Ok(response)) => response,
+    };
+
+    match client_upgrade {
+        Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        if let Err(e) =
+                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                        {
+                            tracing::debug!(error = %e, "upgraded connection ended");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            headers::strip_hop_by_hop(response.headers_mut(), true);
+        }
+        _ => headers::strip_hop_by_hop(response.headers_mut(), false),
+    }
+    response
+        .headers_mut()
+        .entry(header::SERVER)
+        .or_insert(SERVER);
+    Ok(response.map(Either::Left))
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}

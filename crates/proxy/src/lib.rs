@@ -1,0 +1,105 @@
+//! The data plane: accept → HTTP/1.1 or HTTP/2 → route lookup → pick an endpoint → pooled upstream
+//! connection → response.
+//!
+//! The proxy reads routing state only through [`table::Published`]: one atomic load per request.
+//! Everything that must outlive a table swap — pooled upstream connections above all — lives here,
+//! keyed by endpoint address, so publishing a new table drops nothing.
+#![forbid(unsafe_code)]
+
+mod error;
+mod forward;
+mod headers;
+mod log;
+mod server;
+
+pub use error::ProxyError;
+pub use log::AccessLog;
+pub use server::{serve, Listener};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use table::Published;
+
+/// Timeouts and limits of the data plane.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// How long to wait for a TCP connection to an endpoint.
+    pub connect_timeout: Duration,
+    /// How long to wait for an upstream's response headers once the request is sent.
+    pub response_header_timeout: Duration,
+    /// How long a client connection may sit idle before it is closed.
+    pub client_idle_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub upstream_idle_timeout: Duration,
+    /// How many idle connections to keep per endpoint.
+    pub upstream_max_idle: usize,
+    /// How long in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Where the access log goes.
+    pub access_log: AccessLog,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(60),
+            client_idle_timeout: Duration::from_secs(75),
+            upstream_idle_timeout: Duration::from_secs(60),
+            upstream_max_idle: 256,
+            shutdown_grace: Duration::from_secs(10),
+            access_log: AccessLog::Text,
+        }
+    }
+}
+
+/// The shared, per-process proxy state: the published table and the upstream connection pool.
+pub struct Proxy {
+    published: Arc<Published>,
+    client: Client<HttpConnector, Incoming>,
+    config: ProxyConfig,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// A proxy that routes by whatever table is published in `published`.
+    pub fn new(published: Arc<Published>, config: ProxyConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .pool_max_idle_per_host(config.upstream_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Proxy {
+            published,
+            client,
+            config,
+        }
+    }
+
+    /// The table this proxy routes by.
+    pub fn published(&self) -> &Arc<Published> {
+        &self.published
+    }
+
+    /// The proxy's configuration.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,69 @@
+//! The access log: one line per request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Method, StatusCode, Version};
+
+/// Where access-log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log.
+    Off,
+    /// One human-readable line per request (tracing target `access`).
+    Text,
+    /// One JSON object per line (tracing target `access`).
+    Json,
+}
+
+/// What is logged about one request.
+pub struct Entry<'a> {
+    pub client: SocketAddr,
+    pub method: &'a Method,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub version: Version,
+    pub status: StatusCode,
+    pub upstream: Option<&'a str>,
+    pub backend: Option<&'a str>,
+    pub duration: Duration,
+    pub request_id: &'a str,
+}
+
+impl AccessLog {
+    /// Writes one entry.
+    pub fn write(self, e: &Entry<'_>) {
+        match self {
+            AccessLog::Off => {}
+            AccessLog::Text => tracing::info!(
+                target: "access",
+                "{} \"{} {} {:?}\" {} host={} backend={} upstream={} {:.3}ms id={}",
+                e.client.ip(),
+                e.method,
+                e.path,
+                e.version,
+                e.status.as_u16(),
+                e.host,
+                e.backend.unwrap_or("-"),
+                e.upstream.unwrap_or("-"),
+                e.duration.as_secs_f64() * 1000.0,
+                e.request_id,
+            ),
+            AccessLog::Json => {
+                let line = serde_json::json!({
+                    "client": e.client.ip().to_string(),
+                    "method": e.method.as_str(),
+                    "host": e.host,
+                    "path": e.path,
+                    "proto": format!("{:?}", e.version),
+                    "status": e.status.as_u16(),
+                    "backend": e.backend,
+                    "upstream": e.upstream,
+                    "duration_ms": e.duration.as_secs_f64() * 1000.0,
+                    "request_id": e.request_id,
+                });
+                tracing::info!(target: "access", "{line}");
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Reading a set of manifest files and folders into a [`Snapshot`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use model::{parse_manifests, Diagnostic, Object, Parsed, Severity, Snapshot};
+
+use crate::SourceError;
+
+/// The result of one read of all paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    /// Every object read (the last good version of files that now fail to parse).
+    pub snapshot: Snapshot,
+    /// Parse errors, skipped documents and conversions, per file.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many manifest files were read.
+    pub files: usize,
+}
+
+#[derive(Debug, Default)]
+struct FileState {
+    text: String,
+    /// Objects of the last version of the file that parsed without error.
+    good: Option<Vec<Object>>,
+    /// Diagnostics of the current text.
+    notes: Vec<Diagnostic>,
+    /// Why the file could not be read the last time, if it could not.
+    read_error: Option<Diagnostic>,
+}
+
+/// A set of manifest files and folders, re-read on demand.
+#[derive(Debug)]
+pub struct FolderSource {
+    roots: Vec<PathBuf>,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+fn file_diag(severity: Severity, file: &Path, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::new(severity, "File", file.display(), None, message)
+}
+
+impl FolderSource {
+    /// A source over `roots` (files or folders). Fails if a root does not exist.
+    pub fn new(roots: Vec<PathBuf>) -> Result<Self, SourceError> {
+        for root in &roots {
+            std::fs::metadata(root).map_err(|source| SourceError::Path {
+                path: root.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(FolderSource {
+            roots,
+            files: BTreeMap::new(),
+        })
+    }
+
+    /// The roots this source reads.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// Re-reads every file under the roots. Files whose text is unchanged are not parsed again; a
+    /// file that no longer parses keeps serving its last good objects; a root that cannot be listed
+    /// keeps all of its files' last objects.
+    pub fn load(&mut self) -> Load {
+        let mut diagnostics = Vec::new();
+        let mut seen: Vec<PathBuf> = Vec::new();
+        let mut unreadable_roots: Vec<PathBuf> = Vec::new();
+        for root in &self.roots {
+            match list_manifests(root) {
+                Ok(files) => seen.extend(files),
+                Err(e) => {
+                    diagnostics.push(file_diag(
+                        Severity::Error,
+                        root,
+                        format!("cannot read ({e}); keeping its last good objects"),
+                    ));
+                    unreadable_roots.push(root.clone());
+                }
+            }
+        }
+        seen.sort();
+        seen.dedup();
+        self.files.retain(|path, _| {
+            seen.binary_search(path).is_ok() || unreadable_roots.iter().any(|r| path.starts_with(r))
+        });
+        for path in &seen {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let state = self.files.entry(path.clone()).or_default();
+                    state.read_error = None;
+                    if state.good.is_none() || state.text != text {
+                        reparse(path, state, text);
+                    }
+                }
+                Err(e) => {
+                    let state = self.files.entry(path.clone()).or_default();
+                    state.read_error = Some(file_diag(
+                        Severity::Error,
+                        path,
+                        format!("cannot read ({e}); keeping its last good objects"),
+                    ));
+                }
+            }
+        }
+
+        let mut snapshot = Snapshot::default();
+        let mut origin: BTreeMap<(model::Kind, model::ObjectKey), PathBuf> = BTreeMap::new();
+        for (path, state) in &self.files {
+            diagnostics.extend(state.notes.iter().chain(&state.read_error).cloned());
+            for object in state.good.iter().flatten() {
+                let id = (object.kind(), object.key());
+                if let Some(first) = origin.get(&id) {
+                    diagnostics.push(file_diag(
+                        Severity::Warning,
+                        path,
+                        format!(
+                            "{} {} is also defined in {}; this later definition wins",
+                            id.0,
+                            id.1,
+                            first.display()
+                        ),
+                    ));
+                }
+                origin.insert(id, path.clone());
+                snapshot.insert(object.clone());
+            }
+        }
+        Load {
+            snapshot,
+            diagnostics,
+            files: self.files.len(),
+        }
+    }
+}
+
+fn reparse(path: &Path, state: &mut FileState, text: String) {
+    let origin = path.display().to_string();
+    let mut objects = Vec::new();
+    let mut notes = Vec::new();
+    let mut failed = false;
+    for parsed in parse_manifests(&text, &origin) {
+        match parsed {
+            Ok(Parsed::Object(o)) => objects.push(o),
+            Ok(Parsed::Converted { object, from }) => {
+                notes.push(Diagnostic::new(
+                    Severity::Info,
+                    object.kind().as_str(),
+                    object.key(),
+                    Some("apiVersion".into()),
+                    format!("read as networking.k8s.io/v1 (written as {from})"),
+                ));
+                objects.push(object);
+            }
+            Ok(Parsed::Skipped { kind, name }) => notes.push(file_diag(
+                Severity::Info,
+                path,
+                format!("skipped {kind} {name}: not a kind Portcullis reads"),
+            )),
+            Err(e) => {
+                failed = true;
+                notes.push(file_diag(Severity::Error, path, e.to_string()));
+            }
+        }
+    }
+    if failed && state.good.is_some() {
+        notes.push(file_diag(
+            Severity::Warning,
+            path,
+            "keeping the objects of its last version that parsed",
+        ));
+    } else {
+        // First read of a partly broken file: serve the documents that did parse.
+        state.good = Some(objects);
+    }
+    state.text = text;
+    state.notes = notes;
+}
+
+fn list_manifests(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(root)?;
+    if meta.is_file() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let name = entry.file_name();
+            // Kubernetes volume mounts keep old versions in hidden `..data`-style folders.
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if is_manifest(&path) {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
+
+    #[test]
+    fn reads_nested_folders_and_keeps_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.yaml"), SVC).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let mut src = FolderSource::new(vec![dir.path().to_path_buf()]).unwrap();
+        let first = src.load();
+        assert_eq!(first.snapshot.services.len(), 1);
+        assert!(first.diagnostics.is_empty(), "{:?}", first.diagnostics);
+
+        std::fs::write(dir.path().join("sub/a.yaml"), "kind: [broken").unwrap();
+        let second = src.load();
+        assert_eq!(second.snapshot, first.snapshot, "last good objects stay");
+        assert!(second
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.object.ends_with("a.yaml")));
+
+        std::fs::remove_file(dir.path().join("sub/a.yaml")).unwrap();
+        assert!(
+            src.load().snapshot.is_empty(),
+            "a deleted file's objects go"
+        );
+    }
+
+    #[test]
+    fn missing_root_is_an_error() {
+        assert!(FolderSource::new(vec!["/nonexistent/portcullis".into()]).is_err());
+    }
+
+    #[test]
+    fn hidden_folders_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("..2024_01_01")).unwrap();
+        std::fs::write(dir.path().join("..2024_01_01/a.yaml"), SVC).unwrap();
+        let mut src = FolderSource::new(vec![dir.path().to_path_buf()]).unwrap();
+        assert!(src.load().snapshot.is_empty());
+    }
+}

@@ -1,0 +1,35 @@
+//! Sources of [`Snapshot`]s. A source never builds routes; it only reads objects.
+//!
+//! [`FolderSource`] reads a set of manifest files and folders; [`watch`] re-reads them whenever
+//! something under them changes (editors, `kubectl cp` and ConfigMap mounts replace files by
+//! rename or symlink swap, so folders are watched, not file inodes).
+#![forbid(unsafe_code)]
+
+mod folder;
+mod watch;
+
+pub use folder::{FolderSource, Load};
+pub use watch::watch;
+
+/// Errors that stop a source from running at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A path given on the command line does not exist or cannot be read.
+    #[error("{path}: {source}")]
+    Path {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file-system watcher could not be set up.
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: notify::Error,
+    },
+}

@@ -1,0 +1,122 @@
+//! Building a [`Table`]: the only way routes get in, so precedence is enforced in one place.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::{
+    Backend, BackendId, BackendTarget, HostPattern, PathType, Route, RouteOrigin, Table,
+    VirtualHost,
+};
+
+/// A route that lost to one added before it (same host, path and matching type).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The route that keeps serving.
+    pub winner: RouteOrigin,
+}
+
+/// Accumulates routes and backends, then yields an immutable [`Table`].
+///
+/// Callers add routes in precedence order (older Ingress first): the first route for a given
+/// host/path/type wins and later ones get a [`Conflict`].
+#[derive(Debug, Default)]
+pub struct TableBuilder {
+    table: Table,
+    backend_ids: HashMap<String, BackendId>,
+    order: usize,
+}
+
+impl TableBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The id of the backend called `name`, creating it with `target()` the first time.
+    pub fn backend(&mut self, name: &str, target: impl FnOnce() -> BackendTarget) -> BackendId {
+        if let Some(id) = self.backend_ids.get(name) {
+            return *id;
+        }
+        let id = BackendId(self.table.backends.len());
+        self.table.backends.push(Backend::new(name, target()));
+        self.backend_ids.insert(name.to_string(), id);
+        id
+    }
+
+    /// Adds a path route under a host pattern.
+    pub fn add_route(
+        &mut self,
+        host: &HostPattern,
+        backend: BackendId,
+        origin: RouteOrigin,
+    ) -> Result<(), Conflict> {
+        let order = self.next_order();
+        let vhost = match host {
+            HostPattern::Any => self
+                .table
+                .any_host
+                .get_or_insert_with(|| VirtualHost::new("")),
+            HostPattern::Exact(h) => self
+                .table
+                .exact_hosts
+                .entry(h.clone())
+                .or_insert_with(|| VirtualHost::new(h.clone())),
+            HostPattern::Wildcard(s) => self
+                .table
+                .wildcard_hosts
+                .entry(s.clone())
+                .or_insert_with(|| VirtualHost::new(format!("*.{s}"))),
+        };
+        let (map, key) = match origin.path_type {
+            PathType::Exact => (&mut vhost.exact, origin.path.clone()),
+            PathType::Prefix | PathType::ImplementationSpecific => (
+                &mut vhost.prefix,
+                origin.path.trim_end_matches('/').to_string(),
+            ),
+        };
+        if let Some(existing) = map.get(&key) {
+            return Err(Conflict {
+                winner: existing.origin.clone(),
+            });
+        }
+        map.insert(
+            key,
+            Arc::new(Route {
+                backend,
+                origin,
+                order,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Sets the table-wide default backend; the first one set wins.
+    pub fn set_default_backend(
+        &mut self,
+        backend: BackendId,
+        origin: RouteOrigin,
+    ) -> Result<(), Conflict> {
+        if let Some(existing) = &self.table.default_backend {
+            return Err(Conflict {
+                winner: existing.origin.clone(),
+            });
+        }
+        let order = self.next_order();
+        self.table.default_backend = Some(Arc::new(Route {
+            backend,
+            origin,
+            order,
+        }));
+        Ok(())
+    }
+
+    fn next_order(&mut self) -> usize {
+        self.order += 1;
+        self.order
+    }
+
+    /// The finished table.
+    pub fn build(self) -> Table {
+        self.table
+    }
+}

@@ -1,0 +1,76 @@
+//! What a matched path leads to.
+
+use serde::Serialize;
+
+use crate::backend::BackendId;
+
+/// The `pathType` of an Ingress path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum PathType {
+    /// Whole path, case-sensitive.
+    Exact,
+    /// Element-wise prefix on `/`.
+    Prefix,
+    /// Up to the controller; Portcullis treats it as `Prefix`.
+    ImplementationSpecific,
+}
+
+impl PathType {
+    /// Parses the Kubernetes spelling.
+    pub fn parse(s: &str) -> Option<PathType> {
+        match s {
+            "Exact" => Some(PathType::Exact),
+            "Prefix" => Some(PathType::Prefix),
+            "ImplementationSpecific" => Some(PathType::ImplementationSpecific),
+            _ => None,
+        }
+    }
+
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathType::Exact => "Exact",
+            PathType::Prefix => "Prefix",
+            PathType::ImplementationSpecific => "ImplementationSpecific",
+        }
+    }
+}
+
+/// Where a route came from, for `/config`, `portcullis route` and logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteOrigin {
+    /// `namespace/name` of the Ingress.
+    pub ingress: String,
+    /// Index of the rule in `spec.rules`; `None` for `spec.defaultBackend`.
+    pub rule: Option<usize>,
+    /// Index of the path in the rule's `http.paths`.
+    pub path_index: Option<usize>,
+    /// The rule's host as written (`""` when none).
+    pub host: String,
+    /// The path as written.
+    pub path: String,
+    /// The path type.
+    pub path_type: PathType,
+}
+
+impl RouteOrigin {
+    /// The field this route was compiled from, e.g. `spec.rules[0].http.paths[1]`.
+    pub fn field(&self) -> String {
+        match (self.rule, self.path_index) {
+            (Some(r), Some(p)) => format!("spec.rules[{r}].http.paths[{p}]"),
+            _ => "spec.defaultBackend".to_string(),
+        }
+    }
+}
+
+/// A compiled route: what to do with a request whose host and path matched.
+#[derive(Clone, Debug, Serialize)]
+pub struct Route {
+    /// The backend that serves it.
+    pub backend: BackendId,
+    /// Where it came from.
+    pub origin: RouteOrigin,
+    /// Position in precedence order among routes of the same path (older Ingress first); set by the
+    /// builder.
+    pub order: usize,
+}

@@ -1,0 +1,74 @@
+//! `translate()`: the pure step of the spine that turns a [`Snapshot`] into a routing [`Table`].
+//!
+//! No IO, no clock, no async: the same function serves `portcullis run`, `check`, `route`, the tests
+//! and the fuzzers. Whatever it cannot use becomes a [`Diagnostic`] naming the object and field; one
+//! bad Ingress never takes the others down.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod class;
+mod ingress;
+
+pub use class::IngressSelection;
+pub use model::{Diagnostic, Severity};
+
+use model::{ObjectKey, Snapshot};
+use table::Table;
+
+/// Controller settings that change what translation produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Ingress class names served (`--ingress-class`).
+    pub ingress_classes: Vec<String>,
+    /// The `spec.controller` value of IngressClasses that are ours (`--controller-class`).
+    pub controller_class: String,
+    /// Serve Ingresses that name no class at all (`--watch-ingress-without-class`).
+    pub watch_ingress_without_class: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ingress_classes: vec!["portcullis".to_string()],
+            controller_class: "portcullis.io/ingress-controller".to_string(),
+            watch_ingress_without_class: false,
+        }
+    }
+}
+
+/// What translation produced: the table, what it had to say, and which Ingresses it served.
+#[derive(Debug)]
+pub struct Translation {
+    /// The compiled routing table.
+    pub table: Table,
+    /// Everything worth telling the user, in a stable order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The Ingresses of our class, in precedence order (oldest first).
+    pub ingresses: Vec<ObjectKey>,
+}
+
+impl Translation {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Compiles the Ingresses of our class in `snapshot` into a routing table.
+pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
+    let mut diagnostics = Vec::new();
+    let selection = class::select(snapshot, options, &mut diagnostics);
+    let mut builder = table::TableBuilder::new();
+    for key in &selection.ours {
+        if let Some(ing) = snapshot.ingresses.get(key) {
+            ingress::compile(snapshot, key, ing, &mut builder, &mut diagnostics);
+        }
+    }
+    Translation {
+        table: builder.build(),
+        diagnostics,
+        ingresses: selection.ours,
+    }
+}
