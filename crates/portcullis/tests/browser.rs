@@ -45,8 +45,8 @@ async fn fib_page_works_through_the_proxy() {
     let profile = scratch.path().join("profile");
     let driver_log = scratch.path().join("chromedriver.log");
 
-    let (demo, demo_lines) = spawn_demo();
-    let proxy_url = wait_for_proxy_url(&demo, &demo_lines);
+    let (mut demo, demo_lines) = spawn_demo();
+    let proxy_url = wait_for_proxy_url(&mut demo, &demo_lines);
 
     let driver_port = free_port();
     let mut driver_command = Command::new(CHROMEDRIVER);
@@ -227,7 +227,7 @@ fn spawn_demo() -> (Guard, mpsc::Receiver<String>) {
     (demo, lines_rx)
 }
 
-fn wait_for_proxy_url(demo: &Guard, lines: &mpsc::Receiver<String>) -> String {
+fn wait_for_proxy_url(demo: &mut Guard, lines: &mpsc::Receiver<String>) -> String {
     let deadline = Instant::now() + DEMO_START_TIMEOUT;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -243,12 +243,29 @@ fn wait_for_proxy_url(demo: &Guard, lines: &mpsc::Receiver<String>) -> String {
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = wait_for_exit(demo, Duration::from_secs(5)).map_or_else(
+                    || "is still running".to_owned(),
+                    |s| format!("exited with {s}"),
+                );
                 panic!(
-                    "portcullis demo (pid {}) closed its stdout before printing the proxy URL",
-                    demo.child.id()
+                    "portcullis demo closed its stdout before printing the proxy URL and {status}; \
+                     its stderr is above (ports 3000 and 5000 must be free)"
                 )
             }
         }
+    }
+}
+
+fn wait_for_exit(process: &mut Guard, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = process.exited() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,0 +1,148 @@
+//! Golden translation tests: each `golden/NAME.yaml` is translated and rendered (routes, backends,
+//! diagnostics) and compared with `golden/NAME.expected`. Set `UPDATE_GOLDEN=1` to rewrite the
+//! expected files after reviewing a deliberate change.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use model::{parse_manifests, Parsed, Snapshot};
+use portcullis_translate::{translate, Options};
+use table::{BackendTarget, Table};
+
+fn render(table: &Table, diagnostics: &[model::Diagnostic]) -> String {
+    let mut out = String::new();
+    let mut rows = Vec::new();
+    for vhost in table.virtual_hosts() {
+        let host = if vhost.name.is_empty() {
+            "*"
+        } else {
+            &vhost.name
+        };
+        for route in vhost.exact.values().chain(vhost.prefix.values()) {
+            rows.push(format!(
+                "route {host} {} {:?} -> {} ({} {})",
+                route.origin.path_type.as_str(),
+                route.origin.path,
+                table.backend(route.backend).name,
+                route.origin.ingress,
+                route.origin.field()
+            ));
+        }
+    }
+    rows.sort();
+    for r in rows {
+        let _ = writeln!(out, "{r}");
+    }
+    if let Some(d) = &table.default_backend {
+        let _ = writeln!(
+            out,
+            "default -> {} ({})",
+            table.backend(d.backend).name,
+            d.origin.ingress
+        );
+    }
+    let mut backends: Vec<_> = table.backends.iter().collect();
+    backends.sort_by(|a, b| a.name.cmp(&b.name));
+    for b in backends {
+        let target = match &b.target {
+            BackendTarget::Endpoints { ready, not_ready } => format!(
+                "ready {:?} not_ready {:?}",
+                ready.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                not_ready
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            BackendTarget::ExternalName { host, port } => format!("external {host}:{port}"),
+            BackendTarget::Unavailable { reason } => format!("unavailable: {reason}"),
+        };
+        let _ = writeln!(out, "backend {} = {target}", b.name);
+    }
+    for d in diagnostics {
+        let _ = writeln!(out, "{d}");
+    }
+    out
+}
+
+fn run_case(name: &str, options: &Options) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let input = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).expect("input");
+    let mut snapshot = Snapshot::default();
+    for parsed in parse_manifests(&input, name) {
+        match parsed.expect("golden inputs parse") {
+            Parsed::Object(o) | Parsed::Converted { object: o, .. } => {
+                snapshot.insert(o);
+            }
+            Parsed::Skipped { .. } => {}
+        }
+    }
+    let translation = translate(&snapshot, options);
+    let actual = render(&translation.table, &translation.diagnostics);
+    let expected_path = dir.join(format!("{name}.expected"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&expected_path, &actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+    assert_eq!(
+        actual, expected,
+        "golden mismatch for {name}; review and rerun with UPDATE_GOLDEN=1 if intended"
+    );
+}
+
+#[test]
+fn class_selection() {
+    run_case("class_selection", &Options::default());
+}
+
+#[test]
+fn class_default_ingress_class() {
+    run_case("class_default", &Options::default());
+}
+
+#[test]
+fn class_without_class_flag() {
+    run_case(
+        "class_without_class_flag",
+        &Options {
+            watch_ingress_without_class: true,
+            ..Options::default()
+        },
+    );
+}
+
+#[test]
+fn port_resolution() {
+    run_case("ports", &Options::default());
+}
+
+#[test]
+fn host_precedence() {
+    run_case("hosts", &Options::default());
+}
+
+#[test]
+fn path_precedence_across_ingresses() {
+    run_case("path_precedence", &Options::default());
+}
+
+#[test]
+fn default_backend() {
+    run_case("default_backend", &Options::default());
+}
+
+#[test]
+fn bad_objects() {
+    run_case("bad_objects", &Options::default());
+}
+
+#[test]
+fn course_manifests_as_ingress_nginx_class() {
+    run_case(
+        "course_master",
+        &Options {
+            ingress_classes: vec!["nginx".into()],
+            ..Options::default()
+        },
+    );
+}
