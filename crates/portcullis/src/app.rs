@@ -22,6 +22,8 @@ pub struct Settings {
     pub manifests: Vec<PathBuf>,
     /// Where the proxy listens for HTTP.
     pub http_addr: SocketAddr,
+    /// Where the proxy listens for HTTPS (`None`: no TLS listener).
+    pub https_addr: Option<SocketAddr>,
     /// Where the admin server listens (`None`: no admin server).
     pub admin_addr: Option<SocketAddr>,
     /// Class selection.
@@ -34,6 +36,8 @@ pub struct Settings {
 pub struct Running {
     /// The bound HTTP address (useful with port 0).
     pub http_addr: SocketAddr,
+    /// The bound HTTPS address.
+    pub https_addr: Option<SocketAddr>,
     /// The bound admin address.
     pub admin_addr: Option<SocketAddr>,
     /// The published table.
@@ -41,7 +45,7 @@ pub struct Running {
     /// Changes each time a new table is published (the value is the generation).
     pub generations: watch::Receiver<u64>,
     shutdown: watch::Sender<bool>,
-    proxy_task: JoinHandle<()>,
+    proxy_tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -49,7 +53,9 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (bounded by the grace period), stops.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.proxy_task.await;
+        for task in self.proxy_tasks {
+            let _ = task.await;
+        }
         for task in self.background {
             task.abort();
         }
@@ -148,23 +154,46 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
     }));
 
+    let https = match settings.https_addr {
+        Some(addr) => {
+            let socket = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --https-addr {addr}"))?;
+            let resolver = Arc::new(proxy::SniResolver::new(
+                published.clone(),
+                proxy::generated_certificate()?,
+            ));
+            Some(Listener::https(socket, proxy::server_config(resolver)?))
+        }
+        None => None,
+    };
+    let https_addr = match &https {
+        Some(l) => Some(l.socket.local_addr()?),
+        None => None,
+    };
+
     let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy = Arc::new(Proxy::new(published.clone(), settings.proxy.clone()));
-    let proxy_task = tokio::spawn(proxy::serve(
-        proxy,
-        Listener {
-            socket: http,
-            scheme: "http",
-        },
-        wait_for(shutdown_rx),
-    ));
+    let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
+        proxy.clone(),
+        Listener::http(http),
+        wait_for(shutdown_rx.clone()),
+    ))];
+    if let Some(listener) = https {
+        proxy_tasks.push(tokio::spawn(proxy::serve(
+            proxy,
+            listener,
+            wait_for(shutdown_rx),
+        )));
+    }
     Ok(Running {
         http_addr,
+        https_addr,
         admin_addr,
         published,
         generations,
         shutdown,
-        proxy_task,
+        proxy_tasks,
         background,
     })
 }

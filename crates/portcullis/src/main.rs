@@ -52,6 +52,19 @@ struct ClassArgs {
     /// Also serve Ingresses that name no class.
     #[arg(long)]
     watch_ingress_without_class: bool,
+    /// Secret (NAMESPACE/NAME) with the certificate for clients whose SNI no Ingress covers
+    /// (default: a self-signed certificate generated at start-up).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object_key)]
+    default_ssl_certificate: Option<model::ObjectKey>,
+}
+
+fn parse_object_key(s: &str) -> Result<model::ObjectKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(model::ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
 }
 
 impl ClassArgs {
@@ -60,6 +73,8 @@ impl ClassArgs {
             ingress_classes: self.ingress_class.clone(),
             controller_class: self.controller_class.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
+            default_certificate: self.default_ssl_certificate.clone(),
+            now: None,
         }
     }
 }
@@ -93,6 +108,9 @@ struct ServeArgs {
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
+    /// Port named in HTTP→HTTPS redirects (default 443, which is left out of the URL).
+    #[arg(long, value_name = "PORT")]
+    https_redirect_port: Option<u16>,
 }
 
 impl ServeArgs {
@@ -102,6 +120,7 @@ impl ServeArgs {
             response_header_timeout: Duration::from_secs(self.response_header_timeout),
             client_idle_timeout: Duration::from_secs(self.client_idle_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            https_redirect_port: self.https_redirect_port,
             access_log: match (self.no_access_log, self.log_format) {
                 (true, _) => AccessLog::Off,
                 (false, LogFormat::Text) => AccessLog::Text,
@@ -120,6 +139,9 @@ struct RunArgs {
     /// Address for HTTP traffic.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
+    /// Address for HTTPS traffic (certificates from the Ingresses' spec.tls Secrets, by SNI).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    https_addr: SocketAddr,
     /// Address of the admin server (/healthz, /readyz, /config).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
     admin_addr: SocketAddr,
@@ -179,6 +201,7 @@ fn main() -> ExitCode {
             Settings {
                 manifests: args.manifests,
                 http_addr: args.http_addr,
+                https_addr: Some(args.https_addr),
                 admin_addr: Some(args.admin_addr),
                 translate: args.class.options(),
                 proxy: args.serve.proxy_config(),
@@ -254,6 +277,9 @@ fn serve(args: &ServeArgs, settings: Settings, demo: bool) -> anyhow::Result<Exi
             println!("  Ctrl-C to stop.");
         } else {
             println!("portcullis: serving {url}");
+            if let Some(https) = running.https_addr {
+                println!("portcullis: serving https://{https}/");
+            }
         }
         if let Some(admin) = running.admin_addr {
             tracing::info!("admin server on http://{admin}/ (/healthz /readyz /config)");
@@ -309,6 +335,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         manifests: vec![manifests],
         http_addr: args.http_addr,
+        https_addr: None,
         admin_addr: Some(args.admin_addr),
         translate: translate::Options::default(),
         proxy: args.serve.proxy_config(),
@@ -322,7 +349,14 @@ fn load(
 ) -> anyhow::Result<(source::Load, translate::Translation)> {
     let mut source = source::FolderSource::new(paths.to_vec())?;
     let load = source.load();
-    let translation = translate::translate(&load.snapshot, &class.options());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let options = translate::Options {
+        now: Some(now),
+        ..class.options()
+    };
+    let translation = translate::translate(&load.snapshot, &options);
     Ok((load, translation))
 }
 
@@ -339,11 +373,14 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             "files": load.files,
             "ingresses": translation.ingresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "routes": report::routes_json(&translation.table),
+            "tls": translation.table.tls,
             "diagnostics": diagnostics,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", report::table_text(&translation.table));
+        println!();
+        print!("{}", report::tls_text(&translation.table));
         let text = report::diagnostics_text(&diagnostics, args.verbose);
         if !text.is_empty() {
             println!();

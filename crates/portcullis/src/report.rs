@@ -20,6 +20,8 @@ pub struct RouteRow {
     pub endpoints: String,
     /// `namespace/name` of the Ingress and the field.
     pub source: String,
+    /// Plain-HTTP requests are redirected to HTTPS.
+    pub https_redirect: bool,
 }
 
 fn endpoints_text(backend: &Backend) -> String {
@@ -47,6 +49,7 @@ fn row(table: &Table, host: &str, route: &Route) -> RouteRow {
         backend: backend.name.clone(),
         endpoints: endpoints_text(backend),
         source: format!("{} {}", route.origin.ingress, route.origin.field()),
+        https_redirect: route.policy.https_redirect,
     }
 }
 
@@ -95,7 +98,11 @@ pub fn table_text(table: &Table) -> String {
                 r.host.clone(),
                 r.path.clone(),
                 r.path_type.to_string(),
-                r.backend.clone(),
+                if r.https_redirect {
+                    format!("{} (http: 308 to https)", r.backend)
+                } else {
+                    r.backend.clone()
+                },
                 r.endpoints.clone(),
                 r.source.clone(),
             ]
@@ -225,4 +232,67 @@ pub fn explanation_text(table: &Table, e: &Explanation, method: &str) -> String 
         }
     }
     out
+}
+
+/// A Unix timestamp as `YYYY-MM-DD` (UTC).
+pub fn date(unix: i64) -> String {
+    // Days to civil date (proleptic Gregorian), after Howard Hinnant's algorithm description.
+    let z = unix.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Which certificate each TLS host gets, with its names and expiry.
+pub fn tls_text(table: &Table) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let describe = |c: &table::Certificate| {
+        format!(
+            "Secret {} (names: {}; expires {})",
+            c.source,
+            if c.dns_names.is_empty() {
+                "none".to_string()
+            } else {
+                c.dns_names.join(", ")
+            },
+            date(c.not_after)
+        )
+    };
+    for (host, cert) in &table.tls.exact {
+        lines.push(format!("  {host}: {}", describe(cert)));
+    }
+    for (suffix, cert) in &table.tls.wildcard {
+        lines.push(format!("  *.{suffix}: {}", describe(cert)));
+    }
+    lines.sort();
+    let mut out = String::from("TLS certificates by SNI:\n");
+    if lines.is_empty() {
+        out.push_str("  (no TLS hosts)\n");
+    }
+    for l in lines {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    let default = match &table.tls.default {
+        Some(c) => describe(c),
+        None => "generated self-signed certificate".to_string(),
+    };
+    out.push_str(&format!("  anything else / no SNI: {default}\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::date(0), "1970-01-01");
+        assert_eq!(super::date(951_782_400), "2000-02-29");
+        assert_eq!(super::date(1_795_651_200), "2026-11-26");
+    }
 }

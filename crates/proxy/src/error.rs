@@ -75,3 +75,12 @@ pub fn local_response(status: StatusCode) -> Response<ResBody> {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     response
 }
+
+/// A redirect to `location` with a small body.
+pub fn redirect_response(status: StatusCode, location: &str) -> Response<ResBody> {
+    let mut response = local_response(status);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}

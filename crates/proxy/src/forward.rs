@@ -102,6 +102,13 @@ async fn forward(
     let found = table
         .lookup(host, req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
+    if found.route.policy.https_redirect && conn.scheme == "http" {
+        return Ok(https_redirect(
+            host,
+            req.uri(),
+            proxy.config.https_redirect_port,
+        ));
+    }
     let backend = table.backend(found.route.backend);
     outcome.backend = Some(backend.name.clone());
     let authority = match &backend.target {
@@ -200,6 +207,28 @@ async fn forward(
     Ok(response.map(Either::Left))
 }
 
+/// The 308 that sends a plain-HTTP request to the same host, path and query over HTTPS.
+fn https_redirect(host: &str, uri: &Uri, port: Option<u16>) -> Response<ResBody> {
+    let name = strip_port(host);
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = match port {
+        Some(p) if p != 443 => format!("https://{name}:{p}{target}"),
+        _ => format!("https://{name}{target}"),
+    };
+    crate::error::redirect_response(StatusCode::PERMANENT_REDIRECT, &location)
+}
+
+/// A host without its `:port` (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
 fn join_cookies(headers: &mut http::HeaderMap) {
     if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
@@ -213,5 +242,27 @@ fn join_cookies(headers: &mut http::HeaderMap) {
         .join("; ");
     if let Ok(v) = HeaderValue::from_str(&joined) {
         headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_keeps_path_and_query_and_drops_port() {
+        let uri: Uri = "/a//b?x=1&y".parse().unwrap();
+        let r = https_redirect("Example.com:8080", &uri, None);
+        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "https://Example.com/a//b?x=1&y"
+        );
+        let r = https_redirect("[::1]:8080", &uri, Some(8443));
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "https://[::1]:8443/a//b?x=1&y"
+        );
+        assert_eq!(strip_port("plain"), "plain");
     }
 }

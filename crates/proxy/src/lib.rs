@@ -11,10 +11,12 @@ mod forward;
 mod headers;
 mod log;
 mod server;
+mod tls;
 
 pub use error::ProxyError;
 pub use log::AccessLog;
 pub use server::{serve, Listener};
+pub use tls::{generated_certificate, server_config, SniResolver, TlsError};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,10 @@ pub struct ProxyConfig {
     pub shutdown_grace: Duration,
     /// Where the access log goes.
     pub access_log: AccessLog,
+    /// The port HTTPS redirects name (`None`: the default, 443, so no port in the URL).
+    pub https_redirect_port: Option<u16>,
+    /// How long a client gets to complete a TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -54,6 +60,8 @@ impl Default for ProxyConfig {
             upstream_max_idle: 256,
             shutdown_grace: Duration::from_secs(10),
             access_log: AccessLog::Text,
+            https_redirect_port: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

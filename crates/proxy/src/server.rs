@@ -12,13 +12,27 @@ use tokio::net::TcpListener;
 use crate::forward::{handle, ConnInfo};
 use crate::Proxy;
 
-/// A bound listening socket and the scheme its requests are reported with.
-#[derive(Debug)]
+/// A bound listening socket, and the TLS configuration when it terminates TLS.
 pub struct Listener {
     /// The socket.
     pub socket: TcpListener,
-    /// `http` for cleartext.
-    pub scheme: &'static str,
+    /// `None` for cleartext HTTP; the server configuration for HTTPS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Listener {
+    /// A cleartext HTTP listener.
+    pub fn http(socket: TcpListener) -> Self {
+        Listener { socket, tls: None }
+    }
+
+    /// An HTTPS listener.
+    pub fn https(socket: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        Listener {
+            socket,
+            tls: Some(config),
+        }
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown` completes, then stops accepting and gives
@@ -35,7 +49,10 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
     let graceful = GracefulShutdown::new();
-    let Listener { socket, scheme } = listener;
+    let Listener { socket, tls } = listener;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -52,17 +69,45 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                 let _ = stream.set_nodelay(true);
                 let Ok(local) = stream.local_addr() else { continue };
                 let info = ConnInfo { client, local, scheme };
-                let proxy = proxy.clone();
-                let service = service_fn(move |req| handle(proxy.clone(), info, req));
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let watched = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = watched.await {
-                        tracing::debug!(error = %e, client = %client, "client connection ended with an error");
+                let service_proxy = proxy.clone();
+                let service = service_fn(move |req| handle(service_proxy.clone(), info, req));
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                match &acceptor {
+                    None => {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        tokio::spawn(async move {
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(error = %e, client = %client, "client connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        let accept = acceptor.accept(stream);
+                        let handshake_timeout = proxy.config.tls_handshake_timeout;
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(handshake_timeout, accept).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, client = %client, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(client = %client, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned();
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(error = %e, client = %client, "client connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }

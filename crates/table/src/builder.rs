@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::{
-    Backend, BackendId, BackendTarget, HostPattern, PathType, Route, RouteOrigin, Table,
-    VirtualHost,
+    Backend, BackendId, BackendTarget, Certificate, HostPattern, PathType, Route, RouteOrigin,
+    RoutePolicy, Table, VirtualHost,
 };
 
 /// A route that lost to one added before it (same host, path and matching type).
@@ -49,6 +49,7 @@ impl TableBuilder {
         host: &HostPattern,
         backend: BackendId,
         origin: RouteOrigin,
+        policy: RoutePolicy,
     ) -> Result<(), Conflict> {
         let order = self.next_order();
         let vhost = match host {
@@ -84,6 +85,7 @@ impl TableBuilder {
             Arc::new(Route {
                 backend,
                 origin,
+                policy,
                 order,
             }),
         );
@@ -105,9 +107,36 @@ impl TableBuilder {
         self.table.default_backend = Some(Arc::new(Route {
             backend,
             origin,
+            policy: RoutePolicy::default(),
             order,
         }));
         Ok(())
+    }
+
+    /// Serves `cert` for a host pattern; the first certificate set for a host wins. Host-less
+    /// patterns are ignored (a certificate needs a name).
+    pub fn add_certificate(
+        &mut self,
+        host: &HostPattern,
+        cert: Arc<Certificate>,
+    ) -> Result<(), Arc<Certificate>> {
+        let map = match host {
+            HostPattern::Any => return Ok(()),
+            HostPattern::Exact(h) => self.table.tls.exact.entry(h.clone()),
+            HostPattern::Wildcard(s) => self.table.tls.wildcard.entry(s.clone()),
+        };
+        match map {
+            std::collections::hash_map::Entry::Occupied(e) => Err(e.get().clone()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(cert);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets the certificate for names nothing else covers.
+    pub fn set_default_certificate(&mut self, cert: Arc<Certificate>) {
+        self.table.tls.default = Some(cert);
     }
 
     fn next_order(&mut self) -> usize {

@@ -12,13 +12,15 @@ mod explain;
 mod host;
 mod publish;
 mod route;
+mod tls;
 
 pub use backend::{Backend, BackendId, BackendTarget};
 pub use builder::{Conflict, TableBuilder};
 pub use explain::{path_matches, Candidate, Explanation, Verdict};
 pub use host::{normalize_host, HostPattern};
 pub use publish::Published;
-pub use route::{PathType, Route, RouteOrigin};
+pub use route::{PathType, Route, RouteOrigin, RoutePolicy};
+pub use tls::{Certificate, TlsTable};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub struct Table {
     pub default_backend: Option<Arc<Route>>,
     /// Every backend referenced by a route, indexed by [`BackendId`].
     pub backends: Vec<Backend>,
+    /// Certificates by server name.
+    pub tls: TlsTable,
 }
 
 /// The routes of one host pattern.

@@ -63,6 +63,14 @@ impl RouteOrigin {
     }
 }
 
+/// Per-route behaviour beyond "forward to the backend", from the Ingress's TLS section and
+/// annotations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RoutePolicy {
+    /// Answer plain-HTTP requests with a 308 redirect to `https://`.
+    pub https_redirect: bool,
+}
+
 /// A compiled route: what to do with a request whose host and path matched.
 #[derive(Clone, Debug, Serialize)]
 pub struct Route {
@@ -70,6 +78,8 @@ pub struct Route {
     pub backend: BackendId,
     /// Where it came from.
     pub origin: RouteOrigin,
+    /// What else to do with matching requests.
+    pub policy: RoutePolicy,
     /// Position in precedence order among routes of the same path (older Ingress first); set by the
     /// builder.
     pub order: usize,

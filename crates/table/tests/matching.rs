@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use portcullis_table::{
-    path_matches, BackendTarget, HostPattern, PathType, RouteOrigin, Table, TableBuilder,
+    path_matches, BackendTarget, HostPattern, PathType, RouteOrigin, RoutePolicy, Table,
+    TableBuilder,
 };
 use proptest::prelude::*;
 
@@ -32,7 +33,7 @@ fn build(routes: &[(&str, &str, PathType)]) -> Table {
             path: path.to_string(),
             path_type: *path_type,
         };
-        let _ = b.add_route(&host, id, origin);
+        let _ = b.add_route(&host, id, origin, RoutePolicy::default());
     }
     b.build()
 }

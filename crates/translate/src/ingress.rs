@@ -1,22 +1,160 @@
 //! One Ingress → routes in the table builder.
 
+use std::collections::HashSet;
+
 use model::{Ingress, ObjectKey, Snapshot};
-use table::{Conflict, HostPattern, PathType, RouteOrigin, TableBuilder};
+use table::{Conflict, HostPattern, PathType, RouteOrigin, RoutePolicy, TableBuilder};
 
 use crate::backend::resolve;
+use crate::tls::{covers, SecretCache};
 use crate::{Diagnostic, Severity};
 
-/// Adds the rules and default backend of one Ingress; everything unusable becomes a diagnostic.
+/// The ingress-nginx annotation prefix.
+pub const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// State shared by the TLS pass over all Ingresses.
+pub struct TlsContext<'a> {
+    /// Secrets already loaded.
+    pub secrets: &'a mut SecretCache,
+    /// Every host some Ingress of ours lists under `spec.tls`.
+    pub hosts: &'a mut HashSet<HostPattern>,
+    /// The current time for expiry checks.
+    pub now: Option<i64>,
+}
+
+/// Adds the certificates of one Ingress's `spec.tls` and records its TLS hosts.
+pub fn compile_tls(
+    snapshot: &Snapshot,
+    key: &ObjectKey,
+    ing: &Ingress,
+    builder: &mut TableBuilder,
+    ctx: &mut TlsContext<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let diag = |severity, field: String, message: String| {
+        Diagnostic::new(severity, "Ingress", key, Some(field), message)
+    };
+    let Some(spec) = &ing.spec else { return };
+    for (i, entry) in spec.tls.iter().flatten().enumerate() {
+        let hosts: Vec<(usize, HostPattern)> = entry
+            .hosts
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(j, h)| match HostPattern::parse(h) {
+                Ok(HostPattern::Any) => None,
+                Ok(p) => Some((j, p)),
+                Err(e) => {
+                    diagnostics.push(diag(
+                        Severity::Error,
+                        format!("spec.tls[{i}].hosts[{j}]"),
+                        e,
+                    ));
+                    None
+                }
+            })
+            .collect();
+        if hosts.is_empty() {
+            diagnostics.push(diag(
+                Severity::Warning,
+                format!("spec.tls[{i}].hosts"),
+                "lists no hosts; this TLS entry is ignored".into(),
+            ));
+            continue;
+        }
+        ctx.hosts.extend(hosts.iter().map(|(_, h)| h.clone()));
+        let Some(secret_name) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+            diagnostics.push(diag(
+                Severity::Info,
+                format!("spec.tls[{i}].secretName"),
+                "not set: these hosts get the default certificate".into(),
+            ));
+            continue;
+        };
+        let secret_key = ObjectKey::new(key.namespace.clone(), secret_name);
+        let cert = match ctx.secrets.get(snapshot, &secret_key, ctx.now, diagnostics) {
+            Ok(cert) => cert,
+            Err(e) => {
+                let names: Vec<String> = hosts.iter().map(|(_, h)| h.display()).collect();
+                diagnostics.push(diag(
+                    Severity::Error,
+                    format!("spec.tls[{i}].secretName"),
+                    format!("{e}; {} get(s) the default certificate", names.join(", ")),
+                ));
+                continue;
+            }
+        };
+        for (j, host) in &hosts {
+            if !covers(&cert.dns_names, host) {
+                diagnostics.push(diag(
+                    Severity::Warning,
+                    format!("spec.tls[{i}].hosts[{j}]"),
+                    format!(
+                        "certificate in Secret {secret_key} does not cover {:?} (it covers: {}); clients will reject it",
+                        host.display(),
+                        if cert.dns_names.is_empty() { "no DNS names".to_string() } else { cert.dns_names.join(", ") }
+                    ),
+                ));
+            }
+            if let Err(winner) = builder.add_certificate(host, cert.clone()) {
+                if winner.source != cert.source {
+                    diagnostics.push(diag(
+                        Severity::Warning,
+                        format!("spec.tls[{i}].hosts[{j}]"),
+                        format!(
+                            "{:?} already gets the certificate from Secret {} (older Ingress); ignored",
+                            host.display(),
+                            winner.source
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Reads a boolean annotation; a malformed value is an error and the default applies.
+fn bool_annotation(
+    ing: &Ingress,
+    key: &ObjectKey,
+    name: &str,
+    default: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let full = format!("{NGINX}{name}");
+    let Some(value) = ing.metadata.annotations.as_ref().and_then(|a| a.get(&full)) else {
+        return default;
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            diagnostics.push(Diagnostic::new(
+                Severity::Error,
+                "Ingress",
+                key,
+                Some(format!("metadata.annotations[{full}]")),
+                format!("{value:?} is not \"true\" or \"false\"; using {default}"),
+            ));
+            default
+        }
+    }
+}
+
+/// Adds the rules and default backend of one Ingress (after every Ingress's TLS section); everything unusable becomes a diagnostic.
 pub fn compile(
     snapshot: &Snapshot,
     key: &ObjectKey,
     ing: &Ingress,
+    tls_hosts: &HashSet<HostPattern>,
     builder: &mut TableBuilder,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let diag = |severity, field: String, message: String| {
         Diagnostic::new(severity, "Ingress", key, Some(field), message)
     };
+    let ssl_redirect = bool_annotation(ing, key, "ssl-redirect", true, diagnostics);
+    let force_ssl_redirect = bool_annotation(ing, key, "force-ssl-redirect", false, diagnostics);
     let Some(spec) = &ing.spec else {
         diagnostics.push(diag(
             Severity::Warning,
@@ -138,7 +276,10 @@ pub fn compile(
                 path: written.to_string(),
                 path_type,
             };
-            if let Err(Conflict { winner }) = builder.add_route(&host, id, origin) {
+            let policy = RoutePolicy {
+                https_redirect: force_ssl_redirect || (ssl_redirect && tls_hosts.contains(&host)),
+            };
+            if let Err(Conflict { winner }) = builder.add_route(&host, id, origin, policy) {
                 diagnostics.push(diag(
                     Severity::Warning,
                     field,

@@ -8,9 +8,11 @@
 mod backend;
 mod class;
 mod ingress;
+mod tls;
 
 pub use class::IngressSelection;
 pub use model::{Diagnostic, Severity};
+pub use tls::{certificate_from_secret, covers, EXPIRY_WARNING_SECS};
 
 use model::{ObjectKey, Snapshot};
 use table::Table;
@@ -24,6 +26,11 @@ pub struct Options {
     pub controller_class: String,
     /// Serve Ingresses that name no class at all (`--watch-ingress-without-class`).
     pub watch_ingress_without_class: bool,
+    /// The Secret served to clients whose SNI no Ingress covers (`--default-ssl-certificate`).
+    pub default_certificate: Option<ObjectKey>,
+    /// The current time (seconds since the Unix epoch) for certificate expiry checks; translation
+    /// reads no clock itself. `None` skips the checks.
+    pub now: Option<i64>,
 }
 
 impl Default for Options {
@@ -32,6 +39,8 @@ impl Default for Options {
             ingress_classes: vec!["portcullis".to_string()],
             controller_class: "portcullis.io/ingress-controller".to_string(),
             watch_ingress_without_class: false,
+            default_certificate: None,
+            now: None,
         }
     }
 }
@@ -61,9 +70,43 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
     let mut diagnostics = Vec::new();
     let selection = class::select(snapshot, options, &mut diagnostics);
     let mut builder = table::TableBuilder::new();
+    let mut secrets = tls::SecretCache::default();
+    if let Some(key) = &options.default_certificate {
+        match secrets.get(snapshot, key, options.now, &mut diagnostics) {
+            Ok(cert) => builder.set_default_certificate(cert),
+            Err(e) => diagnostics.push(Diagnostic::new(
+                Severity::Error,
+                "Secret",
+                key,
+                None,
+                format!(
+                    "--default-ssl-certificate: {e}; serving the generated certificate instead"
+                ),
+            )),
+        }
+    }
+    // Certificates first: whether a host has TLS decides whether its routes redirect to HTTPS.
+    let mut tls_hosts = std::collections::HashSet::new();
     for key in &selection.ours {
         if let Some(ing) = snapshot.ingresses.get(key) {
-            ingress::compile(snapshot, key, ing, &mut builder, &mut diagnostics);
+            let mut ctx = ingress::TlsContext {
+                secrets: &mut secrets,
+                hosts: &mut tls_hosts,
+                now: options.now,
+            };
+            ingress::compile_tls(snapshot, key, ing, &mut builder, &mut ctx, &mut diagnostics);
+        }
+    }
+    for key in &selection.ours {
+        if let Some(ing) = snapshot.ingresses.get(key) {
+            ingress::compile(
+                snapshot,
+                key,
+                ing,
+                &tls_hosts,
+                &mut builder,
+                &mut diagnostics,
+            );
         }
     }
     Translation {
