@@ -20,12 +20,17 @@ fn render(table: &Table, diagnostics: &[model::Diagnostic]) -> String {
         };
         for route in vhost.exact.values().chain(vhost.prefix.values()) {
             rows.push(format!(
-                "route {host} {} {:?} -> {} ({} {})",
+                "route {host} {} {:?} -> {} ({} {}){}",
                 route.origin.path_type.as_str(),
                 route.origin.path,
                 table.backend(route.backend).name,
                 route.origin.ingress,
-                route.origin.field()
+                route.origin.field(),
+                if route.policy.https_redirect {
+                    " [http: 308 to https]"
+                } else {
+                    ""
+                }
             ));
         }
     }
