@@ -234,10 +234,17 @@ fn init_logging(format: LogFormat) {
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker runs everything on one thread: no work stealing, no cross-thread wake-ups.
+    let mut builder = if workers == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     if let Some(n) = workers {
         anyhow::ensure!(n > 0, "--workers must be at least 1");
-        builder.worker_threads(n);
+        if n > 1 {
+            builder.worker_threads(n);
+        }
     }
     Ok(builder.enable_all().build()?)
 }

@@ -49,12 +49,21 @@ pub async fn watch(
                 source,
             })?;
     }
-    while rx.recv().await.is_some() {
-        // Coalesce the burst: wait until events stop arriving for a moment.
-        while tokio::time::timeout(DEBOUNCE, rx.recv())
-            .await
-            .is_ok_and(|e| e.is_some())
-        {}
+    // Anything that changed between the caller's read and the watches being set up produced no
+    // event: read once more right away, then after every burst of events.
+    let mut pending = true;
+    loop {
+        if !pending {
+            if rx.recv().await.is_none() {
+                break;
+            }
+            // Coalesce the burst: wait until events stop arriving for a moment.
+            while tokio::time::timeout(DEBOUNCE, rx.recv())
+                .await
+                .is_ok_and(|e| e.is_some())
+            {}
+        }
+        pending = false;
         let (returned, load) = tokio::task::spawn_blocking(move || {
             let load = source.load();
             (source, load)

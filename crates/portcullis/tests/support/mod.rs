@@ -549,14 +549,30 @@ pub async fn start(dir: &Path, class: &str) -> Running {
     start_with(dir, class, quiet_proxy(), false).await
 }
 
+/// Starts Portcullis on `dir` serving `class` with HTTP and HTTPS listeners on fresh loopback
+/// ports, no admin server.
+pub async fn start_with_https(dir: &Path, class: &str) -> Running {
+    start_listeners(dir, class, quiet_proxy(), false, true).await
+}
+
 /// Starts Portcullis on `dir` serving `class` with a given proxy configuration, optionally with an
 /// admin server on a fresh loopback port.
 pub async fn start_with(dir: &Path, class: &str, proxy: ProxyConfig, admin: bool) -> Running {
+    start_listeners(dir, class, proxy, admin, false).await
+}
+
+async fn start_listeners(
+    dir: &Path,
+    class: &str,
+    proxy: ProxyConfig,
+    admin: bool,
+    https: bool,
+) -> Running {
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
     portcullis::start(Settings {
         manifests: vec![dir.to_path_buf()],
         http_addr: loopback,
-        https_addr: None,
+        https_addr: https.then_some(loopback),
         admin_addr: admin.then_some(loopback),
         translate: class_options(class),
         proxy,
@@ -805,71 +821,37 @@ pub async fn send(addr: SocketAddr, request: &TestRequest) -> Result<TestRespons
         })?
 }
 
-/// Where following redirects ended.
-#[derive(Clone, Debug)]
-pub enum Followed {
-    /// A response that is not a redirect.
-    Response(TestResponse),
-    /// A redirect to https, which this harness cannot follow (it has no TLS client).
-    ToHttps {
-        /// The redirect's status.
-        status: StatusCode,
-        /// The Location as sent.
-        location: String,
-        /// The host the Location names.
-        host: String,
-        /// The Location's path (the suite drops the query).
-        path: String,
-    },
-}
-
-/// Sends a request like [`send`] and follows redirects the way the conformance suite does: the same
-/// method to the Location's host and path (the query is dropped), still connecting to `addr`.
-pub async fn follow_redirects(addr: SocketAddr, request: &TestRequest) -> Result<Followed, String> {
+/// Sends a request like [`send`] and follows plain-HTTP redirects the way the conformance suite
+/// does: the same method to the Location's host and path (the query is dropped), still connecting
+/// to `addr`. A redirect to https is an error here (the conformance runner has a TLS client).
+pub async fn send_following_redirects(
+    addr: SocketAddr,
+    request: &TestRequest,
+) -> Result<TestResponse, String> {
     let mut current = request.clone();
     for _ in 0..10 {
         let response = send(addr, &current).await?;
         if !matches!(response.status.as_u16(), 301 | 302 | 303 | 307 | 308) {
-            return Ok(Followed::Response(response));
+            return Ok(response);
         }
         let location = response
             .headers
             .get(header::LOCATION)
             .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| format!("redirect {} without a Location", response.status))?
-            .to_string();
-        let uri = Uri::try_from(location.as_str())
-            .map_err(|e| format!("bad Location {location:?}: {e}"))?;
-        let host = uri.authority().map(|a| a.host().to_string());
+            .ok_or_else(|| format!("redirect {} without a Location", response.status))?;
+        let uri = Uri::try_from(location).map_err(|e| format!("bad Location {location:?}: {e}"))?;
         if uri.scheme_str() == Some("https") {
-            return Ok(Followed::ToHttps {
-                status: response.status,
-                host: host.unwrap_or_default(),
-                path: uri.path().to_string(),
-                location,
-            });
+            return Err(format!(
+                "{} redirect to {location}, which needs TLS",
+                response.status
+            ));
         }
-        if let Some(host) = host {
-            current.host = Some(host);
+        if let Some(authority) = uri.authority() {
+            current.host = Some(authority.as_str().to_string());
         }
         current.target = uri.path().to_string();
     }
     Err("more than 10 redirects".into())
-}
-
-/// [`follow_redirects`] where a redirect to https is an error.
-pub async fn send_following_redirects(
-    addr: SocketAddr,
-    request: &TestRequest,
-) -> Result<TestResponse, String> {
-    match follow_redirects(addr, request).await? {
-        Followed::Response(response) => Ok(response),
-        Followed::ToHttps {
-            status, location, ..
-        } => Err(format!(
-            "{status} redirect to {location}; this harness has no TLS client to follow it"
-        )),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
