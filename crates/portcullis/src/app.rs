@@ -45,7 +45,7 @@ pub struct Running {
     /// Changes each time a new table is published (the value is the generation).
     pub generations: watch::Receiver<u64>,
     shutdown: watch::Sender<bool>,
-    proxy_tasks: Vec<JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -53,9 +53,13 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (bounded by the grace period), stops.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for task in self.proxy_tasks {
-            let _ = task.await;
-        }
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
         for task in self.background {
             task.abort();
         }
@@ -121,10 +125,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let admin_state = Arc::new(AdminState::new(published.clone(), diagnostics));
     let (gen_tx, generations) = watch::channel(generation);
 
-    let http = TcpListener::bind(settings.http_addr)
-        .await
+    let workers = settings.proxy.workers.max(1);
+    let http = bind_shared(settings.http_addr, workers)
         .with_context(|| format!("cannot listen on --http-addr {}", settings.http_addr))?;
-    let http_addr = http.local_addr()?;
+    let http_addr = http[0].local_addr()?;
     let mut background = Vec::new();
     let admin_addr = match settings.admin_addr {
         Some(addr) => {
@@ -156,35 +160,43 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
     let https = match settings.https_addr {
         Some(addr) => {
-            let socket = TcpListener::bind(addr)
-                .await
+            let sockets = bind_shared(addr, workers)
                 .with_context(|| format!("cannot listen on --https-addr {addr}"))?;
             let resolver = Arc::new(proxy::SniResolver::new(
                 published.clone(),
                 proxy::generated_certificate()?,
             ));
-            Some(Listener::https(socket, proxy::server_config(resolver)?))
+            Some((sockets, proxy::server_config(resolver)?))
         }
         None => None,
     };
     let https_addr = match &https {
-        Some(l) => Some(l.socket.local_addr()?),
+        Some((sockets, _)) => Some(sockets[0].local_addr()?),
         None => None,
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let proxy = Arc::new(Proxy::new(published.clone(), settings.proxy.clone()));
-    let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
-        proxy.clone(),
-        Listener::http(http),
-        wait_for(shutdown_rx.clone()),
-    ))];
-    if let Some(listener) = https {
-        proxy_tasks.push(tokio::spawn(proxy::serve(
-            proxy,
-            listener,
-            wait_for(shutdown_rx),
-        )));
+    let (https_sockets, tls_config) = match https {
+        Some((sockets, config)) => (sockets, Some(config)),
+        None => (Vec::new(), None),
+    };
+    let mut https_sockets = https_sockets.into_iter();
+    let mut threads = Vec::with_capacity(workers);
+    for (index, http_socket) in http.into_iter().enumerate() {
+        let tls = match (https_sockets.next(), &tls_config) {
+            (Some(socket), Some(config)) => Some((socket, config.clone())),
+            _ => None,
+        };
+        threads.push(spawn_worker(
+            index,
+            Worker {
+                published: published.clone(),
+                config: settings.proxy.clone(),
+                http: http_socket,
+                https: tls,
+                shutdown: shutdown_rx.clone(),
+            },
+        )?);
     }
     Ok(Running {
         http_addr,
@@ -193,7 +205,91 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         published,
         generations,
         shutdown,
-        proxy_tasks,
+        workers: threads,
         background,
     })
+}
+
+/// Binds `count` listening sockets to one address with `SO_REUSEPORT`, so each worker thread
+/// accepts on its own socket and the kernel spreads connections among them. Port 0 is resolved
+/// by the first bind and reused by the others.
+fn bind_shared(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?.into_std()?;
+        addr = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
+}
+
+/// What one data-plane worker thread owns.
+struct Worker {
+    published: Arc<Published>,
+    config: ProxyConfig,
+    http: std::net::TcpListener,
+    https: Option<(std::net::TcpListener, Arc<proxy::rustls::ServerConfig>)>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Starts a data-plane worker: one thread running a single-threaded runtime with its own
+/// listeners and its own upstream connection pool, so requests never cross threads.
+fn spawn_worker(index: usize, worker: Worker) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a worker runtime")?;
+    let thread = std::thread::Builder::new()
+        .name(format!("portcullis-worker-{index}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Worker {
+                    published,
+                    config,
+                    http,
+                    https,
+                    shutdown,
+                } = worker;
+                let proxy = Arc::new(Proxy::new(published, config));
+                let http = match TcpListener::from_std(http) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "worker {index} cannot use its HTTP socket");
+                        return;
+                    }
+                };
+                let mut tasks = vec![tokio::spawn(proxy::serve(
+                    proxy.clone(),
+                    Listener::http(http),
+                    wait_for(shutdown.clone()),
+                ))];
+                if let Some((socket, tls)) = https {
+                    match TcpListener::from_std(socket) {
+                        Ok(socket) => tasks.push(tokio::spawn(proxy::serve(
+                            proxy,
+                            Listener::https(socket, tls),
+                            wait_for(shutdown),
+                        ))),
+                        Err(e) => {
+                            tracing::error!(error = %e, "worker {index} cannot use its HTTPS socket")
+                        }
+                    }
+                }
+                for task in tasks {
+                    let _ = task.await;
+                }
+            })
+        })
+        .context("cannot start a worker thread")?;
+    Ok(thread)
 }

@@ -114,20 +114,24 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn proxy_config(&self) -> ProxyConfig {
-        ProxyConfig {
+    fn proxy_config(&self) -> anyhow::Result<ProxyConfig> {
+        anyhow::ensure!(self.workers != Some(0), "--workers must be at least 1");
+        Ok(ProxyConfig {
             connect_timeout: Duration::from_secs(self.connect_timeout),
             response_header_timeout: Duration::from_secs(self.response_header_timeout),
             client_idle_timeout: Duration::from_secs(self.client_idle_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             https_redirect_port: self.https_redirect_port,
+            workers: self
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             access_log: match (self.no_access_log, self.log_format) {
                 (true, _) => AccessLog::Off,
                 (false, LogFormat::Text) => AccessLog::Text,
                 (false, LogFormat::Json) => AccessLog::Json,
             },
             ..ProxyConfig::default()
-        }
+        })
     }
 }
 
@@ -196,18 +200,7 @@ struct DemoArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => serve(
-            &args.serve,
-            Settings {
-                manifests: args.manifests,
-                http_addr: args.http_addr,
-                https_addr: Some(args.https_addr),
-                admin_addr: Some(args.admin_addr),
-                translate: args.class.options(),
-                proxy: args.serve.proxy_config(),
-            },
-            false,
-        ),
+        Command::Run(args) => run(args),
         Command::Demo(args) => demo(args),
         Command::Check(args) => check(args),
         Command::Route(args) => route(args),
@@ -219,6 +212,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings {
+        manifests: args.manifests,
+        http_addr: args.http_addr,
+        https_addr: Some(args.https_addr),
+        admin_addr: Some(args.admin_addr),
+        translate: args.class.options(),
+        proxy: args.serve.proxy_config()?,
+    };
+    serve(&args.serve, settings, false)
 }
 
 fn init_logging(format: LogFormat) {
@@ -233,20 +238,12 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    // One worker runs everything on one thread: no work stealing, no cross-thread wake-ups.
-    let mut builder = if workers == Some(1) {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    if let Some(n) = workers {
-        anyhow::ensure!(n > 0, "--workers must be at least 1");
-        if n > 1 {
-            builder.worker_threads(n);
-        }
-    }
-    Ok(builder.enable_all().build()?)
+/// The control-side runtime: sources, translation, the admin server and signals. The data plane
+/// runs on its own worker threads (see `--workers`).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn termination() {
@@ -266,7 +263,7 @@ async fn termination() {
 
 fn serve(args: &ServeArgs, settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
-    runtime(args.workers)?.block_on(async move {
+    runtime()?.block_on(async move {
         let backends = if demo {
             Some(start_demo_backends().await?)
         } else {
@@ -345,7 +342,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         https_addr: None,
         admin_addr: Some(args.admin_addr),
         translate: translate::Options::default(),
-        proxy: args.serve.proxy_config(),
+        proxy: args.serve.proxy_config()?,
     };
     serve(&args.serve, settings, true)
 }

@@ -15,23 +15,42 @@ use table::BackendTarget;
 
 use crate::error::{ResBody, SERVER};
 use crate::headers::{self, X_REQUEST_ID};
-use crate::log::Entry;
+use crate::log::{AccessLog, Entry};
 use crate::{Proxy, ProxyError};
 
-/// What the proxy knows about the client connection a request arrived on.
-#[derive(Clone, Copy, Debug)]
+/// What the proxy knows about the client connection a request arrived on, with the header
+/// values derived from it computed once per connection rather than once per request.
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// The client's address.
     pub client: SocketAddr,
-    /// The local address the connection was accepted on.
-    pub local: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
+    client_ip: HeaderValue,
+    local_port: HeaderValue,
 }
 
-/// Where a request is going, as far as the access log cares.
-#[derive(Default)]
-struct Outcome {
+impl ConnInfo {
+    /// Connection facts for a client connection.
+    pub fn new(client: SocketAddr, local: SocketAddr, scheme: &'static str) -> Self {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ConnInfo {
+            client,
+            scheme,
+            client_ip,
+            local_port: HeaderValue::from(local.port()),
+        }
+    }
+}
+
+/// What the access log records about a request beyond its status.
+struct Logged {
+    start: Instant,
+    method: http::Method,
+    version: Version,
+    host: String,
+    path: String,
     upstream: Option<String>,
     backend: Option<String>,
 }
@@ -39,42 +58,47 @@ struct Outcome {
 /// Serves one request; never fails (failures become responses).
 pub async fn handle(
     proxy: Arc<Proxy>,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let version = req.version();
-    let host = request_host(&req).to_string();
-    let path = req.uri().path().to_string();
+    let mut logged = (proxy.config.access_log != AccessLog::Off).then(|| Logged {
+        start: Instant::now(),
+        method: req.method().clone(),
+        version: req.version(),
+        host: request_host(&req).to_string(),
+        path: req.uri().path().to_string(),
+        upstream: None,
+        backend: None,
+    });
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
         .cloned()
         .unwrap_or_else(headers::request_id);
-    let mut outcome = Outcome::default();
 
-    let response = match forward(&proxy, conn, req, &host, &request_id, &mut outcome).await {
+    let response = match forward(&proxy, &conn, req, &request_id, logged.as_mut()).await {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ProxyError::Upstream { .. } | ProxyError::Timeout(_)) {
-                tracing::warn!(%error, host = %host, path = %path, "upstream failure");
+                tracing::warn!(%error, "upstream failure");
             }
             error.to_response()
         }
     };
-    proxy.config.access_log.write(&Entry {
-        client: conn.client,
-        method: &method,
-        host: &host,
-        path: &path,
-        version,
-        status: response.status(),
-        upstream: outcome.upstream.as_deref(),
-        backend: outcome.backend.as_deref(),
-        duration: start.elapsed(),
-        request_id: request_id.to_str().unwrap_or("-"),
-    });
+    if let Some(l) = logged {
+        proxy.config.access_log.write(&Entry {
+            client: conn.client,
+            method: &l.method,
+            host: &l.host,
+            path: &l.path,
+            version: l.version,
+            status: response.status(),
+            upstream: l.upstream.as_deref(),
+            backend: l.backend.as_deref(),
+            duration: l.start.elapsed(),
+            request_id: request_id.to_str().unwrap_or("-"),
+        });
+    }
     Ok(response)
 }
 
@@ -92,48 +116,61 @@ fn request_host(req: &Request<Incoming>) -> &str {
 
 async fn forward(
     proxy: &Proxy,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
-    host: &str,
     request_id: &HeaderValue,
-    outcome: &mut Outcome,
+    logged: Option<&mut Logged>,
 ) -> Result<Response<ResBody>, ProxyError> {
-    let table = proxy.published.load_full();
-    let found = table
-        .lookup(host, req.uri().path())
-        .ok_or(ProxyError::NoRoute)?;
-    if found.route.policy.https_redirect && conn.scheme == "http" {
-        return Ok(https_redirect(
-            host,
-            req.uri(),
-            proxy.config.https_redirect_port,
-        ));
-    }
-    let backend = table.backend(found.route.backend);
-    outcome.backend = Some(backend.name.clone());
-    let authority = match &backend.target {
-        BackendTarget::Endpoints { .. } => backend
-            .pick()
-            .map(|addr| addr.to_string())
-            .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
-        BackendTarget::ExternalName { host, port } => format!("{host}:{port}"),
-        BackendTarget::Unavailable { .. } => {
-            return Err(ProxyError::NoEndpoint(backend.name.clone()))
-        }
+    // The host as a header value: a cheap clone of the Host header, or a copy of the URI authority
+    // for HTTP/2 and absolute-form requests.
+    let host = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("host"))?,
+        None => req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("")),
     };
-    drop(table);
-    outcome.upstream = Some(authority.clone());
+    let host_str = host.to_str().map_err(|_| ProxyError::BadRequest("host"))?;
+
+    // Everything that needs the table happens here, without holding it across an await.
+    let authority = {
+        let table = proxy.published.load();
+        let found = table
+            .lookup(host_str, req.uri().path())
+            .ok_or(ProxyError::NoRoute)?;
+        if found.route.policy.https_redirect && conn.scheme == "http" {
+            return Ok(https_redirect(
+                host_str,
+                req.uri(),
+                proxy.config.https_redirect_port,
+            ));
+        }
+        let backend = table.backend(found.route.backend);
+        let authority = match &backend.target {
+            BackendTarget::Endpoints { .. } => backend
+                .pick()
+                .map(|addr| addr.to_string())
+                .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
+            BackendTarget::ExternalName { host, port } => format!("{host}:{port}"),
+            BackendTarget::Unavailable { .. } => {
+                return Err(ProxyError::NoEndpoint(backend.name.clone()))
+            }
+        };
+        if let Some(l) = logged {
+            l.backend = Some(backend.name.clone());
+            l.upstream = Some(authority.clone());
+        }
+        authority
+    };
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let uri_authority = parts.uri.authority().cloned();
-    if let Some(a) = uri_authority {
+    if parts.uri.authority().is_some() {
         // HTTP/2 and absolute-form requests carry the host in the URI; HTTP/1.1 upstreams need Host.
-        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-            parts.headers.insert(header::HOST, v);
-        }
+        parts.headers.insert(header::HOST, host.clone());
     }
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
@@ -141,17 +178,18 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(
         &mut parts.headers,
-        conn.client,
+        &conn.client_ip,
         host,
         conn.scheme,
-        conn.local.port(),
+        &conn.local_port,
     );
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     parts.version = Version::HTTP_11;
-    let authority =
-        Authority::try_from(authority.as_str()).map_err(|_| ProxyError::BadRequest("authority"))?;
+    let authority_text = authority;
+    let authority = Authority::try_from(authority_text.as_str())
+        .map_err(|_| ProxyError::BadRequest("authority"))?;
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(authority);
@@ -167,12 +205,11 @@ async fn forward(
         proxy.client.request(upstream_req),
     )
     .await;
-    let upstream = outcome.upstream.clone().unwrap_or_default();
     let mut response = match sent {
-        Err(_) => return Err(ProxyError::Timeout(upstream)),
+        Err(_) => return Err(ProxyError::Timeout(authority_text)),
         Ok(Err(source)) => {
             return Err(ProxyError::Upstream {
-                addr: upstream,
+                addr: authority_text,
                 source,
             })
         }

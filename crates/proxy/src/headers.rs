@@ -3,7 +3,6 @@
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -70,30 +69,30 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Sets the forwarding headers a backend needs to see the original request.
+/// Sets the forwarding headers a backend needs to see the original request. `client_ip` and
+/// `local_port` are the connection's, computed once per connection.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: SocketAddr,
-    host: &str,
+    client_ip: &HeaderValue,
+    host: HeaderValue,
     scheme: &'static str,
-    local_port: u16,
+    local_port: &HeaderValue,
 ) {
-    let ip = client.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip.clone(),
+    let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prior) if !prior.trim_ascii().is_empty() => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + client_ip.len());
+            joined.extend_from_slice(prior);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+        }
+        _ => client_ip.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_REAL_IP.clone(), client_ip.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
-    }
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(local_port));
+    headers.insert(X_FORWARDED_HOST.clone(), host);
+    headers.insert(X_FORWARDED_PORT.clone(), local_port.clone());
 }
 
 thread_local! {
@@ -174,10 +173,10 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         set_forwarded(
             &mut h,
-            "192.0.2.7:5555".parse().unwrap(),
-            "a.example:8080",
+            &HeaderValue::from_static("192.0.2.7"),
+            HeaderValue::from_static("a.example:8080"),
             "http",
-            8080,
+            &HeaderValue::from(8080u16),
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-real-ip"], "192.0.2.7");

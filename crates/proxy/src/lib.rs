@@ -15,6 +15,7 @@ mod tls;
 
 pub use error::ProxyError;
 pub use log::AccessLog;
+pub use rustls;
 pub use server::{serve, Listener};
 pub use tls::{generated_certificate, server_config, SniResolver, TlsError};
 
@@ -48,6 +49,9 @@ pub struct ProxyConfig {
     pub https_redirect_port: Option<u16>,
     /// How long a client gets to complete a TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Number of data-plane worker threads, each with its own listening sockets and upstream
+    /// connection pool.
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -62,6 +66,7 @@ impl Default for ProxyConfig {
             access_log: AccessLog::Text,
             https_redirect_port: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

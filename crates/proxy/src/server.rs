@@ -68,9 +68,9 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                 };
                 let _ = stream.set_nodelay(true);
                 let Ok(local) = stream.local_addr() else { continue };
-                let info = ConnInfo { client, local, scheme };
+                let info = Arc::new(ConnInfo::new(client, local, scheme));
                 let service_proxy = proxy.clone();
-                let service = service_fn(move |req| handle(service_proxy.clone(), info, req));
+                let service = service_fn(move |req| handle(service_proxy.clone(), info.clone(), req));
                 let watcher = graceful.watcher();
                 let builder = builder.clone();
                 match &acceptor {
