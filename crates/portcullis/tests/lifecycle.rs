@@ -1,0 +1,126 @@
+//! Lifecycle and resolution behaviour: graceful shutdown with requests in flight, and
+//! ExternalName Services resolved by the proxy.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use support::{ingress_yaml, spawn_http1, start, write_manifest, IngressPath, IngressRule};
+use tokio::sync::oneshot;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A backend that answers only when the test says so.
+    let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let gates = std::sync::Arc::new(std::sync::Mutex::new((Some(arrived_tx), Some(release_rx))));
+    let backend = spawn_http1(move |_req| {
+        let gates = gates.clone();
+        async move {
+            let (arrived, release) = {
+                let mut g = gates.lock().expect("gates");
+                (g.0.take(), g.1.take())
+            };
+            if let Some(arrived) = arrived {
+                let _ = arrived.send(());
+            }
+            if let Some(release) = release {
+                let _ = release.await;
+            }
+            Response::new(Full::new(Bytes::from_static(b"finished")))
+        }
+    })
+    .await;
+    write_manifest(
+        dir.path(),
+        "slow.yaml",
+        &format!(
+            "{}---\n{}---\n{}",
+            support::service_yaml("default", "slow", 80, None),
+            support::endpoint_slice_yaml("default", "slow", "slow-0", None, backend.addr, true),
+            ingress_yaml(
+                "default",
+                "slow",
+                "portcullis",
+                None,
+                &[IngressRule::new(
+                    None,
+                    vec![IngressPath::new("/", "Prefix", "slow", 80)]
+                )],
+            )
+        ),
+    );
+    let running = start(dir.path(), "portcullis").await;
+    let addr = running.http_addr;
+    let in_flight = tokio::spawn(async move {
+        support::send(addr, &support::TestRequest::get("any.example", "/slow")).await
+    });
+    tokio::time::timeout(Duration::from_secs(10), arrived_rx)
+        .await
+        .expect("the request reaches the backend")
+        .expect("backend alive");
+
+    let shutdown = tokio::spawn(running.shutdown());
+    // New connections are refused once the listener is closed; bounded polling.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listener still accepting after shutdown began"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the in-flight request"
+    );
+    let _ = release_tx.send(());
+    let response = in_flight
+        .await
+        .expect("join")
+        .expect("the in-flight request completes");
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body, Bytes::from_static(b"finished"));
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown completes once the request is done")
+        .expect("join");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_name_service_is_resolved_by_the_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = support::spawn_simple_echo("external", "external-0").await;
+    let port = echo.addr().port();
+    write_manifest(
+        dir.path(),
+        "external.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: external}}\nspec:\n  type: ExternalName\n  externalName: localhost\n  ports: [{{port: {port}}}]\n---\n{}",
+            ingress_yaml(
+                "default",
+                "external",
+                "portcullis",
+                None,
+                &[IngressRule::new(None, vec![IngressPath::new("/", "Prefix", "external", port)])],
+            )
+        ),
+    );
+    let running = start(dir.path(), "portcullis").await;
+    let response = support::send(
+        running.http_addr,
+        &support::TestRequest::get("x.example", "/ext"),
+    )
+    .await
+    .expect("response");
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.served_by(), "external");
+    running.shutdown().await;
+}
