@@ -3,10 +3,11 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+
+use crate::upstream::{PooledBody, UpstreamError};
 
 /// The body type the proxy answers with: a streamed upstream body or a small local one.
-pub type ResBody = Either<Incoming, Full<Bytes>>;
+pub type ResBody = Either<PooledBody, Full<Bytes>>;
 
 /// The `Server` header value on every response Portcullis makes or forwards without one.
 pub const SERVER: HeaderValue = HeaderValue::from_static("portcullis");
@@ -27,7 +28,7 @@ pub enum ProxyError {
         addr: String,
         /// The underlying error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
     /// The upstream did not send response headers in time.
     #[error("upstream {0} timed out")]

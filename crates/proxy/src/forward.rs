@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -16,6 +15,7 @@ use table::BackendTarget;
 use crate::error::{ResBody, SERVER};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::log::{AccessLog, Entry};
+use crate::upstream::Target;
 use crate::{Proxy, ProxyError};
 
 /// What the proxy knows about the client connection a request arrived on, with the header
@@ -134,7 +134,7 @@ async fn forward(
     let host_str = host.to_str().map_err(|_| ProxyError::BadRequest("host"))?;
 
     // Everything that needs the table happens here, without holding it across an await.
-    let authority = {
+    let target = {
         let table = proxy.published.load();
         let found = table
             .lookup(host_str, req.uri().path())
@@ -147,21 +147,21 @@ async fn forward(
             ));
         }
         let backend = table.backend(found.route.backend);
-        let authority = match &backend.target {
+        let target = match &backend.target {
             BackendTarget::Endpoints { .. } => backend
                 .pick()
-                .map(|addr| addr.to_string())
+                .map(Target::Addr)
                 .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
-            BackendTarget::ExternalName { host, port } => format!("{host}:{port}"),
+            BackendTarget::ExternalName { host, port } => Target::Name(host.as_str().into(), *port),
             BackendTarget::Unavailable { .. } => {
                 return Err(ProxyError::NoEndpoint(backend.name.clone()))
             }
         };
         if let Some(l) = logged {
             l.backend = Some(backend.name.clone());
-            l.upstream = Some(authority.clone());
+            l.upstream = Some(target.to_string());
         }
-        authority
+        target
     };
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
@@ -187,29 +187,26 @@ async fn forward(
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     parts.version = Version::HTTP_11;
-    let authority_text = authority;
-    let authority = Authority::try_from(authority_text.as_str())
-        .map_err(|_| ProxyError::BadRequest("authority"))?;
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority);
-    uri.path_and_query = parts.uri.path_and_query().cloned();
-    if uri.path_and_query.is_none() {
-        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    // HTTP/1.1 upstreams get the origin form; the host travels in the Host header.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
     }
-    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("request target"))?;
     let upstream_req = Request::from_parts(parts, body);
 
     let sent = tokio::time::timeout(
         proxy.config.response_header_timeout,
-        proxy.client.request(upstream_req),
+        proxy.pool.send(target.clone(), upstream_req),
     )
     .await;
     let mut response = match sent {
-        Err(_) => return Err(ProxyError::Timeout(authority_text)),
+        Err(_) => return Err(ProxyError::Timeout(target.to_string())),
         Ok(Err(source)) => {
             return Err(ProxyError::Upstream {
-                addr: authority_text,
+                addr: target.to_string(),
                 source,
             })
         }

@@ -12,6 +12,7 @@ mod headers;
 mod log;
 mod server;
 mod tls;
+mod upstream;
 
 pub use error::ProxyError;
 pub use log::AccessLog;
@@ -22,11 +23,8 @@ pub use tls::{generated_certificate, server_config, SniResolver, TlsError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use table::Published;
+use upstream::Pool;
 
 /// Timeouts and limits of the data plane.
 #[derive(Clone, Debug)]
@@ -74,7 +72,7 @@ impl Default for ProxyConfig {
 /// The shared, per-process proxy state: the published table and the upstream connection pool.
 pub struct Proxy {
     published: Arc<Published>,
-    client: Client<HttpConnector, Incoming>,
+    pool: Arc<Pool>,
     config: ProxyConfig,
 }
 
@@ -89,19 +87,14 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// A proxy that routes by whatever table is published in `published`.
     pub fn new(published: Arc<Published>, config: ProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .pool_max_idle_per_host(config.upstream_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let pool = Pool::new(
+            config.connect_timeout,
+            config.upstream_idle_timeout,
+            config.upstream_max_idle,
+        );
         Proxy {
             published,
-            client,
+            pool,
             config,
         }
     }
