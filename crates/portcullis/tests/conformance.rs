@@ -22,10 +22,8 @@ use http::{Method, Uri};
 use hyper_util::rt::TokioIo;
 use model::{Object, Parsed};
 use portcullis::Running;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use support::{
@@ -327,56 +325,6 @@ struct Exchange {
     certificate: Option<Vec<u8>>,
 }
 
-/// Go's `InsecureSkipVerify`: any certificate is accepted (handshake signatures are still checked);
-/// the suite checks the certificate in a separate step.
-#[derive(Debug)]
-struct SkipVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The suite's TLS client: no verification, HTTP/1.1 only (Go's transport offers no h2 once a
 /// custom TLS configuration is set).
 fn suite_tls_config() -> Result<Arc<ClientConfig>, String> {
@@ -385,7 +333,7 @@ fn suite_tls_config() -> Result<Arc<ClientConfig>, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS client configuration: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+        .with_custom_certificate_verifier(Arc::new(support::SkipVerify(provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

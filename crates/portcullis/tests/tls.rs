@@ -12,9 +12,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
 use support::{deploy, write_manifest, ServiceSpec};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -189,44 +188,6 @@ fn client_config(roots: RootCertStore, alpn: &[&[u8]]) -> ClientConfig {
     config
 }
 
-/// Accepts any certificate; used only to look at what the server presents.
-#[derive(Debug)]
-struct AcceptAnything;
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 async fn handshake(
     addr: SocketAddr,
     config: Arc<ClientConfig>,
@@ -322,7 +283,7 @@ async fn sni_chooses_exact_wildcard_and_default_certificates() {
     let mut anything = client_config(RootCertStore::empty(), &[b"http/1.1"]);
     anything
         .dangerous()
-        .set_certificate_verifier(Arc::new(AcceptAnything));
+        .set_certificate_verifier(support::SkipVerify::new());
     let ip = ServerName::IpAddress(site.https().ip().into());
     let s = handshake(site.https(), Arc::new(anything), ip)
         .await
@@ -664,7 +625,7 @@ async fn rsa_certificate_is_served() {
     let mut anything = client_config(roots, &[b"http/1.1"]);
     anything
         .dangerous()
-        .set_certificate_verifier(Arc::new(AcceptAnything));
+        .set_certificate_verifier(support::SkipVerify::new());
     let stream = handshake(
         running.https_addr.expect("https"),
         Arc::new(anything),

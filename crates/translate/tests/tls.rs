@@ -9,8 +9,7 @@ struct Cert {
     key: String,
 }
 
-fn cert(names: &[&str]) -> Cert {
-    let key = rcgen::KeyPair::generate().expect("key");
+fn cert_with(names: &[&str], key: rcgen::KeyPair) -> Cert {
     let params =
         rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .expect("params");
@@ -21,16 +20,16 @@ fn cert(names: &[&str]) -> Cert {
     }
 }
 
+/// An ECDSA P-256 certificate.
+fn cert(names: &[&str]) -> Cert {
+    cert_with(names, rcgen::KeyPair::generate().expect("key"))
+}
+
 fn ed25519_cert(names: &[&str]) -> Cert {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
-    let params =
-        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("params");
-    let crt = params.self_signed(&key).expect("cert");
-    Cert {
-        crt: crt.pem(),
-        key: key.serialize_pem(),
-    }
+    cert_with(
+        names,
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key"),
+    )
 }
 
 fn indent(text: &str) -> String {

@@ -947,3 +947,66 @@ pub async fn count_body(
     }
     Ok(total)
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS clients
+// ---------------------------------------------------------------------------------------------
+
+/// Go's `InsecureSkipVerify`: any certificate is accepted (handshake signatures are still checked);
+/// the suite checks the certificate in a separate step.
+#[derive(Debug)]
+pub struct SkipVerify(pub Arc<rustls::crypto::CryptoProvider>);
+
+impl SkipVerify {
+    /// A verifier using the ring provider's signature algorithms.
+    pub fn new() -> Arc<Self> {
+        Arc::new(SkipVerify(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        )))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
