@@ -35,6 +35,24 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// The error without the origin prefix, for reports that already name the file.
+    pub fn detail(&self) -> String {
+        match self {
+            ManifestError::Syntax {
+                document, message, ..
+            } => format!("document {document}: {message}"),
+            ManifestError::Invalid {
+                kind,
+                name,
+                field,
+                message,
+                ..
+            } => format!("{kind} {name}: field `{field}`: {message}"),
+        }
+    }
+}
+
 /// One document read from a manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {

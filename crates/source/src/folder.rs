@@ -167,7 +167,7 @@ fn reparse(path: &Path, state: &mut FileState, text: String) {
             )),
             Err(e) => {
                 failed = true;
-                notes.push(file_diag(Severity::Error, path, e.to_string()));
+                notes.push(file_diag(Severity::Error, path, e.detail()));
             }
         }
     }
