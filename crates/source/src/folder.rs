@@ -34,6 +34,8 @@ struct FileState {
 pub struct FolderSource {
     roots: Vec<PathBuf>,
     files: BTreeMap<PathBuf, FileState>,
+    /// Roots that could not be listed at the last full read.
+    root_notes: Vec<Diagnostic>,
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -59,6 +61,7 @@ impl FolderSource {
         Ok(FolderSource {
             roots,
             files: BTreeMap::new(),
+            root_notes: Vec::new(),
         })
     }
 
@@ -72,6 +75,74 @@ impl FolderSource {
     /// keeps all of its files' last objects.
     pub fn load(&mut self) -> Load {
         let mut diagnostics = Vec::new();
+        self.read_all(&mut diagnostics);
+        self.root_notes = diagnostics;
+        self.assemble()
+    }
+
+    /// Re-reads only the manifest files named in `changed` (paths from file-system events). A path
+    /// that may stand for a folder — an existing folder or folder symlink (a ConfigMap's `..data`
+    /// swap), or a vanished path that was not a manifest file — re-reads everything instead.
+    pub fn refresh(&mut self, changed: &[PathBuf]) -> Load {
+        let mut full = changed.is_empty();
+        let mut files = Vec::new();
+        for path in changed {
+            if !self.covers(path) {
+                continue;
+            }
+            let hidden = path
+                .file_name()
+                .is_none_or(|n| n.to_string_lossy().starts_with('.'));
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_dir() => full = true,
+                Ok(_) if !hidden && is_manifest(path) => files.push(path.clone()),
+                Ok(_) => {}
+                // Gone: a manifest file was deleted, or something else (maybe a folder) went away.
+                Err(_) if !hidden && is_manifest(path) => files.push(path.clone()),
+                Err(_) if !hidden => full = true,
+                Err(_) => {}
+            }
+        }
+        if full {
+            return self.load();
+        }
+        files.sort();
+        files.dedup();
+        for path in &files {
+            self.read_file(path);
+        }
+        self.assemble()
+    }
+
+    /// Whether a path is one of the roots or inside a root folder.
+    fn covers(&self, path: &Path) -> bool {
+        self.roots.iter().any(|r| path == r || path.starts_with(r))
+    }
+
+    fn read_file(&mut self, path: &Path) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let state = self.files.entry(path.to_path_buf()).or_default();
+                state.read_error = None;
+                if state.good.is_none() || state.text != text {
+                    reparse(path, state, text);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.files.remove(path);
+            }
+            Err(e) => {
+                let state = self.files.entry(path.to_path_buf()).or_default();
+                state.read_error = Some(file_diag(
+                    Severity::Error,
+                    path,
+                    format!("cannot read ({e}); keeping its last good objects"),
+                ));
+            }
+        }
+    }
+
+    fn read_all(&mut self, diagnostics: &mut Vec<Diagnostic>) {
         let mut seen: Vec<PathBuf> = Vec::new();
         let mut unreadable_roots: Vec<PathBuf> = Vec::new();
         for root in &self.roots {
@@ -93,25 +164,13 @@ impl FolderSource {
             seen.binary_search(path).is_ok() || unreadable_roots.iter().any(|r| path.starts_with(r))
         });
         for path in &seen {
-            match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    let state = self.files.entry(path.clone()).or_default();
-                    state.read_error = None;
-                    if state.good.is_none() || state.text != text {
-                        reparse(path, state, text);
-                    }
-                }
-                Err(e) => {
-                    let state = self.files.entry(path.clone()).or_default();
-                    state.read_error = Some(file_diag(
-                        Severity::Error,
-                        path,
-                        format!("cannot read ({e}); keeping its last good objects"),
-                    ));
-                }
-            }
+            self.read_file(path);
         }
+    }
 
+    /// The snapshot and diagnostics of the files as last read.
+    fn assemble(&self) -> Load {
+        let mut diagnostics = self.root_notes.clone();
         let mut snapshot = Snapshot::default();
         let mut origin: BTreeMap<(model::Kind, model::ObjectKey), PathBuf> = BTreeMap::new();
         for (path, state) in &self.files {
@@ -245,6 +304,40 @@ mod tests {
             src.load().snapshot.is_empty(),
             "a deleted file's objects go"
         );
+    }
+
+    #[test]
+    fn refresh_reads_only_named_files_and_rescans_for_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join("a.yaml"), SVC).unwrap();
+        std::fs::write(root.join("b.yaml"), SVC.replace("name: a", "name: b")).unwrap();
+        let mut src = FolderSource::new(vec![root.clone()]).unwrap();
+        assert_eq!(src.load().snapshot.services.len(), 2);
+
+        // A changed file named by an event is re-read; an unnamed change waits for its event.
+        std::fs::write(root.join("a.yaml"), SVC.replace("port: 80", "port: 81")).unwrap();
+        std::fs::write(root.join("c.yaml"), SVC.replace("name: a", "name: c")).unwrap();
+        let load = src.refresh(&[root.join("a.yaml"), root.join(".a.yaml.swp")]);
+        assert_eq!(load.snapshot.services.len(), 2);
+        let a = &load.snapshot.services[&model::ObjectKey::new("default", "a")];
+        assert_eq!(a.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 81);
+
+        // A deleted file named by an event goes.
+        std::fs::remove_file(root.join("b.yaml")).unwrap();
+        let load = src.refresh(&[root.join("b.yaml")]);
+        assert!(!load
+            .snapshot
+            .services
+            .contains_key(&model::ObjectKey::new("default", "b")));
+
+        // A new folder makes the whole tree be read again (and so c.yaml is found).
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/d.yaml"), SVC.replace("name: a", "name: d")).unwrap();
+        let load = src.refresh(&[root.join("sub")]);
+        assert_eq!(load.snapshot.services.len(), 3, "a, c and d");
+        // Paths outside the roots are ignored.
+        assert_eq!(src.refresh(&["/elsewhere/x.yaml".into()]), load);
     }
 
     #[test]

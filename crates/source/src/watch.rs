@@ -1,6 +1,6 @@
 //! Watching the roots of a [`FolderSource`] and re-reading on change.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::{FolderSource, Load, SourceError};
 
 /// Bursts of file events closer together than this are read once.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+const DEBOUNCE: Duration = Duration::from_millis(40);
 
 /// Watches the source's roots forever; after each burst of changes it re-reads them and calls
 /// `on_load` if the objects or diagnostics differ from the last read. `last` is the read the caller
@@ -19,12 +19,14 @@ pub async fn watch(
     mut last: Load,
     mut on_load: impl FnMut(&Load) + Send,
 ) -> Result<(), SourceError> {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
+    // `None` asks for a full re-read (a watcher error, or the kernel dropped events).
+    let (tx, mut rx) = mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            // A full channel already means "something changed"; nothing is lost by dropping this.
-            let _ = tx.try_send(());
-        }
+        let message = match event {
+            Ok(e) if !e.need_rescan() => Some(e.paths),
+            _ => None,
+        };
+        let _ = tx.send(message);
     })
     .map_err(|source| SourceError::Watch {
         path: String::new(),
@@ -50,22 +52,28 @@ pub async fn watch(
             })?;
     }
     // Anything that changed between the caller's read and the watches being set up produced no
-    // event: read once more right away, then after every burst of events.
-    let mut pending = true;
+    // event: read everything once more right away; after that, only what events name.
+    let mut first = true;
     loop {
-        if !pending {
-            if rx.recv().await.is_none() {
+        let mut changed: Option<Vec<PathBuf>> = Some(Vec::new());
+        if first {
+            changed = None;
+            first = false;
+        } else {
+            let Some(message) = rx.recv().await else {
                 break;
-            }
+            };
+            merge(&mut changed, message);
             // Coalesce the burst: wait until events stop arriving for a moment.
-            while tokio::time::timeout(DEBOUNCE, rx.recv())
-                .await
-                .is_ok_and(|e| e.is_some())
-            {}
+            while let Ok(Some(message)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                merge(&mut changed, message);
+            }
         }
-        pending = false;
         let (returned, load) = tokio::task::spawn_blocking(move || {
-            let load = source.load();
+            let load = match changed {
+                Some(paths) => source.refresh(&paths),
+                None => source.load(),
+            };
             (source, load)
         })
         .await
@@ -81,4 +89,12 @@ pub async fn watch(
     }
     drop(watcher);
     Ok(())
+}
+
+/// Adds an event's paths to the pending set; `None` (re-read everything) absorbs the rest.
+fn merge(pending: &mut Option<Vec<PathBuf>>, message: Option<Vec<PathBuf>>) {
+    match (pending.as_mut(), message) {
+        (Some(paths), Some(more)) => paths.extend(more),
+        _ => *pending = None,
+    }
 }
