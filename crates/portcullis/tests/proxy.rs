@@ -294,6 +294,33 @@ async fn refused_connection_is_502() {
     drop(reserved);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_endpoint_is_skipped_for_another_ready_one() {
+    let dir = temp_folder();
+    let reserved = TcpSocket::new_v4().expect("socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let closed = reserved.local_addr().expect("address");
+    let alive = support::spawn_simple_echo("mixed", "mixed-alive").await;
+    write_service(dir.path(), "mixed", &[(closed, true), (alive.addr(), true)]);
+    write_manifest(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_to("mixed.example", "mixed"),
+    );
+    let running = start(dir.path(), CLASS).await;
+    // Round-robin sends about half of these to the refusing endpoint first; each must still be
+    // answered by the live one.
+    for _ in 0..10 {
+        let response = get(&running, "mixed.example", "/").await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        assert_eq!(response.served_by(), "mixed");
+    }
+    running.shutdown().await;
+    drop(reserved);
+}
+
 /// Accepts connections and reads them, but never answers.
 async fn spawn_silent_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

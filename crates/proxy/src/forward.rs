@@ -15,7 +15,7 @@ use table::BackendTarget;
 use crate::error::{ResBody, SERVER};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::log::{AccessLog, Entry};
-use crate::upstream::Target;
+use crate::upstream::{SendError, Target};
 use crate::{Proxy, ProxyError};
 
 /// What the proxy knows about the client connection a request arrived on, with the header
@@ -196,22 +196,50 @@ async fn forward(
             .map_or_else(|| Uri::from_static("/"), Uri::from);
     }
     let upstream_req = Request::from_parts(parts, body);
+    let upstream_label = target.to_string();
 
-    let sent = tokio::time::timeout(
-        proxy.config.response_header_timeout,
-        proxy.pool.send(target.clone(), upstream_req),
-    )
-    .await;
-    let mut response = match sent {
-        Err(_) => return Err(ProxyError::Timeout(target.to_string())),
-        Ok(Err(source)) => {
-            return Err(ProxyError::Upstream {
-                addr: target.to_string(),
-                source,
-            })
+    let exchange = async {
+        let mut target = target;
+        let mut req = upstream_req;
+        let mut failed: Vec<SocketAddr> = Vec::new();
+        loop {
+            match proxy.pool.send(target.clone(), req).await {
+                Ok(response) => return Ok(response),
+                // Nothing reached this endpoint: like nginx's proxy_next_upstream, try another
+                // ready endpoint of the route (looked up again in the current table).
+                Err(SendError::NotSent(source, unsent)) => {
+                    if let Target::Addr(addr) = target {
+                        failed.push(addr);
+                    }
+                    match next_endpoint(proxy, host_str_of(&unsent), unsent.uri().path(), &failed) {
+                        Some(next) if failed.len() < MAX_ATTEMPTS => {
+                            tracing::debug!(%source, failed = %target, next = %next, "trying another endpoint");
+                            target = Target::Addr(next);
+                            req = unsent;
+                        }
+                        _ => {
+                            return Err(ProxyError::Upstream {
+                                addr: target.to_string(),
+                                source,
+                            })
+                        }
+                    }
+                }
+                Err(SendError::Failed(source)) => {
+                    return Err(ProxyError::Upstream {
+                        addr: target.to_string(),
+                        source,
+                    })
+                }
+            }
         }
-        Ok(Ok(response)) => response,
     };
+    let timeout_target = upstream_label;
+    let mut response =
+        match tokio::time::timeout(proxy.config.response_header_timeout, exchange).await {
+            Err(_) => return Err(ProxyError::Timeout(timeout_target)),
+            Ok(result) => result?,
+        };
 
     match client_upgrade {
         Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -250,6 +278,29 @@ fn https_redirect(host: &str, uri: &Uri, port: Option<u16>) -> Response<ResBody>
         _ => format!("https://{name}{target}"),
     };
     crate::error::redirect_response(StatusCode::PERMANENT_REDIRECT, &location)
+}
+
+/// How many endpoints one request may try when connections are refused.
+const MAX_ATTEMPTS: usize = 3;
+
+/// The Host header of a request being forwarded (always set by then).
+fn host_str_of(req: &Request<Incoming>) -> &str {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Another ready endpoint for the request's route, not among `failed`.
+fn next_endpoint(
+    proxy: &Proxy,
+    host: &str,
+    path: &str,
+    failed: &[SocketAddr],
+) -> Option<SocketAddr> {
+    let table = proxy.published.load();
+    let found = table.lookup(host, path)?;
+    table.backend(found.route.backend).pick_excluding(failed)
 }
 
 /// A host without its `:port` (IPv6 literals keep their brackets).

@@ -52,6 +52,14 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
+/// A failed exchange; when the request was never written it comes back for another endpoint.
+pub enum SendError {
+    /// Nothing was sent (no connection could be made): the request can go elsewhere.
+    NotSent(UpstreamError, Request<Incoming>),
+    /// The request was sent, or the failure came after that.
+    Failed(UpstreamError),
+}
+
 struct Idle {
     sender: SendRequest<Incoming>,
     since: Instant,
@@ -130,7 +138,7 @@ impl Pool {
         self: &Arc<Self>,
         target: Target,
         req: Request<Incoming>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, SendError> {
         let mut req = req;
         if let Some(mut sender) = self.take_idle(&target) {
             if sender.ready().await.is_ok() {
@@ -139,14 +147,19 @@ impl Pool {
                     Err(mut e) => match e.take_message() {
                         // Never written: the connection closed under us; use a fresh one.
                         Some(unsent) => req = unsent,
-                        None => return Err(UpstreamError::Http(e.into_error())),
+                        None => return Err(SendError::Failed(UpstreamError::Http(e.into_error()))),
                     },
                 }
             }
         }
-        let mut sender = self.connect(&target).await?;
-        let response = sender.send_request(req).await?;
-        Ok(self.wrap(target, sender, response))
+        let mut sender = match self.connect(&target).await {
+            Ok(sender) => sender,
+            Err(e) => return Err(SendError::NotSent(e, req)),
+        };
+        match sender.send_request(req).await {
+            Ok(response) => Ok(self.wrap(target, sender, response)),
+            Err(e) => Err(SendError::Failed(e.into())),
+        }
     }
 
     fn wrap(

@@ -63,6 +63,14 @@ impl Backend {
         }
     }
 
+    /// The next ready endpoint in round-robin order that is not in `exclude` (endpoints this
+    /// request already failed to reach).
+    pub fn pick_excluding(&self, exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        (0..self.ready().len())
+            .filter_map(|_| self.pick())
+            .find(|addr| !exclude.contains(addr))
+    }
+
     /// The next ready endpoint in round-robin order.
     pub fn pick(&self) -> Option<SocketAddr> {
         let ready = self.ready();
