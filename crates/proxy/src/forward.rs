@@ -215,7 +215,7 @@ async fn forward(
                         Some(next) if failed.len() < MAX_ATTEMPTS => {
                             tracing::debug!(%source, failed = %target, next = %next, "trying another endpoint");
                             target = Target::Addr(next);
-                            req = unsent;
+                            req = *unsent;
                         }
                         _ => {
                             return Err(ProxyError::Upstream {

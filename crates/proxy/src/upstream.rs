@@ -55,7 +55,7 @@ pub enum UpstreamError {
 /// A failed exchange; when the request was never written it comes back for another endpoint.
 pub enum SendError {
     /// Nothing was sent (no connection could be made): the request can go elsewhere.
-    NotSent(UpstreamError, Request<Incoming>),
+    NotSent(UpstreamError, Box<Request<Incoming>>),
     /// The request was sent, or the failure came after that.
     Failed(UpstreamError),
 }
@@ -154,7 +154,7 @@ impl Pool {
         }
         let mut sender = match self.connect(&target).await {
             Ok(sender) => sender,
-            Err(e) => return Err(SendError::NotSent(e, req)),
+            Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
         };
         match sender.send_request(req).await {
             Ok(response) => Ok(self.wrap(target, sender, response)),
