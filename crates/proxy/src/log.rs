@@ -49,21 +49,21 @@ impl AccessLog {
                 e.duration.as_secs_f64() * 1000.0,
                 e.request_id,
             ),
-            AccessLog::Json => {
-                let line = serde_json::json!({
-                    "client": e.client.ip().to_string(),
-                    "method": e.method.as_str(),
-                    "host": e.host,
-                    "path": e.path,
-                    "proto": format!("{:?}", e.version),
-                    "status": e.status.as_u16(),
-                    "backend": e.backend,
-                    "upstream": e.upstream,
-                    "duration_ms": e.duration.as_secs_f64() * 1000.0,
-                    "request_id": e.request_id,
-                });
-                tracing::info!(target: "access", "{line}");
-            }
+            // With `--log-format json` the subscriber renders these as JSON fields.
+            AccessLog::Json => tracing::info!(
+                target: "access",
+                client = %e.client.ip(),
+                method = e.method.as_str(),
+                host = e.host,
+                path = e.path,
+                proto = ?e.version,
+                status = e.status.as_u16(),
+                backend = e.backend.unwrap_or("-"),
+                upstream = e.upstream.unwrap_or("-"),
+                duration_ms = e.duration.as_secs_f64() * 1000.0,
+                request_id = e.request_id,
+                "request"
+            ),
         }
     }
 }
