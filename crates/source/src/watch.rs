@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{MetadataKind, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::{FolderSource, Load, SourceError};
@@ -23,6 +24,8 @@ pub async fn watch(
     let (tx, mut rx) = mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let message = match event {
+            // Reading a file is an event too: ignore those, or every read would trigger the next.
+            Ok(e) if is_read_only(&e.kind) => return,
             Ok(e) if !e.need_rescan() => Some(e.paths),
             _ => None,
         };
@@ -89,6 +92,14 @@ pub async fn watch(
     }
     drop(watcher);
     Ok(())
+}
+
+/// Whether an event only reports that something was opened, read or had its access time updated.
+fn is_read_only(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
+    )
 }
 
 /// Adds an event's paths to the pending set; `None` (re-read everything) absorbs the rest.
