@@ -1,10 +1,11 @@
 //! Resolving an Ingress backend: Service → port → EndpointSlices/Endpoints → addresses.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use model::k8s_openapi::api::core::v1::ServicePort;
 use model::k8s_openapi::api::networking::v1::IngressBackend;
-use model::{ObjectKey, Service, Snapshot};
+use model::{EndpointSlice, ObjectKey, Service, Snapshot};
 use table::{BackendId, BackendTarget, TableBuilder};
 
 use crate::{Diagnostic, Severity};
@@ -12,11 +13,51 @@ use crate::{Diagnostic, Severity};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The snapshot with the EndpointSlices indexed by the Service they belong to, so resolving a
+/// backend does not scan every slice.
+pub struct Objects<'a> {
+    /// Everything read.
+    pub snapshot: &'a Snapshot,
+    /// namespace → service name → slices.
+    slices: HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>,
+}
+
+impl<'a> Objects<'a> {
+    /// Indexes a snapshot.
+    pub fn new(snapshot: &'a Snapshot) -> Self {
+        let mut slices: HashMap<&str, HashMap<&str, Vec<&EndpointSlice>>> = HashMap::new();
+        for slice in snapshot.endpoint_slices.values() {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let Some(service) = service {
+                let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+                slices
+                    .entry(ns)
+                    .or_default()
+                    .entry(service.as_str())
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        Objects { snapshot, slices }
+    }
+
+    fn slices_of(&self, service: &ObjectKey) -> &[&'a EndpointSlice] {
+        self.slices
+            .get(service.namespace.as_str())
+            .and_then(|by_name| by_name.get(service.name.as_str()))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Resolves one Ingress backend to a table backend. Returns `None` (with an error diagnostic) when
 /// the backend is unusable as written; a backend that exists but cannot serve yet resolves to a
 /// 503-answering [`BackendTarget::Unavailable`] or an endpoint list with nothing ready.
 pub fn resolve(
-    snapshot: &Snapshot,
+    objects: &Objects<'_>,
     ingress: &ObjectKey,
     backend: &IngressBackend,
     field: &str,
@@ -69,7 +110,7 @@ pub fn resolve(
     let svc_key = ObjectKey::new(ingress.namespace.clone(), service.name.clone());
     let name = format!("{svc_key}:{port_display}");
 
-    let target = match snapshot.services.get(&svc_key) {
+    let target = match objects.snapshot.services.get(&svc_key) {
         None => {
             diag(
                 Severity::Error,
@@ -109,7 +150,7 @@ pub fn resolve(
                     reason: format!("Service {svc_key} has no port {port_display}"),
                 }
             }
-            Some(svc_port) => service_target(snapshot, &svc_key, svc, svc_port, &mut diag, field),
+            Some(svc_port) => service_target(objects, &svc_key, svc, svc_port, &mut diag, field),
         },
     };
     Some(builder.backend(&name, || target))
@@ -129,7 +170,7 @@ fn find_port<'a>(
 }
 
 fn service_target(
-    snapshot: &Snapshot,
+    objects: &Objects<'_>,
     svc_key: &ObjectKey,
     svc: &Service,
     svc_port: &ServicePort,
@@ -167,14 +208,8 @@ fn service_target(
     let mut not_ready = Vec::new();
     let mut found_source = false;
 
-    for slice in snapshot.endpoint_slices.values() {
-        let labels = slice.metadata.labels.as_ref();
-        let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-        if ns != svc_key.namespace
-            || labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) != Some(&svc_key.name)
-        {
-            continue;
-        }
+    for slice in objects.slices_of(svc_key) {
+        let ns = &svc_key.namespace;
         found_source = true;
         if slice.address_type == "FQDN" {
             diag(
@@ -221,7 +256,7 @@ fn service_target(
     }
 
     if !found_source {
-        if let Some(eps) = snapshot.endpoints.get(svc_key) {
+        if let Some(eps) = objects.snapshot.endpoints.get(svc_key) {
             found_source = true;
             for subset in eps.subsets.iter().flatten() {
                 let Some(port) = subset.ports.as_ref().and_then(|ports| {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use model::{Ingress, ObjectKey, Snapshot};
 use table::{Conflict, HostPattern, PathType, RouteOrigin, RoutePolicy, TableBuilder};
 
-use crate::backend::resolve;
+use crate::backend::{resolve, Objects};
 use crate::tls::{covers, SecretCache};
 use crate::{Diagnostic, Severity};
 
@@ -143,7 +143,7 @@ fn bool_annotation(
 
 /// Adds the rules and default backend of one Ingress (after every Ingress's TLS section); everything unusable becomes a diagnostic.
 pub fn compile(
-    snapshot: &Snapshot,
+    objects: &Objects<'_>,
     key: &ObjectKey,
     ing: &Ingress,
     tls_hosts: &HashSet<HostPattern>,
@@ -167,7 +167,7 @@ pub fn compile(
 
     if let Some(default) = &spec.default_backend {
         let field = "spec.defaultBackend".to_string();
-        if let Some(id) = resolve(snapshot, key, default, &field, builder, diagnostics) {
+        if let Some(id) = resolve(objects, key, default, &field, builder, diagnostics) {
             let origin = RouteOrigin {
                 ingress: ingress_name.clone(),
                 rule: None,
@@ -259,7 +259,7 @@ pub fn compile(
             }
             let backend_field = format!("{field}.backend");
             let Some(id) = resolve(
-                snapshot,
+                objects,
                 key,
                 &path.backend,
                 &backend_field,

@@ -97,10 +97,11 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
             ingress::compile_tls(snapshot, key, ing, &mut builder, &mut ctx, &mut diagnostics);
         }
     }
+    let objects = backend::Objects::new(snapshot);
     for key in &selection.ours {
         if let Some(ing) = snapshot.ingresses.get(key) {
             ingress::compile(
-                snapshot,
+                &objects,
                 key,
                 ing,
                 &tls_hosts,
