@@ -163,8 +163,22 @@ impl FolderSource {
         self.files.retain(|path, _| {
             seen.binary_search(path).is_ok() || unreadable_roots.iter().any(|r| path.starts_with(r))
         });
+        let mut jobs = Vec::new();
         for path in &seen {
-            self.read_file(path);
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let state = self.files.entry(path.clone()).or_default();
+                    state.read_error = None;
+                    if state.good.is_none() || state.text != text {
+                        jobs.push((path.clone(), text));
+                    }
+                }
+                Err(_) => self.read_file(path),
+            }
+        }
+        for (path, text, parsed) in parse_all(jobs) {
+            let state = self.files.entry(path.clone()).or_default();
+            apply(&path, state, text, parsed);
         }
     }
 
@@ -201,35 +215,53 @@ impl FolderSource {
     }
 }
 
-fn reparse(path: &Path, state: &mut FileState, text: String) {
+/// What parsing one file's text produced.
+struct ParsedFile {
+    objects: Vec<Object>,
+    notes: Vec<Diagnostic>,
+    failed: bool,
+}
+
+fn parse_file(path: &Path, text: &str) -> ParsedFile {
     let origin = path.display().to_string();
-    let mut objects = Vec::new();
-    let mut notes = Vec::new();
-    let mut failed = false;
-    for parsed in parse_manifests(&text, &origin) {
+    let mut out = ParsedFile {
+        objects: Vec::new(),
+        notes: Vec::new(),
+        failed: false,
+    };
+    for parsed in parse_manifests(text, &origin) {
         match parsed {
-            Ok(Parsed::Object(o)) => objects.push(o),
+            Ok(Parsed::Object(o)) => out.objects.push(o),
             Ok(Parsed::Converted { object, from }) => {
-                notes.push(Diagnostic::new(
+                out.notes.push(Diagnostic::new(
                     Severity::Info,
                     object.kind().as_str(),
                     object.key(),
                     Some("apiVersion".into()),
                     format!("read as networking.k8s.io/v1 (written as {from})"),
                 ));
-                objects.push(object);
+                out.objects.push(object);
             }
-            Ok(Parsed::Skipped { kind, name }) => notes.push(file_diag(
+            Ok(Parsed::Skipped { kind, name }) => out.notes.push(file_diag(
                 Severity::Info,
                 path,
                 format!("skipped {kind} {name}: not a kind Portcullis reads"),
             )),
             Err(e) => {
-                failed = true;
-                notes.push(file_diag(Severity::Error, path, e.detail()));
+                out.failed = true;
+                out.notes.push(file_diag(Severity::Error, path, e.detail()));
             }
         }
     }
+    out
+}
+
+fn apply(path: &Path, state: &mut FileState, text: String, parsed: ParsedFile) {
+    let ParsedFile {
+        objects,
+        mut notes,
+        failed,
+    } = parsed;
     if failed && state.good.is_some() {
         notes.push(file_diag(
             Severity::Warning,
@@ -242,6 +274,52 @@ fn reparse(path: &Path, state: &mut FileState, text: String) {
     }
     state.text = text;
     state.notes = notes;
+}
+
+fn reparse(path: &Path, state: &mut FileState, text: String) {
+    let parsed = parse_file(path, &text);
+    apply(path, state, text, parsed);
+}
+
+/// Parses many files on all cores (a cold start with thousands of files is YAML-bound).
+fn parse_all(jobs: Vec<(PathBuf, String)>) -> Vec<(PathBuf, String, ParsedFile)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || jobs.len() < 64 {
+        return jobs
+            .into_iter()
+            .map(|(path, text)| {
+                let parsed = parse_file(&path, &text);
+                (path, text, parsed)
+            })
+            .collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    let mut jobs = jobs;
+    let mut batches = Vec::new();
+    while !jobs.is_empty() {
+        let rest = jobs.split_off(jobs.len().min(chunk));
+        batches.push(std::mem::replace(&mut jobs, rest));
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                scope.spawn(move || {
+                    batch
+                        .into_iter()
+                        .map(|(path, text)| {
+                            let parsed = parse_file(&path, &text);
+                            (path, text, parsed)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 fn list_manifests(root: &Path) -> std::io::Result<Vec<PathBuf>> {
