@@ -6,6 +6,7 @@ ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 PORTCULLIS="$ROOT/target/release/portcullis"
 LOADGEN_TARGET="$ROOT/target/bench-loadgen"
 LOADGEN="$LOADGEN_TARGET/release/loadgen"
+# shellcheck disable=SC2034 # used by run.sh
 CLK_TCK="$(getconf CLK_TCK)"
 
 # Every process we start, in start order; cleanup stops them in reverse.
@@ -112,11 +113,16 @@ ensure_tools() {
 }
 
 build_portcullis() {
+  if [ "${BUILD:-1}" = 0 ] && [ -x "$PORTCULLIS" ]; then
+    log "BUILD=0: using the existing $PORTCULLIS"
+    return 0
+  fi
   log "building Portcullis (release)"
   (cd "$ROOT" && cargo build --release -p portcullis --quiet) || die "cargo build failed"
 }
 
 build_loadgen() {
+  if [ "${BUILD:-1}" = 0 ] && [ -x "$LOADGEN" ]; then return 0; fi
   log "building bench/loadgen (release)"
   cargo build --release --quiet --manifest-path "$BENCH_DIR/loadgen/Cargo.toml" \
     --target-dir "$LOADGEN_TARGET" || die "building bench/loadgen failed"

@@ -8,6 +8,7 @@ Standard library only. Medians over rounds; a run that failed outright is left o
 and counted in the errors column.
 """
 
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -199,8 +200,15 @@ def latency_table(by, w):
     if not any(rows.values()):
         return ""
     target_rate = next((float(r.extra.get("target_rps", 0)) for rs in rows.values() for r in rs), 0)
+    nginx_max = [r.rate for r in by.get((w, "tiny", "nginx"), []) if not r.failed]
+    if os.environ.get("LATENCY_RATE_NOTE"):
+        why = os.environ["LATENCY_RATE_NOTE"]
+    elif nginx_max and median(nginx_max) > 0:
+        why = f"{100 * target_rate / median(nginx_max):.0f}% of nginx's `tiny` maximum above"
+    else:
+        why = "fixed"
     out = [
-        f"Latency at a fixed {fnum(target_rate)} req/s (half of nginx's keep-alive maximum above), "
+        f"Latency at a fixed {fnum(target_rate)} req/s ({why}), "
         f"HTTP/1.1 keep-alive, corrected for coordinated omission; medians of rounds, in µs. "
         f"`added` is over the backend reached directly.",
         "",

@@ -6,8 +6,8 @@
 #   ROUNDS=5 DURATION=20 bench/run.sh
 #
 # Other knobs: WORKERS="1 2" (worker counts to run), WORKLOADS="tiny 1k ..." (a subset, see
-# ALL_WORKLOADS), CONNECTIONS=50, RATE=N (fixed rate for the latency runs; default half of
-# nginx's measured keep-alive maximum), BENCH_PORT_BASE=18100, KEEP_WORK=1 (keep configs and logs).
+# ALL_WORKLOADS), CONNECTIONS=50, RATE=N (fixed rate for the latency runs; default RATE_PCT=50 %
+# of nginx's measured keep-alive maximum), BENCH_PORT_BASE=18100, KEEP_WORK=1 (keep configs and logs).
 # See bench/README.md for what each number means.
 set -euo pipefail
 
@@ -15,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 COMMAND="$0${*:+ $*}"
 ENV_USED=""
-for v in QUICK ROUNDS DURATION WORKERS WORKLOADS CONNECTIONS RATE BENCH_PORT_BASE; do
+for v in QUICK ROUNDS DURATION WORKERS WORKLOADS CONNECTIONS RATE RATE_PCT BENCH_PORT_BASE; do
   if [ -n "${!v:-}" ]; then ENV_USED+="$v=${!v} "; fi
 done
 
@@ -25,6 +25,7 @@ DURATION="${DURATION:-$DEFAULT_DURATION}"
 ROUNDS="${ROUNDS:-3}"
 WORKERS_LIST="${WORKERS:-1 2}"
 CONNECTIONS="${CONNECTIONS:-50}"
+RATE_PCT="${RATE_PCT:-50}"
 ALL_WORKLOADS="tiny 1k 100k close h2 tls-full tls-resumed routes-10k"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
 PROXIES="nginx haproxy portcullis"
@@ -41,6 +42,8 @@ done
 for w in $WORKERS_LIST; do
   [[ "$w" =~ ^[1-9][0-9]*$ ]] || die "WORKERS must list positive numbers"
 done
+[[ "$RATE_PCT" =~ ^[0-9]+$ ]] && [ "$RATE_PCT" -ge 1 ] && [ "$RATE_PCT" -le 100 ] ||
+  die "RATE_PCT must be 1..100"
 
 # Ports: backend, then per proxy: HTTP, h2c, TLS, and a second instance with 10 000 routes.
 P_BACKEND=$BASE
@@ -627,7 +630,7 @@ for W in $WORKERS_LIST; do
     nginx_max="$(median_rate "$W" tiny nginx)"
     [ -n "$nginx_max" ] || nginx_max="$(median_rate 1 tiny nginx)"
     [ -n "$nginx_max" ] || die "no nginx 'tiny' measurement to derive the latency rate from; set RATE"
-    LAT_RATE="$(awk -v r="$nginx_max" 'BEGIN { printf "%d", r / 2 }')"
+    LAT_RATE="$(awk -v r="$nginx_max" -v p="$RATE_PCT" 'BEGIN { printf "%d", r * p / 100 }')"
   fi
   CUR_WORKLOAD=latency
   for ((round = 1; round <= ROUNDS; round++)); do
@@ -669,7 +672,7 @@ OUT="$BENCH_DIR/results/$STAMP.md"
   echo "$START_INFO"
   echo "- tools: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -n1 | awk '{print "HAProxy " $3}'), $(wrk -v 2>&1 | head -n1 | awk '{print "wrk " $2}'), $(h2load --version | head -n1)"
   echo
-  python3 "$BENCH_DIR/report.py" run "$RESULTS" "$RSS_FILE"
+  LATENCY_RATE_NOTE="${RATE:+as set by RATE}" python3 "$BENCH_DIR/report.py" run "$RESULTS" "$RSS_FILE"
   echo
   echo "Portcullis log lines at WARN or ERROR level over the whole run: $(cat "$WORK"/portcullis*.log 2>/dev/null | grep -c -E 'WARN|ERROR' || true)"
   if [ -s "$LOG_SAMPLES" ]; then
