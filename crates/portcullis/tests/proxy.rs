@@ -272,15 +272,21 @@ async fn endpoints_that_are_not_ready_get_no_traffic() {
     running.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_connection_is_502() {
-    let dir = temp_folder();
-    // Bound but not listening: connecting is refused, and no other test can take the port meanwhile.
+/// An address that refuses connections: bound but not listening, so no other test can take the
+/// port while the socket is held.
+fn refusing_endpoint() -> (TcpSocket, SocketAddr) {
     let reserved = TcpSocket::new_v4().expect("socket");
     reserved
         .bind("127.0.0.1:0".parse().expect("address"))
         .expect("bind");
-    let closed = reserved.local_addr().expect("address");
+    let addr = reserved.local_addr().expect("address");
+    (reserved, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_is_502() {
+    let dir = temp_folder();
+    let (reserved, closed) = refusing_endpoint();
     write_service(dir.path(), "gone", &[(closed, true)]);
     write_manifest(
         dir.path(),
@@ -297,11 +303,7 @@ async fn refused_connection_is_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_endpoint_is_skipped_for_another_ready_one() {
     let dir = temp_folder();
-    let reserved = TcpSocket::new_v4().expect("socket");
-    reserved
-        .bind("127.0.0.1:0".parse().expect("address"))
-        .expect("bind");
-    let closed = reserved.local_addr().expect("address");
+    let (reserved, closed) = refusing_endpoint();
     let alive = support::spawn_simple_echo("mixed", "mixed-alive").await;
     write_service(dir.path(), "mixed", &[(closed, true), (alive.addr(), true)]);
     write_manifest(
