@@ -87,12 +87,24 @@ pub fn log_diagnostics(diagnostics: &[Diagnostic]) {
 }
 
 /// Translates a load and publishes the table; returns all diagnostics (source and translation).
+/// Translation options with the current time filled in, for certificate expiry checks
+/// (`translate` itself reads no clock).
+pub fn with_clock(options: &translate::Options) -> translate::Options {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    translate::Options {
+        now: Some(now),
+        ..options.clone()
+    }
+}
+
 fn apply(
     load: &Load,
     options: &translate::Options,
     published: &Published,
 ) -> (u64, Vec<Diagnostic>) {
-    let translation = translate::translate(&load.snapshot, options);
+    let translation = translate::translate(&load.snapshot, &with_clock(options));
     let mut diagnostics = load.diagnostics.clone();
     diagnostics.extend(translation.diagnostics);
     let routes = translation.table.route_count();

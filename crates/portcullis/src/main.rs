@@ -353,14 +353,10 @@ fn load(
 ) -> anyhow::Result<(source::Load, translate::Translation)> {
     let mut source = source::FolderSource::new(paths.to_vec())?;
     let load = source.load();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let options = translate::Options {
-        now: Some(now),
-        ..class.options()
-    };
-    let translation = translate::translate(&load.snapshot, &options);
+    let translation = translate::translate(
+        &load.snapshot,
+        &portcullis::app::with_clock(&class.options()),
+    );
     Ok((load, translation))
 }
 

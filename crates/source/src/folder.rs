@@ -131,15 +131,17 @@ impl FolderSource {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.files.remove(path);
             }
-            Err(e) => {
-                let state = self.files.entry(path.to_path_buf()).or_default();
-                state.read_error = Some(file_diag(
-                    Severity::Error,
-                    path,
-                    format!("cannot read ({e}); keeping its last good objects"),
-                ));
-            }
+            Err(e) => self.record_read_error(path, &e),
         }
+    }
+
+    fn record_read_error(&mut self, path: &Path, e: &std::io::Error) {
+        let state = self.files.entry(path.to_path_buf()).or_default();
+        state.read_error = Some(file_diag(
+            Severity::Error,
+            path,
+            format!("cannot read ({e}); keeping its last good objects"),
+        ));
     }
 
     fn read_all(&mut self, diagnostics: &mut Vec<Diagnostic>) {
@@ -173,7 +175,7 @@ impl FolderSource {
                         jobs.push((path.clone(), text));
                     }
                 }
-                Err(_) => self.read_file(path),
+                Err(e) => self.record_read_error(path, &e),
             }
         }
         for (path, text, parsed) in parse_all(jobs) {
@@ -283,15 +285,18 @@ fn reparse(path: &Path, state: &mut FileState, text: String) {
 
 /// Parses many files on all cores (a cold start with thousands of files is YAML-bound).
 fn parse_all(jobs: Vec<(PathBuf, String)>) -> Vec<(PathBuf, String, ParsedFile)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || jobs.len() < 64 {
-        return jobs
+    let parse_batch = |batch: Vec<(PathBuf, String)>| {
+        batch
             .into_iter()
             .map(|(path, text)| {
                 let parsed = parse_file(&path, &text);
                 (path, text, parsed)
             })
-            .collect();
+            .collect::<Vec<_>>()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || jobs.len() < 64 {
+        return parse_batch(jobs);
     }
     let chunk = jobs.len().div_ceil(threads);
     let mut jobs = jobs;
@@ -303,17 +308,7 @@ fn parse_all(jobs: Vec<(PathBuf, String)>) -> Vec<(PathBuf, String, ParsedFile)>
     std::thread::scope(|scope| {
         let handles: Vec<_> = batches
             .into_iter()
-            .map(|batch| {
-                scope.spawn(move || {
-                    batch
-                        .into_iter()
-                        .map(|(path, text)| {
-                            let parsed = parse_file(&path, &text);
-                            (path, text, parsed)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|batch| scope.spawn(move || parse_batch(batch)))
             .collect();
         handles
             .into_iter()
