@@ -26,8 +26,8 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
-    client_ip: HeaderValue,
-    local_port: HeaderValue,
+    pub(crate) client_ip: HeaderValue,
+    pub(crate) local_port: HeaderValue,
 }
 
 impl ConnInfo {
@@ -271,17 +271,23 @@ async fn forward(
 
 /// The 308 that sends a plain-HTTP request to the same host, path and query over HTTPS.
 fn https_redirect(host: &str, uri: &Uri, port: Option<u16>) -> Response<ResBody> {
-    let name = strip_port(host);
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let location = match port {
-        Some(p) if p != 443 => format!("https://{name}:{p}{target}"),
-        _ => format!("https://{name}{target}"),
-    };
+    let location = redirect_location(host, target, port);
     crate::error::redirect_response(StatusCode::PERMANENT_REDIRECT, &location)
 }
 
+/// The HTTPS URL for `host` (its port dropped) and `target` (path and query), naming `port`
+/// unless it is the default.
+pub(crate) fn redirect_location(host: &str, target: &str, port: Option<u16>) -> String {
+    let name = strip_port(host);
+    match port {
+        Some(p) if p != 443 => format!("https://{name}:{p}{target}"),
+        _ => format!("https://{name}{target}"),
+    }
+}
+
 /// How many endpoints one request may try when connections are refused.
-const MAX_ATTEMPTS: usize = 3;
+pub(crate) const MAX_ATTEMPTS: usize = 3;
 
 /// The Host header of a request being forwarded (always set by then).
 fn host_str_of(req: &Request<Incoming>) -> &str {
@@ -292,7 +298,7 @@ fn host_str_of(req: &Request<Incoming>) -> &str {
 }
 
 /// Another ready endpoint for the request's route, not among `failed`.
-fn next_endpoint(
+pub(crate) fn next_endpoint(
     proxy: &Proxy,
     host: &str,
     path: &str,

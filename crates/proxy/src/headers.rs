@@ -111,6 +111,11 @@ fn splitmix(mut z: u64) -> u64 {
 
 /// A fresh 32-hex-digit request id (unique, not secret).
 pub fn request_id() -> HeaderValue {
+    HeaderValue::from_bytes(&request_id_hex()).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A fresh request id as 32 lowercase hex digits.
+pub fn request_id_hex() -> [u8; 32] {
     let (a, b) = ID_STATE.with(|s| {
         let (seed, counter) = s.get();
         s.set((seed, counter.wrapping_add(1)));
@@ -130,7 +135,7 @@ pub fn request_id() -> HeaderValue {
         buf[2 * i] = HEX[usize::from(byte >> 4)];
         buf[2 * i + 1] = HEX[usize::from(byte & 15)];
     }
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    buf
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 mod error;
 mod forward;
+mod h1;
 mod headers;
 mod log;
 mod server;
@@ -73,6 +74,7 @@ impl Default for ProxyConfig {
 pub struct Proxy {
     published: Arc<Published>,
     pool: Arc<Pool>,
+    h1_pool: h1::pool::Pool,
     config: ProxyConfig,
 }
 
@@ -92,9 +94,15 @@ impl Proxy {
             config.upstream_idle_timeout,
             config.upstream_max_idle,
         );
+        let h1_pool = h1::pool::Pool::new(
+            config.connect_timeout,
+            config.upstream_idle_timeout,
+            config.upstream_max_idle,
+        );
         Proxy {
             published,
             pool,
+            h1_pool,
             config,
         }
     }

@@ -1,16 +1,25 @@
-//! Listeners: the accept loop, HTTP/1.1 + HTTP/2 serving, graceful shutdown.
+//! Listeners: the accept loop, protocol choice per connection, graceful shutdown.
+//!
+//! HTTP/1.x is served by Portcullis's own connection loop ([`crate::h1`]); HTTP/2 (prior
+//! knowledge on cleartext, ALPN `h2` over TLS) by hyper's HTTP/2 server.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::forward::{handle, ConnInfo};
+use crate::h1::{self, Buf, Rewind, Stop};
 use crate::Proxy;
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A bound listening socket, and the TLS configuration when it terminates TLS.
 pub struct Listener {
@@ -35,24 +44,31 @@ impl Listener {
     }
 }
 
+/// What every connection of a listener shares.
+struct Shared {
+    proxy: Arc<Proxy>,
+    stop: Arc<Stop>,
+    h2: http2::Builder<TokioExecutor>,
+}
+
 /// Accepts connections on `listener` until `shutdown` completes, then stops accepting and gives
 /// in-flight requests up to the configured grace period to finish.
 pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<Output = ()>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(proxy.config.client_idle_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
-    let graceful = GracefulShutdown::new();
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let grace = proxy.config.shutdown_grace;
+    let shared = Arc::new(Shared {
+        proxy,
+        stop: Arc::new(Stop::default()),
+        h2,
+    });
+    // Every connection task holds a sender; the receiver sees the channel close when the last
+    // one has ended.
+    let (alive, mut all_done) = mpsc::channel::<()>(1);
     let Listener { socket, tls } = listener;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let scheme = if acceptor.is_some() { "https" } else { "http" };
-    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -62,49 +78,36 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                     Err(e) => {
                         // Out of file descriptors and similar: back off briefly instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
                 };
                 let _ = stream.set_nodelay(true);
                 let Ok(local) = stream.local_addr() else { continue };
                 let info = Arc::new(ConnInfo::new(client, local, scheme));
-                let service_proxy = proxy.clone();
-                let service = service_fn(move |req| handle(service_proxy.clone(), info.clone(), req));
-                let watcher = graceful.watcher();
-                let builder = builder.clone();
+                let shared = shared.clone();
+                let alive = alive.clone();
                 match &acceptor {
                     None => {
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
                         tokio::spawn(async move {
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(error = %e, client = %client, "client connection ended with an error");
-                            }
+                            cleartext(shared, info, stream).await;
+                            drop(alive);
                         });
                     }
                     Some(acceptor) => {
                         let accept = acceptor.accept(stream);
-                        let handshake_timeout = proxy.config.tls_handshake_timeout;
                         tokio::spawn(async move {
-                            let stream = match tokio::time::timeout(handshake_timeout, accept).await {
-                                Ok(Ok(stream)) => stream,
+                            let timeout = shared.proxy.config.tls_handshake_timeout;
+                            match tokio::time::timeout(timeout, accept).await {
+                                Ok(Ok(stream)) => encrypted(shared, info, stream).await,
                                 Ok(Err(e)) => {
                                     tracing::debug!(error = %e, client = %client, "TLS handshake failed");
-                                    return;
                                 }
                                 Err(_) => {
                                     tracing::debug!(client = %client, "TLS handshake timed out");
-                                    return;
                                 }
-                            };
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .into_owned();
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(error = %e, client = %client, "client connection ended with an error");
                             }
+                            drop(alive);
                         });
                     }
                 }
@@ -113,10 +116,90 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
         }
     }
     drop(socket);
-    if tokio::time::timeout(proxy.config.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    shared.stop.trigger();
+    drop(alive);
+    if tokio::time::timeout(grace, all_done.recv()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// A cleartext connection: HTTP/2 when it opens with the HTTP/2 preface, else HTTP/1.x.
+async fn cleartext(shared: Arc<Shared>, info: Arc<ConnInfo>, mut stream: TcpStream) {
+    let mut buf = Buf::new();
+    let idle = shared.proxy.config.client_idle_timeout;
+    let sniffed = tokio::select! {
+        biased;
+        () = shared.stop.wait() => return,
+        sniffed = tokio::time::timeout(idle, sniff(&mut stream, &mut buf)) => sniffed,
+    };
+    match sniffed {
+        Ok(Ok(true)) => {
+            let stream = Rewind::new(buf.take_unread(), stream);
+            serve_h2(&shared, info, stream).await;
+        }
+        Ok(Ok(false)) => {
+            h1::conn::serve(shared.proxy.clone(), info, stream, buf, shared.stop.clone()).await;
+        }
+        Ok(Err(_)) | Err(_) => {}
+    }
+}
+
+/// A TLS connection: HTTP/2 when ALPN chose it, else HTTP/1.x.
+async fn encrypted(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+) {
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(&shared, info, stream).await;
+    } else {
+        h1::conn::serve(
+            shared.proxy.clone(),
+            info,
+            stream,
+            Buf::new(),
+            shared.stop.clone(),
+        )
+        .await;
+    }
+}
+
+/// Reads until the connection's first bytes show whether it speaks HTTP/2 (`true`).
+async fn sniff(stream: &mut TcpStream, buf: &mut Buf) -> std::io::Result<bool> {
+    loop {
+        let seen = buf.unread();
+        let n = seen.len().min(PREFACE.len());
+        if seen[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        if buf.is_empty() {
+            stream.readable().await?;
+        }
+        if buf.fill(stream, 4096).await? == 0 {
+            return Ok(false);
+        }
+    }
+}
+
+async fn serve_h2<S>(shared: &Shared, info: Arc<ConnInfo>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = shared.proxy.clone();
+    let service = service_fn(move |req| handle(proxy.clone(), info.clone(), req));
+    let conn = shared.h2.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shared.stop.wait() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTP/2 client connection ended with an error");
     }
 }

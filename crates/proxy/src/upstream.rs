@@ -50,6 +50,15 @@ pub enum UpstreamError {
     /// The HTTP exchange failed.
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// Reading from or writing to the connection failed.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The upstream closed the connection before answering.
+    #[error("connection closed before a response")]
+    Closed,
+    /// The upstream's response was not valid HTTP/1.x.
+    #[error("invalid response: {0}")]
+    Protocol(&'static str),
 }
 
 /// A failed exchange; when the request was never written it comes back for another endpoint.

@@ -1,0 +1,606 @@
+//! The HTTP/1.x path byte for byte: raw clients and scripted raw backends around the proxy, for
+//! what ordinary clients never send (pipelining, HTTP/1.0, chunked uploads, smuggling attempts)
+//! and what ordinary backends rarely answer (close-delimited bodies, interim responses).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use portcullis::Running;
+use support::{
+    endpoint_slices_yaml, ingress_yaml, service_yaml, start, write_manifest, IngressPath,
+    IngressRule, NAMESPACE,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const CLASS: &str = "portcullis";
+const PORT: u16 = 80;
+const HOST: &str = "raw.example";
+const STEP: Duration = Duration::from_secs(10);
+
+/// What a scripted backend answers to one request (its raw bytes), and whether it then closes
+/// the connection.
+type Script = fn(&[u8]) -> (Vec<u8>, bool);
+
+/// A backend that reads whole requests (Content-Length or chunked bodies), reports their raw
+/// bytes and answers with the script's raw bytes.
+async fn spawn_scripted(script: Script) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                while let Some(request) =
+                    read_message(&mut stream, &mut pending, false, false).await
+                {
+                    let _ = tx.send(request.clone());
+                    let (reply, close) = script(&request);
+                    if stream.write_all(&reply).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Reads one message (head and body) from `stream`, `pending` holding bytes read earlier.
+/// `close_delimited`: a body without length runs to the end of the stream.
+async fn read_message(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    close_delimited: bool,
+    head_request: bool,
+) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        if let Some(i) = find(pending, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&pending[..head_end]).to_string();
+    let status_line = head.lines().next().unwrap_or("");
+    let interim = status_line.starts_with("HTTP/1.1 1") && !status_line.starts_with("HTTP/1.1 101");
+    let chunked =
+        header_value(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let length = header_value(&head, "content-length").and_then(|v| v.parse::<usize>().ok());
+    let no_body =
+        interim || head.starts_with("HEAD ") || head_request || status_line.contains(" 304 ");
+    let total = loop {
+        if no_body {
+            break head_end;
+        }
+        if chunked {
+            if let Some(end) = chunked_end(&pending[head_end..]) {
+                break head_end + end;
+            }
+        } else if let Some(n) = length {
+            if pending.len() >= head_end + n {
+                break head_end + n;
+            }
+        } else if !close_delimited || head.starts_with("GET ") || head.starts_with("POST ") {
+            break head_end;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            if close_delimited && length.is_none() && !chunked {
+                break pending.len();
+            }
+            return None;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    };
+    Some(pending.drain(..total).collect())
+}
+
+/// Where a complete chunked body (with its trailer section) ends in `body`, if it does.
+fn chunked_end(body: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let line = find(&body[at..], b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&body[at..at + line]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        at += line + 2;
+        if size == 0 {
+            if body[at..].starts_with(b"\r\n") {
+                return Some(at + 2);
+            }
+            return find(&body[at..], b"\r\n\r\n").map(|i| at + i + 4);
+        }
+        at += size + 2;
+        if at > body.len() {
+            return None;
+        }
+    }
+}
+
+/// A client connection that reads whole responses.
+struct Client {
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(running: &Running) -> Client {
+        Client {
+            stream: TcpStream::connect(running.http_addr)
+                .await
+                .expect("connect"),
+            pending: Vec::new(),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next response (head and body as text), or `None` when the proxy closed.
+    async fn response(&mut self) -> Option<String> {
+        self.read_response(false).await
+    }
+
+    /// The response to a HEAD request.
+    async fn head_response(&mut self) -> Option<String> {
+        self.read_response(true).await
+    }
+
+    async fn read_response(&mut self, head_request: bool) -> Option<String> {
+        let read = read_message(&mut self.stream, &mut self.pending, true, head_request);
+        let message = tokio::time::timeout(STEP, read)
+            .await
+            .expect("a response in time")?;
+        Some(String::from_utf8_lossy(&message).into_owned())
+    }
+
+    /// Whether the proxy closed the connection (after any buffered bytes).
+    async fn closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(STEP, self.stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+}
+
+async fn serve(dir: &Path, backend: SocketAddr) -> Running {
+    let mut text = service_yaml(NAMESPACE, "raw", PORT, None);
+    text.push_str("---\n");
+    text.push_str(&endpoint_slices_yaml(
+        NAMESPACE,
+        "raw",
+        None,
+        &[(backend, true)],
+    ));
+    write_manifest(dir, "service.yaml", &text);
+    let ingress = ingress_yaml(
+        NAMESPACE,
+        "raw",
+        CLASS,
+        None,
+        &[IngressRule::new(
+            Some(HOST),
+            vec![IngressPath::new("/", "Prefix", "raw", PORT)],
+        )],
+    );
+    write_manifest(dir, "ingress.yaml", &ingress);
+    start(dir, CLASS).await
+}
+
+fn ok_with(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend: raw\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers with the request line as the body.
+fn echo_line(request: &[u8]) -> (Vec<u8>, bool) {
+    let text = String::from_utf8_lossy(request);
+    (ok_with(text.lines().next().unwrap_or("")), false)
+}
+
+fn status_of(response: &str) -> &str {
+    response.split(' ').nth(1).unwrap_or("")
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _seen) = spawn_scripted(echo_line).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .write(
+            format!("GET /one HTTP/1.1\r\nHost: {HOST}\r\n\r\nGET /two HTTP/1.1\r\nHost: {HOST}\r\n\r\nGET /three HTTP/1.1\r\nHost: {HOST}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    for path in ["/one", "/two", "/three"] {
+        let response = client.response().await.expect("a response");
+        assert_eq!(status_of(&response), "200", "{response}");
+        assert!(
+            response.ends_with(&format!("GET {path} HTTP/1.1")),
+            "{response}"
+        );
+        assert!(response.contains("X-Backend: raw"), "{response}");
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn http10_clients_get_keep_alive_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _seen) = spawn_scripted(echo_line).await;
+    let running = serve(dir.path(), backend).await;
+
+    let mut client = Client::connect(&running).await;
+    client
+        .write(format!("GET /a HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await;
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "200", "{response}");
+    assert!(response.contains("Connection: close"), "{response}");
+    assert!(
+        client.closed().await,
+        "an HTTP/1.0 connection without keep-alive closes"
+    );
+
+    let mut client = Client::connect(&running).await;
+    for _ in 0..2 {
+        client
+            .write(
+                format!("GET /b HTTP/1.0\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        let response = client.response().await.expect("a response");
+        assert_eq!(status_of(&response), "200", "{response}");
+        assert!(response.contains("Connection: keep-alive"), "{response}");
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_upload_reaches_the_backend_chunked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut seen) = spawn_scripted(|_| (ok_with("stored"), false)).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .write(format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").as_bytes())
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    client.write(b"6;ext=1\r\n world\r\n0\r\n\r\n").await;
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "200", "{response}");
+    let request = String::from_utf8(seen.recv().await.unwrap()).unwrap();
+    assert!(
+        request.contains("Transfer-Encoding: chunked\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.ends_with("\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"),
+        "{request}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn expect_continue_is_answered_by_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut seen) = spawn_scripted(|_| (ok_with("stored"), false)).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .write(format!("PUT /up HTTP/1.1\r\nHost: {HOST}\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n").as_bytes())
+        .await;
+    let interim = client.response().await.expect("100 Continue");
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    client.write(b"data").await;
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "200", "{response}");
+    let request = String::from_utf8(seen.recv().await.unwrap()).unwrap();
+    assert!(
+        !request.to_ascii_lowercase().contains("expect:"),
+        "{request}"
+    );
+    assert!(request.ends_with("\r\n\r\ndata"), "{request}");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_before_reaching_a_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut seen) = spawn_scripted(echo_line).await;
+    let running = serve(dir.path(), backend).await;
+    let attacks = [
+        format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
+        format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        format!("POST / HTTP/1.0\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nHost: other.example\r\n\r\n"),
+        "GET / HTTP/1.1\r\n\r\n".to_string(),
+        format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nBad Header: x\r\n\r\n"),
+    ];
+    for attack in &attacks {
+        let mut client = Client::connect(&running).await;
+        client.write(attack.as_bytes()).await;
+        let response = client.response().await.expect("an error response");
+        assert_eq!(status_of(&response), "400", "{attack:?} → {response}");
+        assert!(response.contains("Connection: close"), "{response}");
+        assert!(client.closed().await, "{attack:?}: the connection closes");
+    }
+    // A bad chunk size fails the request after the head was forwarded.
+    let mut client = Client::connect(&running).await;
+    client
+        .write(
+            format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+                .as_bytes(),
+        )
+        .await;
+    let response = client.response().await.expect("an error response");
+    assert_eq!(status_of(&response), "400", "{response}");
+    assert!(client.closed().await);
+    // Only the last request reached the backend (its head, before the body broke).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        seen.try_recv().is_err(),
+        "no complete request reached the backend"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_heads_are_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _seen) = spawn_scripted(echo_line).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    let big = "a".repeat(40 * 1024);
+    client
+        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .await;
+    let response = client.response().await.expect("an error response");
+    assert_eq!(status_of(&response), "431", "{response}");
+    let mut client = Client::connect(&running).await;
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    client
+        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n{many}\r\n").as_bytes())
+        .await;
+    let response = client.response().await.expect("an error response");
+    assert_eq!(status_of(&response), "431", "{response}");
+    running.shutdown().await;
+}
+
+/// Answers with a body delimited by closing the connection.
+fn close_delimited(_: &[u8]) -> (Vec<u8>, bool) {
+    (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end".to_vec(),
+        true,
+    )
+}
+
+#[tokio::test]
+async fn close_delimited_bodies_are_rechunked_for_http11_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _seen) = spawn_scripted(close_delimited).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    for _ in 0..2 {
+        client
+            .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await;
+        let response = client.response().await.expect("a response");
+        assert!(
+            response.contains("Transfer-Encoding: chunked\r\n"),
+            "{response}"
+        );
+        assert!(
+            response.ends_with("\r\n\r\nd\r\nuntil the end\r\n0\r\n\r\n"),
+            "{response}"
+        );
+    }
+    let mut client = Client::connect(&running).await;
+    client
+        .write(
+            format!("GET / HTTP/1.0\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n").as_bytes(),
+        )
+        .await;
+    let response = client.response().await.expect("a response");
+    assert!(response.contains("Connection: close"), "{response}");
+    assert!(response.ends_with("\r\n\r\nuntil the end"), "{response}");
+    running.shutdown().await;
+}
+
+fn chunked_reply(_: &[u8]) -> (Vec<u8>, bool) {
+    (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(),
+        false,
+    )
+}
+
+#[tokio::test]
+async fn chunked_bodies_pass_through_or_are_decoded_for_http10() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _seen) = spawn_scripted(chunked_reply).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await;
+    let response = client.response().await.expect("a response");
+    assert!(
+        response.contains("Transfer-Encoding: chunked\r\n"),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("3\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        "{response}"
+    );
+
+    let mut client = Client::connect(&running).await;
+    client
+        .write(format!("GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await;
+    let response = client.response().await.expect("a response");
+    assert!(!response.contains("Transfer-Encoding"), "{response}");
+    assert!(response.ends_with("\r\n\r\nabcdefg"), "{response}");
+    running.shutdown().await;
+}
+
+fn head_or_not_modified(request: &[u8]) -> (Vec<u8>, bool) {
+    if request.starts_with(b"HEAD ") {
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n".to_vec(),
+            false,
+        )
+    } else if find(request, b"If-None-Match").is_some() {
+        (
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n".to_vec(),
+            false,
+        )
+    } else {
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+            false,
+        )
+    }
+}
+
+#[tokio::test]
+async fn bodiless_and_interim_responses_keep_the_connection_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _seen) = spawn_scripted(head_or_not_modified).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .write(format!("HEAD / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await;
+    let response = client.head_response().await.expect("a response");
+    assert_eq!(status_of(&response), "200", "{response}");
+    assert!(response.contains("Content-Length: 1234\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\n"), "{response}");
+
+    client
+        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nIf-None-Match: \"x\"\r\n\r\n").as_bytes())
+        .await;
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "304", "{response}");
+
+    client
+        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await;
+    let interim = client.response().await.expect("103");
+    assert_eq!(status_of(&interim), "103", "{interim}");
+    assert!(interim.contains("Link: </s.css>; rel=preload"), "{interim}");
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "200", "{response}");
+    assert!(response.ends_with("\r\n\r\nok"), "{response}");
+    running.shutdown().await;
+}
+
+/// Answers one request per connection and closes without saying so, like a backend whose
+/// keep-alive timeout is shorter than the proxy's.
+fn one_per_connection(request: &[u8]) -> (Vec<u8>, bool) {
+    (echo_line(request).0, true)
+}
+
+#[tokio::test]
+async fn closed_pooled_connections_are_replaced_transparently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _seen) = spawn_scripted(one_per_connection).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    for i in 0..5 {
+        client
+            .write(format!("GET /{i} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await;
+        let response = client.response().await.expect("a response");
+        assert_eq!(status_of(&response), "200", "request {i}: {response}");
+        assert!(
+            response.ends_with(&format!("GET /{i} HTTP/1.1")),
+            "{response}"
+        );
+    }
+    running.shutdown().await;
+}
+
+fn broken_framing(_: &[u8]) -> (Vec<u8>, bool) {
+    (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+        true,
+    )
+}
+
+#[tokio::test]
+async fn invalid_upstream_responses_are_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _seen) = spawn_scripted(broken_framing).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await;
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "502", "{response}");
+    // The client connection survives an upstream's mistake.
+    client
+        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await;
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "502", "{response}");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn absolute_form_targets_route_by_their_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut seen) = spawn_scripted(echo_line).await;
+    let running = serve(dir.path(), backend).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .write(
+            format!("GET http://{HOST}/abs?q=1 HTTP/1.1\r\nHost: ignored.example\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "200", "{response}");
+    let request = String::from_utf8(seen.recv().await.unwrap()).unwrap();
+    assert!(
+        request.starts_with("GET /abs?q=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(request.contains(&format!("Host: {HOST}\r\n")), "{request}");
+    assert!(!request.contains("ignored.example"), "{request}");
+    running.shutdown().await;
+}

@@ -1,0 +1,2071 @@
+//! HTTP/1.1 message heads and body framing.
+//!
+//! Everything here is pure: heads are parsed in place with `httparse`, every header is classified
+//! once, body framing is derived per RFC 9112 §6, and chunked bodies are scanned or decoded
+//! incrementally. The parsers face untrusted peers, so anything that could let two HTTP
+//! implementations disagree about where a message ends is rejected rather than repaired.
+
+use std::fmt;
+use std::ops::Range;
+
+use http::Method;
+
+/// Largest accepted head: start line, header fields and the empty line that ends them.
+pub(crate) const MAX_HEAD: usize = 32 * 1024;
+/// Largest accepted number of header fields in one head.
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Largest accepted chunk-size line or trailer field line, CRLF included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most hex digits accepted in a chunk size; sixteen always fit in a `u64`.
+const MAX_SIZE_DIGITS: u8 = 16;
+/// Most decimal digits accepted in a Content-Length; nineteen always fit in a `u64`.
+const MAX_LENGTH_DIGITS: usize = 19;
+
+/// Why a head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadError {
+    /// Head larger than MAX_HEAD bytes (complete or not).
+    TooLarge,
+    /// More than MAX_HEADERS header fields.
+    TooManyHeaders,
+    /// Malformed or unacceptable; the text names the problem.
+    Invalid(&'static str),
+}
+
+impl HeadError {
+    /// The status code to answer a request with when its head is refused.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::Invalid(_) => 400,
+        }
+    }
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::TooLarge => write!(f, "message head larger than {MAX_HEAD} bytes"),
+            HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
+            HeadError::Invalid(what) => write!(f, "malformed message head: {what}"),
+        }
+    }
+}
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Everything until the connection closes (responses only).
+    Close,
+}
+
+/// What a header is to the proxy, decided once while parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Forwarded as is.
+    Other,
+    /// Hop-by-hop: a fixed set of names plus any name listed in a Connection header.
+    Hop,
+    /// Content-Length or Transfer-Encoding; the proxy emits framing itself.
+    Framing,
+    /// Host (requests only).
+    Host,
+    /// X-Forwarded-For (requests only).
+    XForwardedFor,
+    /// X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port, X-Real-IP (requests only).
+    Forwarded,
+    /// X-Request-Id (requests only).
+    XRequestId,
+    /// Server (responses only).
+    Server,
+    /// Date (responses only).
+    Date,
+}
+
+/// One header field as byte ranges into the parsed buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Field {
+    pub(crate) name: Range<usize>,
+    /// Without surrounding whitespace.
+    pub(crate) value: Range<usize>,
+    pub(crate) kind: Kind,
+}
+
+/// A parsed request head. Ranges index the buffer given to [`parse_request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RequestHead {
+    /// Bytes of the head including the final empty line (and any empty lines before it).
+    pub(crate) len: usize,
+    pub(crate) method: Method,
+    /// 0 or 1.
+    pub(crate) minor_version: u8,
+    /// The request-target exactly as sent.
+    pub(crate) target: Range<usize>,
+    /// What an origin-form upstream request line carries; empty means "/".
+    pub(crate) path_and_query: Range<usize>,
+    /// `path_and_query` up to the first '?'.
+    pub(crate) path: Range<usize>,
+    /// The absolute-form authority if present, else the Host header value.
+    pub(crate) host: Option<Range<usize>>,
+    pub(crate) fields: Vec<Field>,
+    /// Never `Close` for requests.
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) upgrade: bool,
+    pub(crate) expect_continue: bool,
+}
+
+/// A parsed response head. Ranges index the buffer given to [`parse_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResponseHead {
+    pub(crate) len: usize,
+    pub(crate) minor_version: u8,
+    pub(crate) status: u16,
+    pub(crate) reason: Range<usize>,
+    pub(crate) fields: Vec<Field>,
+    pub(crate) framing: Framing,
+    /// Whether the upstream allows reusing the connection after this response.
+    pub(crate) keep_alive: bool,
+}
+
+/// Header names the codec cares about, recognised case-insensitively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    Unknown,
+    Connection,
+    Upgrade,
+    /// Keep-Alive, Proxy-Connection, TE, Trailer, Proxy-Authenticate, Proxy-Authorization.
+    Hop,
+    ContentLength,
+    TransferEncoding,
+    Host,
+    XForwardedFor,
+    /// X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port, X-Real-IP.
+    Forwarded,
+    XRequestId,
+    Server,
+    Date,
+    Expect,
+}
+
+impl Name {
+    fn of(name: &[u8]) -> Name {
+        let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+        match name.len() {
+            2 if is(b"te") => Name::Hop,
+            4 if is(b"host") => Name::Host,
+            4 if is(b"date") => Name::Date,
+            6 if is(b"server") => Name::Server,
+            6 if is(b"expect") => Name::Expect,
+            7 if is(b"upgrade") => Name::Upgrade,
+            7 if is(b"trailer") => Name::Hop,
+            9 if is(b"x-real-ip") => Name::Forwarded,
+            10 if is(b"connection") => Name::Connection,
+            10 if is(b"keep-alive") => Name::Hop,
+            12 if is(b"x-request-id") => Name::XRequestId,
+            14 if is(b"content-length") => Name::ContentLength,
+            15 if is(b"x-forwarded-for") => Name::XForwardedFor,
+            16 if is(b"proxy-connection") => Name::Hop,
+            16 if is(b"x-forwarded-host") || is(b"x-forwarded-port") => Name::Forwarded,
+            17 if is(b"transfer-encoding") => Name::TransferEncoding,
+            17 if is(b"x-forwarded-proto") => Name::Forwarded,
+            18 if is(b"proxy-authenticate") => Name::Hop,
+            19 if is(b"proxy-authorization") => Name::Hop,
+            _ => Name::Unknown,
+        }
+    }
+
+    fn kind(self, request: bool) -> Kind {
+        match self {
+            Name::Connection | Name::Upgrade | Name::Hop => Kind::Hop,
+            Name::ContentLength | Name::TransferEncoding => Kind::Framing,
+            Name::Host if request => Kind::Host,
+            Name::XForwardedFor if request => Kind::XForwardedFor,
+            Name::Forwarded if request => Kind::Forwarded,
+            Name::XRequestId if request => Kind::XRequestId,
+            Name::Server if !request => Kind::Server,
+            Name::Date if !request => Kind::Date,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// Whether a Connection token naming a field of this kind turns it into `Kind::Hop`.
+fn nominable(kind: Kind, request: bool) -> bool {
+    match kind {
+        Kind::Hop | Kind::Framing => false,
+        Kind::Host => !request,
+        _ => true,
+    }
+}
+
+/// What one pass over the header fields found.
+struct Summary {
+    fields: Vec<Field>,
+    /// Connection tokens.
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+    /// A Connection token may name a field that is not hop-by-hop yet.
+    nominates: bool,
+    upgrade_header: bool,
+    te_present: bool,
+    /// Non-empty transfer codings over all Transfer-Encoding fields.
+    te_codings: usize,
+    te_last_chunked: bool,
+    cl_present: bool,
+    cl_invalid: bool,
+    cl: Option<u64>,
+    hosts: usize,
+    host_invalid: bool,
+    host: Option<Range<usize>>,
+    expect_continue: bool,
+}
+
+fn summarize(buf: &[u8], headers: &[httparse::Header<'_>], request: bool) -> Summary {
+    let mut s = Summary {
+        fields: Vec::with_capacity(headers.len()),
+        close: false,
+        keep_alive: false,
+        upgrade: false,
+        nominates: false,
+        upgrade_header: false,
+        te_present: false,
+        te_codings: 0,
+        te_last_chunked: false,
+        cl_present: false,
+        cl_invalid: false,
+        cl: None,
+        hosts: 0,
+        host_invalid: false,
+        host: None,
+        expect_continue: false,
+    };
+    for header in headers {
+        let name = range_in(buf, header.name.as_bytes());
+        let value = trim_range(buf, range_in(buf, header.value));
+        let bytes = &buf[value.clone()];
+        let known = Name::of(header.name.as_bytes());
+        match known {
+            Name::Connection => {
+                for token in list(bytes) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        s.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        s.keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        s.upgrade = true;
+                    }
+                    if nominable(Name::of(token).kind(request), request) {
+                        s.nominates = true;
+                    }
+                }
+            }
+            Name::Upgrade => s.upgrade_header = true,
+            Name::TransferEncoding => {
+                s.te_present = true;
+                for coding in list(bytes) {
+                    s.te_codings += 1;
+                    s.te_last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                }
+            }
+            Name::ContentLength => {
+                s.cl_present = true;
+                for element in bytes.split(|&b| b == b',') {
+                    match parse_length(trim(element)) {
+                        Some(n) if s.cl.is_none_or(|m| m == n) => s.cl = Some(n),
+                        _ => s.cl_invalid = true,
+                    }
+                }
+            }
+            Name::Host if request => {
+                s.hosts += 1;
+                if !bytes.iter().all(|&b| is_host_byte(b)) {
+                    s.host_invalid = true;
+                }
+                s.host = Some(value.clone());
+            }
+            Name::Expect if bytes.eq_ignore_ascii_case(b"100-continue") => {
+                s.expect_continue = true;
+            }
+            _ => {}
+        }
+        s.fields.push(Field {
+            name,
+            value,
+            kind: known.kind(request),
+        });
+    }
+    if s.nominates {
+        mark_nominated(buf, &mut s.fields, request);
+    }
+    s
+}
+
+/// Turns every field named by a Connection token into `Kind::Hop` (Framing, and Host in a
+/// request, stay as they are).
+fn mark_nominated(buf: &[u8], fields: &mut [Field], request: bool) {
+    for i in 0..fields.len() {
+        if fields[i].kind != Kind::Hop
+            || !buf[fields[i].name.clone()].eq_ignore_ascii_case(b"connection")
+        {
+            continue;
+        }
+        let value = fields[i].value.clone();
+        for token in list(&buf[value]) {
+            for field in fields.iter_mut() {
+                if nominable(field.kind, request)
+                    && buf[field.name.clone()].eq_ignore_ascii_case(token)
+                {
+                    field.kind = Kind::Hop;
+                }
+            }
+        }
+    }
+}
+
+/// The non-empty, OWS-trimmed elements of a comma-separated list.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|e| !e.is_empty())
+}
+
+fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = bytes {
+        if !is_ows(*first) {
+            break;
+        }
+        bytes = rest;
+    }
+    while let [rest @ .., last] = bytes {
+        if !is_ows(*last) {
+            break;
+        }
+        bytes = rest;
+    }
+    bytes
+}
+
+fn trim_range(buf: &[u8], range: Range<usize>) -> Range<usize> {
+    let (mut start, mut end) = (range.start, range.end);
+    while start < end && is_ows(buf[start]) {
+        start += 1;
+    }
+    while end > start && is_ows(buf[end - 1]) {
+        end -= 1;
+    }
+    start..end
+}
+
+/// The position of `part`, a subslice of `buf`, within `buf`.
+fn range_in(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    debug_assert!(start <= buf.len() && part.len() <= buf.len() - start);
+    start..start + part.len()
+}
+
+/// A Content-Length element: 1 to 19 ASCII digits.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > MAX_LENGTH_DIGITS {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// Bytes allowed in a Host value or an absolute-form authority: unreserved, sub-delims, ':',
+/// '[' and ']' for IP literals, and '%' for percent-encoding.
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Keep-alive as the version and Connection tokens say.
+fn persistent(minor_version: u8, close: bool, keep_alive: bool) -> bool {
+    !close && (minor_version == 1 || keep_alive)
+}
+
+/// Where the parts of a request-target are.
+struct Target {
+    path_and_query: Range<usize>,
+    path: Range<usize>,
+    authority: Option<Range<usize>>,
+}
+
+fn split_target(buf: &[u8], target: Range<usize>, method: &Method) -> Result<Target, HeadError> {
+    const BAD: HeadError = HeadError::Invalid("request-target");
+    let t = &buf[target.clone()];
+    if t.contains(&b'#') {
+        return Err(BAD);
+    }
+    let (path_and_query, authority) = match t {
+        [b'/', ..] => (target.clone(), None),
+        b"*" if method == Method::OPTIONS => (target.clone(), None),
+        _ => {
+            let scheme = if t.len() >= 7 && t[..7].eq_ignore_ascii_case(b"http://") {
+                7
+            } else if t.len() >= 8 && t[..8].eq_ignore_ascii_case(b"https://") {
+                8
+            } else {
+                return Err(BAD);
+            };
+            let rest = &t[scheme..];
+            let end = rest
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .unwrap_or(rest.len());
+            let authority = &rest[..end];
+            if authority.is_empty() || authority.contains(&b'@') {
+                return Err(BAD);
+            }
+            if !authority.iter().all(|&b| is_host_byte(b)) {
+                return Err(HeadError::Invalid("host"));
+            }
+            // A query right after the authority has no origin-form equivalent without
+            // rewriting the target, so it is refused.
+            if rest.get(end) == Some(&b'?') {
+                return Err(BAD);
+            }
+            let authority_start = target.start + scheme;
+            let authority_end = authority_start + end;
+            (
+                authority_end..target.end,
+                Some(authority_start..authority_end),
+            )
+        }
+    };
+    let path_end = buf[path_and_query.clone()]
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(path_and_query.end, |i| path_and_query.start + i);
+    Ok(Target {
+        path: path_and_query.start..path_end,
+        path_and_query,
+        authority,
+    })
+}
+
+/// Parses a request head at the start of `buf`.
+///
+/// Ok(None): incomplete (buf.len() < MAX_HEAD); Err(TooLarge) when buf holds MAX_HEAD bytes or
+/// more without a complete head.
+pub(crate) fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+    let limited = &buf[..buf.len().min(MAX_HEAD)];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(limited) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Invalid("syntax")),
+    };
+    let (Some(method), Some(raw_target), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
+        return Err(HeadError::Invalid("syntax"));
+    };
+    if minor_version > 1 {
+        return Err(HeadError::Invalid("version"));
+    }
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::Invalid("method"))?;
+    if method == Method::CONNECT {
+        return Err(HeadError::Invalid("CONNECT is not supported"));
+    }
+    let target = range_in(buf, raw_target.as_bytes());
+    let parts = split_target(buf, target.clone(), &method)?;
+
+    let s = summarize(buf, req.headers, true);
+    let http11 = minor_version == 1;
+
+    if s.hosts > 1 || s.host_invalid {
+        return Err(HeadError::Invalid("host"));
+    }
+    let host_empty = s.host.as_ref().is_none_or(|h| h.is_empty());
+    if http11 && host_empty {
+        return Err(HeadError::Invalid("host"));
+    }
+    let host = match parts.authority {
+        Some(authority) => Some(authority),
+        None if host_empty => None,
+        None => s.host,
+    };
+
+    let framing = if s.te_present {
+        if !http11 {
+            return Err(HeadError::Invalid("transfer-encoding"));
+        }
+        if s.cl_present {
+            return Err(HeadError::Invalid("content-length with transfer-encoding"));
+        }
+        if s.te_codings != 1 || !s.te_last_chunked {
+            return Err(HeadError::Invalid("transfer-encoding"));
+        }
+        Framing::Chunked
+    } else if s.cl_invalid {
+        return Err(HeadError::Invalid("content-length"));
+    } else {
+        s.cl.map_or(Framing::None, Framing::Length)
+    };
+
+    Ok(Some(RequestHead {
+        len,
+        method,
+        minor_version,
+        target,
+        path_and_query: parts.path_and_query,
+        path: parts.path,
+        host,
+        framing,
+        keep_alive: persistent(minor_version, s.close, s.keep_alive),
+        upgrade: http11 && s.upgrade && s.upgrade_header,
+        expect_continue: http11 && s.expect_continue,
+        fields: s.fields,
+    }))
+}
+
+/// Parses a response head at the start of `buf`. `head_request`: the request was HEAD (then the
+/// response has no body whatever its headers say).
+pub(crate) fn parse_response(
+    buf: &[u8],
+    head_request: bool,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let limited = &buf[..buf.len().min(MAX_HEAD)];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let len = match res.parse(limited) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Invalid("syntax")),
+    };
+    let (Some(minor_version), Some(status)) = (res.version, res.code) else {
+        return Err(HeadError::Invalid("syntax"));
+    };
+    if minor_version > 1 {
+        return Err(HeadError::Invalid("version"));
+    }
+    if !(100..=999).contains(&status) {
+        return Err(HeadError::Invalid("status"));
+    }
+    let reason = reason_range(buf, len);
+    let s = summarize(buf, res.headers, false);
+    let http11 = minor_version == 1;
+
+    if s.te_present && !http11 {
+        return Err(HeadError::Invalid("transfer-encoding"));
+    }
+    if !s.te_present && s.cl_invalid {
+        return Err(HeadError::Invalid("content-length"));
+    }
+    let framing = if head_request || status < 200 || status == 204 || status == 304 {
+        Framing::None
+    } else if s.te_present {
+        if s.te_last_chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        s.cl.map_or(Framing::Close, Framing::Length)
+    };
+    let keep_alive = status < 200
+        || (framing != Framing::Close && persistent(minor_version, s.close, s.keep_alive));
+
+    Ok(Some(ResponseHead {
+        len,
+        minor_version,
+        status,
+        reason,
+        fields: s.fields,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The reason phrase of a status line `httparse` accepted within `buf[..len]`. It is located
+/// directly because `httparse` reports an empty phrase outside `buf` when the phrase is absent
+/// or holds non-ASCII bytes.
+fn reason_range(buf: &[u8], len: usize) -> Range<usize> {
+    let head = &buf[..len];
+    // Empty lines may precede the status line; "HTTP/1.x NNN" is 12 bytes.
+    let line = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(len);
+    let after_code = (line + 12).min(len);
+    if head.get(after_code) != Some(&b' ') {
+        return after_code..after_code;
+    }
+    let start = after_code + 1;
+    let end = head[start..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map_or(len, |i| start + i);
+    start..end
+}
+
+/// A malformed chunked body; the text names the problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkError(pub(crate) &'static str);
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed chunked body: {}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum State {
+    /// Before the first digit of a chunk size.
+    #[default]
+    SizeStart,
+    /// Within the hex digits of a chunk size.
+    Size,
+    /// Within chunk extensions, after ';'.
+    Extension,
+    /// After the CR that ends a chunk-size line.
+    SizeLf,
+    /// Within chunk data; `Chunked::remaining` bytes are left.
+    Data,
+    /// After chunk data, expecting CR.
+    DataCr,
+    /// After chunk data and CR, expecting LF.
+    DataLf,
+    /// At the start of a trailer field line or of the final empty line.
+    TrailerStart,
+    /// Within a trailer field name.
+    TrailerName,
+    /// Within a trailer field value, after ':'.
+    TrailerValue,
+    /// After the CR that ends a trailer field line.
+    TrailerLf,
+    /// After the CR of the final empty line.
+    FinalLf,
+    /// The body has ended.
+    Done,
+    /// The body was malformed; every later call reports the same error.
+    Failed(&'static str),
+}
+
+/// Incremental chunked-body state machine (RFC 9112 §7.1).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Chunked {
+    state: State,
+    /// The chunk size being read, then the data bytes still to come.
+    remaining: u64,
+    /// Hex digits read of the current chunk size.
+    digits: u8,
+    /// Bytes read of the current chunk-size or trailer line.
+    line: usize,
+    /// Bytes read of the trailer section.
+    trailer: usize,
+}
+
+impl Chunked {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scans the next bytes of a chunked body without copying. Returns (n, done): the first n
+    /// bytes of `input` belong to the body (n == input.len() unless done), and done is true once
+    /// the last chunk, trailer section and final CRLF have been consumed.
+    pub(crate) fn scan(&mut self, input: &[u8]) -> Result<(usize, bool), ChunkError> {
+        self.run(input, None)
+    }
+
+    /// Same as [`Chunked::scan`], but appends the chunk data (nothing else) to `out`.
+    pub(crate) fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, bool), ChunkError> {
+        self.run(input, Some(out))
+    }
+
+    #[cfg(test)]
+    /// Whether the body has ended.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn run(
+        &mut self,
+        input: &[u8],
+        mut out: Option<&mut Vec<u8>>,
+    ) -> Result<(usize, bool), ChunkError> {
+        let mut pos = 0;
+        loop {
+            match self.state {
+                State::Failed(why) => return Err(ChunkError(why)),
+                State::Done => return Ok((pos, true)),
+                _ if pos == input.len() => return Ok((pos, false)),
+                State::Data => {
+                    let available = input.len() - pos;
+                    let take =
+                        usize::try_from(self.remaining).map_or(available, |r| r.min(available));
+                    if let Some(out) = out.as_deref_mut() {
+                        out.extend_from_slice(&input[pos..pos + take]);
+                    }
+                    pos += take;
+                    self.remaining -= take as u64;
+                    if self.remaining == 0 {
+                        self.state = State::DataCr;
+                    }
+                }
+                _ => {
+                    let byte = input[pos];
+                    pos += 1;
+                    if let Err(why) = self.step(byte) {
+                        self.state = State::Failed(why);
+                        return Err(ChunkError(why));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Consumes one framing byte.
+    fn step(&mut self, b: u8) -> Result<(), &'static str> {
+        match self.state {
+            State::SizeStart | State::Size | State::Extension | State::SizeLf => {
+                self.line += 1;
+                if self.line > MAX_CHUNK_LINE {
+                    return Err("chunk-size line too long");
+                }
+            }
+            State::TrailerStart
+            | State::TrailerName
+            | State::TrailerValue
+            | State::TrailerLf
+            | State::FinalLf => {
+                self.line += 1;
+                self.trailer += 1;
+                if self.line > MAX_CHUNK_LINE {
+                    return Err("trailer line too long");
+                }
+                if self.trailer > MAX_HEAD {
+                    return Err("trailer section too large");
+                }
+            }
+            State::Data | State::DataCr | State::DataLf | State::Done | State::Failed(_) => {}
+        }
+        if b == b'\n'
+            && !matches!(
+                self.state,
+                State::SizeLf | State::DataLf | State::TrailerLf | State::FinalLf
+            )
+        {
+            return Err("bare LF");
+        }
+        self.state = match self.state {
+            State::SizeStart => {
+                let digit = hex_value(b).ok_or("invalid chunk size")?;
+                self.remaining = u64::from(digit);
+                self.digits = 1;
+                State::Size
+            }
+            State::Size => match b {
+                b'\r' => State::SizeLf,
+                b';' => State::Extension,
+                _ => {
+                    let digit = hex_value(b).ok_or("invalid chunk size")?;
+                    self.digits += 1;
+                    if self.digits > MAX_SIZE_DIGITS {
+                        return Err("chunk size too large");
+                    }
+                    self.remaining = self
+                        .remaining
+                        .checked_mul(16)
+                        .and_then(|n| n.checked_add(u64::from(digit)))
+                        .ok_or("chunk size too large")?;
+                    State::Size
+                }
+            },
+            State::Extension => match b {
+                b'\r' => State::SizeLf,
+                b'\t' | b' '..=b'~' => State::Extension,
+                _ => return Err("invalid chunk extension"),
+            },
+            State::SizeLf => {
+                if b != b'\n' {
+                    return Err("CR without LF");
+                }
+                self.line = 0;
+                if self.remaining == 0 {
+                    self.trailer = 0;
+                    State::TrailerStart
+                } else {
+                    State::Data
+                }
+            }
+            State::DataCr => {
+                if b != b'\r' {
+                    return Err("chunk data not followed by CRLF");
+                }
+                State::DataLf
+            }
+            State::DataLf => {
+                if b != b'\n' {
+                    return Err("chunk data not followed by CRLF");
+                }
+                State::SizeStart
+            }
+            State::TrailerStart => match b {
+                b'\r' => State::FinalLf,
+                _ if is_tchar(b) => State::TrailerName,
+                _ => return Err("invalid trailer field"),
+            },
+            State::TrailerName => match b {
+                b':' => State::TrailerValue,
+                _ if is_tchar(b) => State::TrailerName,
+                _ => return Err("invalid trailer field"),
+            },
+            State::TrailerValue => match b {
+                b'\r' => State::TrailerLf,
+                b'\t' | b' '..=b'~' | 0x80..=0xff => State::TrailerValue,
+                _ => return Err("invalid trailer field"),
+            },
+            State::TrailerLf => {
+                if b != b'\n' {
+                    return Err("CR without LF");
+                }
+                self.line = 0;
+                State::TrailerStart
+            }
+            State::FinalLf => {
+                if b != b'\n' {
+                    return Err("CR without LF");
+                }
+                State::Done
+            }
+            State::Data | State::Done | State::Failed(_) => self.state,
+        };
+        Ok(())
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Appends the framing for one chunk of `len` bytes ("{len:x}\r\n"). `len` must not be 0, which
+/// would end the body; use [`push_last_chunk`] for that.
+pub(crate) fn push_chunk_header(len: usize, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    debug_assert!(len > 0, "a chunk of 0 bytes ends the body");
+    let mut digits = [0u8; (usize::BITS / 4) as usize];
+    let mut start = digits.len();
+    let mut n = len;
+    loop {
+        start -= 1;
+        digits[start] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the last chunk and an empty trailer section: "0\r\n\r\n".
+pub(crate) fn push_last_chunk(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn req(text: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse_request(text.as_bytes())
+    }
+
+    fn ok(text: &str) -> RequestHead {
+        match req(text) {
+            Ok(Some(head)) => head,
+            other => panic!("{text:?} gave {other:?}"),
+        }
+    }
+
+    fn invalid(text: &str) -> &'static str {
+        match req(text) {
+            Err(HeadError::Invalid(why)) => why,
+            other => panic!("{text:?} gave {other:?}"),
+        }
+    }
+
+    fn res(text: &str, head_request: bool) -> ResponseHead {
+        match parse_response(text.as_bytes(), head_request) {
+            Ok(Some(head)) => head,
+            other => panic!("{text:?} gave {other:?}"),
+        }
+    }
+
+    fn res_invalid(text: &str) -> &'static str {
+        match parse_response(text.as_bytes(), false) {
+            Err(HeadError::Invalid(why)) => why,
+            other => panic!("{text:?} gave {other:?}"),
+        }
+    }
+
+    fn at(text: &str, range: &Range<usize>) -> String {
+        text[range.clone()].to_owned()
+    }
+
+    fn kinds(text: &str, fields: &[Field]) -> Vec<(String, Kind)> {
+        fields.iter().map(|f| (at(text, &f.name), f.kind)).collect()
+    }
+
+    // ---- request line ----
+
+    #[test]
+    fn simple_get() {
+        let text = "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\nrest";
+        let head = ok(text);
+        assert_eq!(head.len, text.len() - 4);
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.minor_version, 1);
+        assert_eq!(at(text, &head.target), "/a/b?c=d");
+        assert_eq!(at(text, &head.path_and_query), "/a/b?c=d");
+        assert_eq!(at(text, &head.path), "/a/b");
+        assert_eq!(at(text, head.host.as_ref().unwrap()), "example.com");
+        assert_eq!(head.framing, Framing::None);
+        assert!(head.keep_alive);
+        assert!(!head.upgrade);
+        assert!(!head.expect_continue);
+        assert_eq!(head.fields.len(), 2);
+        assert_eq!(at(text, &head.fields[1].name), "Accept");
+        assert_eq!(at(text, &head.fields[1].value), "*/*");
+    }
+
+    #[test]
+    fn incomplete_heads() {
+        let text = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for end in 0..text.len() {
+            assert_eq!(req(&text[..end]), Ok(None), "prefix {end}");
+        }
+        assert!(ok(text).len == text.len());
+    }
+
+    #[test]
+    fn leading_empty_lines_keep_ranges_right() {
+        let text = "\r\n\r\nPOST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+        let head = ok(text);
+        assert_eq!(head.len, text.len() - 3);
+        assert_eq!(at(text, &head.target), "/x");
+        assert_eq!(at(text, head.host.as_ref().unwrap()), "h");
+        assert_eq!(at(text, &head.fields[1].value), "3");
+        assert_eq!(head.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn values_are_trimmed() {
+        let text = "GET / HTTP/1.1\r\nHost:  a.b \t\r\nX-A:\t v w \r\nX-Empty:   \r\n\r\n";
+        let head = ok(text);
+        assert_eq!(at(text, head.host.as_ref().unwrap()), "a.b");
+        assert_eq!(at(text, &head.fields[1].value), "v w");
+        assert_eq!(at(text, &head.fields[2].value), "");
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert_eq!(invalid("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), "syntax");
+        assert_eq!(
+            invalid("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"),
+            "syntax"
+        );
+        assert_eq!(invalid("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), "syntax");
+        assert_eq!(invalid("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), "syntax");
+        assert_eq!(invalid("GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"), "syntax");
+        assert_eq!(
+            invalid("GET / HTTP/1.1\r\nX: a\0b\r\nHost: a\r\n\r\n"),
+            "syntax"
+        );
+        assert_eq!(invalid("G(T / HTTP/1.1\r\nHost: a\r\n\r\n"), "syntax");
+    }
+
+    #[test]
+    fn methods() {
+        assert_eq!(
+            ok("PURGE / HTTP/1.1\r\nHost: a\r\n\r\n").method.as_str(),
+            "PURGE"
+        );
+        assert_eq!(
+            ok("DELETE / HTTP/1.1\r\nHost: a\r\n\r\n").method,
+            Method::DELETE
+        );
+        assert_eq!(
+            invalid("CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"),
+            "CONNECT is not supported"
+        );
+        assert_eq!(
+            invalid("CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "CONNECT is not supported"
+        );
+    }
+
+    #[test]
+    fn http10() {
+        let text = "GET /x HTTP/1.0\r\n\r\n";
+        let head = ok(text);
+        assert_eq!(head.minor_version, 0);
+        assert_eq!(head.host, None);
+        assert!(!head.keep_alive);
+        let text = "GET /x HTTP/1.0\r\nHost: h:80\r\nConnection: Keep-Alive\r\n\r\n";
+        let head = ok(text);
+        assert_eq!(at(text, head.host.as_ref().unwrap()), "h:80");
+        assert!(head.keep_alive);
+        assert_eq!(ok("GET /x HTTP/1.0\r\nHost:\r\n\r\n").host, None);
+    }
+
+    // ---- request-target forms ----
+
+    #[test]
+    fn absolute_form() {
+        let text = "GET http://a.example:8080/x?y HTTP/1.1\r\nHost: other\r\n\r\n";
+        let head = ok(text);
+        assert_eq!(at(text, &head.target), "http://a.example:8080/x?y");
+        assert_eq!(at(text, &head.path_and_query), "/x?y");
+        assert_eq!(at(text, &head.path), "/x");
+        assert_eq!(at(text, head.host.as_ref().unwrap()), "a.example:8080");
+
+        let text = "GET HTTPS://b.example HTTP/1.1\r\nHost: b.example\r\n\r\n";
+        let head = ok(text);
+        assert!(head.path_and_query.is_empty());
+        assert!(head.path.is_empty());
+        assert_eq!(at(text, head.host.as_ref().unwrap()), "b.example");
+
+        let text = "GET http://[::1]:80/ HTTP/1.0\r\n\r\n";
+        let head = ok(text);
+        assert_eq!(at(text, head.host.as_ref().unwrap()), "[::1]:80");
+        assert_eq!(at(text, &head.path_and_query), "/");
+    }
+
+    #[test]
+    fn bad_targets() {
+        for target in [
+            "http:///x",
+            "http://",
+            "http://user@a.example/",
+            "http://u:p@a/",
+            "ftp://a/",
+            "http:/a/",
+            "a.example:80",
+            "x",
+            "*",
+            "/a#frag",
+            "http://a/#f",
+            "http://a?q",
+        ] {
+            let text = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(invalid(&text), "request-target", "{target}");
+        }
+        assert_eq!(
+            invalid("GET http://a\\b/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "host"
+        );
+    }
+
+    #[test]
+    fn asterisk_form() {
+        let text = "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n";
+        let head = ok(text);
+        assert_eq!(at(text, &head.target), "*");
+        assert_eq!(at(text, &head.path_and_query), "*");
+        assert_eq!(at(text, &head.path), "*");
+        assert_eq!(
+            invalid("OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "request-target"
+        );
+        assert_eq!(
+            ok("OPTIONS /x HTTP/1.1\r\nHost: a\r\n\r\n").method,
+            Method::OPTIONS
+        );
+    }
+
+    // ---- Host ----
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(invalid("GET / HTTP/1.1\r\n\r\n"), "host");
+        assert_eq!(invalid("GET / HTTP/1.1\r\nHost:\r\n\r\n"), "host");
+        assert_eq!(invalid("GET / HTTP/1.1\r\nHost:   \r\n\r\n"), "host");
+        assert_eq!(
+            invalid("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+            "host"
+        );
+        assert_eq!(
+            invalid("GET / HTTP/1.0\r\nHost: a\r\nHOST: b\r\n\r\n"),
+            "host"
+        );
+        assert_eq!(invalid("GET http://a/ HTTP/1.1\r\n\r\n"), "host");
+        for bad in [
+            "a b",
+            "a/b",
+            "u@a",
+            "a\\b",
+            "a\"b",
+            "a\x01b",
+            "é.example",
+            "a<b",
+        ] {
+            let text = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert!(
+                matches!(req(&text), Err(HeadError::Invalid(_))),
+                "{bad:?} accepted"
+            );
+            if !bad.contains('\x01') {
+                assert_eq!(invalid(&text), "host", "{bad:?}");
+            }
+        }
+        for good in [
+            "a.example",
+            "a.example:8080",
+            "[::1]:443",
+            "x_y~z",
+            "%41!$&'()*+,;=",
+        ] {
+            let text = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+            assert_eq!(at(&text, ok(&text).host.as_ref().unwrap()), good);
+        }
+    }
+
+    // ---- framing ----
+
+    #[test]
+    fn transfer_encoding_rules() {
+        let chunked = |te: &str| {
+            let text = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+            req(&text)
+        };
+        for good in [
+            "chunked",
+            "Chunked",
+            "CHUNKED",
+            "chunked ",
+            ", chunked",
+            "chunked, ,",
+        ] {
+            assert_eq!(
+                chunked(good).unwrap().unwrap().framing,
+                Framing::Chunked,
+                "{good}"
+            );
+        }
+        for bad in [
+            "gzip, chunked",
+            "chunked, chunked",
+            "identity",
+            "xchunked",
+            "chunked;foo",
+            "chunked gzip",
+            "",
+            ",",
+            "chunked\x0b",
+        ] {
+            assert!(
+                matches!(chunked(bad), Err(HeadError::Invalid(_))),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            invalid("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "transfer-encoding"
+        );
+        assert_eq!(
+            invalid("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "transfer-encoding"
+        );
+        assert_eq!(
+            invalid("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "transfer-encoding"
+        );
+        let text = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding:\r\n\r\n";
+        assert_eq!(ok(text).framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let length = |cl: &str| {
+            let text = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\n");
+            req(&text)
+        };
+        assert_eq!(length("0").unwrap().unwrap().framing, Framing::Length(0));
+        assert_eq!(length("42").unwrap().unwrap().framing, Framing::Length(42));
+        assert_eq!(length("007").unwrap().unwrap().framing, Framing::Length(7));
+        assert_eq!(length("5, 5").unwrap().unwrap().framing, Framing::Length(5));
+        assert_eq!(
+            length("9999999999999999999").unwrap().unwrap().framing,
+            Framing::Length(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1.0",
+            "0x10",
+            "1 2",
+            "5, 6",
+            "5,",
+            ",5",
+            "5,,5",
+            "10000000000000000000",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "abc",
+        ] {
+            assert_eq!(
+                length(bad),
+                Err(HeadError::Invalid("content-length")),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            invalid("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            "content-length"
+        );
+        let text = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n";
+        assert_eq!(ok(text).framing, Framing::Length(5));
+        let text = "POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(ok(text).framing, Framing::Length(5));
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding() {
+        for text in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n",
+        ] {
+            assert_eq!(invalid(text), "content-length with transfer-encoding");
+        }
+        assert_eq!(
+            invalid("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+            "transfer-encoding"
+        );
+    }
+
+    // ---- connection management ----
+
+    #[test]
+    fn keep_alive_derivation() {
+        let keep = |version: &str, connection: Option<&str>| {
+            let mut text = format!("GET / HTTP/1.{version}\r\nHost: a\r\n");
+            if let Some(c) = connection {
+                text.push_str(&format!("Connection: {c}\r\n"));
+            }
+            text.push_str("\r\n");
+            ok(&text).keep_alive
+        };
+        assert!(keep("1", None));
+        assert!(keep("1", Some("keep-alive")));
+        assert!(!keep("1", Some("close")));
+        assert!(!keep("1", Some("Upgrade, CLOSE")));
+        assert!(!keep("1", Some(" foo ,close ")));
+        assert!(keep("1", Some("closed")));
+        assert!(!keep("0", None));
+        assert!(keep("0", Some("Keep-Alive")));
+        assert!(keep("0", Some("foo, keep-alive")));
+        assert!(!keep("0", Some("keep-alive, close")));
+        assert!(!keep("0", Some("keep-alive-ish")));
+        let text = "GET / HTTP/1.1\r\nHost: a\r\nConnection: foo\r\nConnection: close\r\n\r\n";
+        assert!(!ok(text).keep_alive);
+    }
+
+    #[test]
+    fn upgrade_derivation() {
+        let text =
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert!(ok(text).upgrade);
+        let text = "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert!(ok(text).upgrade);
+        let text = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+        assert!(!ok(text).upgrade);
+        let text = "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n";
+        assert!(!ok(text).upgrade);
+        let text = "GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert!(!ok(text).upgrade);
+    }
+
+    #[test]
+    fn expect_continue() {
+        let text = "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n";
+        assert!(ok(text).expect_continue);
+        let text = "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue-x\r\n\r\n";
+        assert!(!ok(text).expect_continue);
+        let text = "PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n";
+        assert!(!ok(text).expect_continue);
+        let head = ok("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(head.fields[1].kind, Kind::Other);
+    }
+
+    // ---- field kinds ----
+
+    #[test]
+    fn request_field_kinds() {
+        let text = "GET / HTTP/1.1\r\nhost: a\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\
+            Proxy-Connection: x\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: h2c\r\n\
+            Proxy-Authenticate: x\r\nProxy-Authorization: x\r\nContent-Length: 0\r\n\
+            X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\
+            X-Forwarded-Port: 80\r\nX-REAL-IP: 1.2.3.4\r\nX-Request-Id: r\r\nServer: s\r\n\
+            Date: d\r\nUser-Agent: u\r\n\r\n";
+        let head = ok(text);
+        let expected = [
+            Kind::Host,
+            Kind::Hop,
+            Kind::Hop,
+            Kind::Hop,
+            Kind::Hop,
+            Kind::Hop,
+            Kind::Hop,
+            Kind::Hop,
+            Kind::Hop,
+            Kind::Framing,
+            Kind::XForwardedFor,
+            Kind::Forwarded,
+            Kind::Forwarded,
+            Kind::Forwarded,
+            Kind::Forwarded,
+            Kind::XRequestId,
+            Kind::Other,
+            Kind::Other,
+            Kind::Other,
+        ];
+        let got: Vec<Kind> = head.fields.iter().map(|f| f.kind).collect();
+        assert_eq!(got, expected, "{:?}", kinds(text, &head.fields));
+        let text = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(ok(text).fields[1].kind, Kind::Framing);
+    }
+
+    #[test]
+    fn connection_named_fields_are_hop() {
+        let text = "GET / HTTP/1.1\r\nHost: a\r\nX-Secret: s\r\nConnection: x-secret, Content-Length, HOST\r\n\
+            Content-Length: 0\r\nX-Forwarded-For: 1.1.1.1\r\nConnection: x-forwarded-for\r\nX-Other: o\r\n\
+            Close: c\r\nConnection: close\r\n\r\n";
+        let head = ok(text);
+        let got = kinds(text, &head.fields);
+        let expected = [
+            ("Host", Kind::Host),
+            ("X-Secret", Kind::Hop),
+            ("Connection", Kind::Hop),
+            ("Content-Length", Kind::Framing),
+            ("X-Forwarded-For", Kind::Hop),
+            ("Connection", Kind::Hop),
+            ("X-Other", Kind::Other),
+            ("Close", Kind::Hop),
+            ("Connection", Kind::Hop),
+        ];
+        let expected: Vec<(String, Kind)> = expected
+            .iter()
+            .map(|(n, k)| ((*n).to_owned(), *k))
+            .collect();
+        assert_eq!(got, expected);
+        assert!(!head.keep_alive);
+    }
+
+    // ---- limits ----
+
+    fn padded_request(head_len: usize) -> String {
+        let start = "GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ";
+        let end = "\r\n\r\n";
+        let pad = head_len - start.len() - end.len();
+        format!("{start}{}{end}", "p".repeat(pad))
+    }
+
+    #[test]
+    fn head_size_limit() {
+        let text = padded_request(MAX_HEAD);
+        assert_eq!(ok(&text).len, MAX_HEAD);
+        let with_body = format!("{text}body");
+        assert_eq!(
+            parse_request(with_body.as_bytes()).unwrap().unwrap().len,
+            MAX_HEAD
+        );
+        let text = padded_request(MAX_HEAD + 1);
+        assert_eq!(req(&text), Err(HeadError::TooLarge));
+        assert_eq!(req(&text[..MAX_HEAD]), Err(HeadError::TooLarge));
+        assert_eq!(req(&text[..MAX_HEAD - 1]), Ok(None));
+        let text = padded_request(MAX_HEAD * 3);
+        assert_eq!(req(&text), Err(HeadError::TooLarge));
+        assert_eq!(HeadError::TooLarge.status(), 431);
+    }
+
+    #[test]
+    fn header_count_limit() {
+        let build = |extra: usize| {
+            let mut text = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+            for i in 0..extra {
+                text.push_str(&format!("X-{i}: v\r\n"));
+            }
+            text.push_str("\r\n");
+            text
+        };
+        assert_eq!(ok(&build(MAX_HEADERS - 1)).fields.len(), MAX_HEADERS);
+        assert_eq!(req(&build(MAX_HEADERS)), Err(HeadError::TooManyHeaders));
+        assert_eq!(HeadError::TooManyHeaders.status(), 431);
+        assert_eq!(HeadError::Invalid("host").status(), 400);
+        assert_eq!(
+            HeadError::Invalid("host").to_string(),
+            "malformed message head: host"
+        );
+    }
+
+    // ---- responses ----
+
+    #[test]
+    fn response_basics() {
+        let text =
+            "HTTP/1.1 200 OK\r\nServer: up\r\nDate: today\r\nContent-Length: 2\r\nHost: h\r\n\
+            X-Forwarded-For: f\r\nKeep-Alive: 5\r\n\r\nhi";
+        let head = res(text, false);
+        assert_eq!(head.len, text.len() - 2);
+        assert_eq!(head.status, 200);
+        assert_eq!(head.minor_version, 1);
+        assert_eq!(at(text, &head.reason), "OK");
+        assert_eq!(head.framing, Framing::Length(2));
+        assert!(head.keep_alive);
+        let got: Vec<Kind> = head.fields.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            got,
+            [
+                Kind::Server,
+                Kind::Date,
+                Kind::Framing,
+                Kind::Other,
+                Kind::Other,
+                Kind::Hop
+            ]
+        );
+    }
+
+    #[test]
+    fn response_reason_phrases() {
+        let text = "HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n";
+        let head = res(text, false);
+        assert!(head.reason.is_empty());
+        assert_eq!(head.reason.start, 12);
+        let text = "\r\nHTTP/1.1 500 Internal  Server Error \r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            at(text, &res(text, false).reason),
+            "Internal  Server Error "
+        );
+        let bytes = b"HTTP/1.1 200 Gr\xfc\xdfe\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_response(bytes, false).unwrap().unwrap();
+        assert_eq!(&bytes[head.reason.clone()], b"Gr\xfc\xdfe");
+        let text = "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(at(text, &res(text, false).reason), "");
+    }
+
+    #[test]
+    fn response_framing_table() {
+        let frame = |head: &str, head_request: bool| {
+            let text = format!("{head}\r\n");
+            let parsed = res(&text, head_request);
+            (parsed.framing, parsed.keep_alive)
+        };
+        use Framing::*;
+        let cl = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n";
+        let te = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n";
+        assert_eq!(frame(cl, false), (Length(10), true));
+        assert_eq!(frame(cl, true), (None, true));
+        assert_eq!(frame(te, false), (Chunked, true));
+        assert_eq!(frame(te, true), (None, true));
+        assert_eq!(frame("HTTP/1.1 100 Continue\r\n", false), (None, true));
+        assert_eq!(
+            frame(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n",
+                false
+            ),
+            (None, true)
+        );
+        assert_eq!(
+            frame("HTTP/1.1 103 Early Hints\r\nConnection: close\r\n", false),
+            (None, true)
+        );
+        assert_eq!(
+            frame("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n", false),
+            (None, true)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n",
+                false
+            ),
+            (None, true)
+        );
+        assert_eq!(frame("HTTP/1.1 200 OK\r\n", false), (Close, false));
+        assert_eq!(frame("HTTP/1.1 200 OK\r\n", true), (None, true));
+        assert_eq!(
+            frame("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n", false),
+            (Close, false)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n",
+                false
+            ),
+            (Chunked, true)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n",
+                false
+            ),
+            (Close, false)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                false
+            ),
+            (Chunked, true)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 10\r\n",
+                false
+            ),
+            (Chunked, true)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 200 OK\r\nContent-Length: bogus\r\nTransfer-Encoding: chunked\r\n",
+                false
+            ),
+            (Chunked, true)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n",
+                false
+            ),
+            (Length(1), false)
+        );
+        assert_eq!(
+            frame("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n", false),
+            (Length(1), false)
+        );
+        assert_eq!(
+            frame(
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n",
+                false
+            ),
+            (Length(1), true)
+        );
+        assert_eq!(
+            frame("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n", false),
+            (Close, false)
+        );
+        assert_eq!(frame("HTTP/1.0 304 Not Modified\r\n", false), (None, false));
+        assert_eq!(
+            frame("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n", false),
+            (Length(3), true)
+        );
+    }
+
+    #[test]
+    fn response_errors() {
+        assert_eq!(
+            res_invalid("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "transfer-encoding"
+        );
+        assert_eq!(
+            res_invalid("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"),
+            "content-length"
+        );
+        assert_eq!(
+            res_invalid("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            "content-length"
+        );
+        assert_eq!(
+            res_invalid("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            "content-length"
+        );
+        assert_eq!(res_invalid("HTTP/1.1 099 Odd\r\n\r\n"), "status");
+        assert_eq!(res_invalid("HTTP/1.1 2000 OK\r\n\r\n"), "syntax");
+        assert_eq!(res_invalid("HTTP/1.1 20 OK\r\n\r\n"), "syntax");
+        assert_eq!(res_invalid("HTTP/1.1 200 OK\r\nX : y\r\n\r\n"), "syntax");
+        assert_eq!(res_invalid("HTTP/2 200 OK\r\n\r\n"), "syntax");
+        assert_eq!(
+            res("HTTP/1.1 999 Whatever\r\nContent-Length: 0\r\n\r\n", false).status,
+            999
+        );
+        let text = "HTTP/1.1 200 OK\r\n";
+        for end in 0..=text.len() {
+            assert_eq!(parse_response(&text.as_bytes()[..end], false), Ok(None));
+        }
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(
+            parse_response(big.as_bytes(), false),
+            Err(HeadError::TooLarge)
+        );
+        let mut many = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..=MAX_HEADERS {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(
+            parse_response(many.as_bytes(), false),
+            Err(HeadError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn response_connection_named_fields() {
+        let text =
+            "HTTP/1.1 200 OK\r\nConnection: server, x-a, content-length, host\r\nServer: s\r\n\
+            X-A: a\r\nContent-Length: 0\r\nHost: h\r\nDate: d\r\n\r\n";
+        let head = res(text, false);
+        let got: Vec<Kind> = head.fields.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            got,
+            [
+                Kind::Hop,
+                Kind::Hop,
+                Kind::Hop,
+                Kind::Framing,
+                Kind::Hop,
+                Kind::Date
+            ]
+        );
+    }
+
+    // ---- chunked bodies ----
+
+    fn decode_all(body: &[u8]) -> Result<(usize, bool, Vec<u8>), ChunkError> {
+        let mut chunked = Chunked::new();
+        let mut out = Vec::new();
+        let (n, done) = chunked.decode(body, &mut out)?;
+        assert_eq!(chunked.is_done(), done);
+        Ok((n, done, out))
+    }
+
+    fn chunk_error(body: &[u8]) -> ChunkError {
+        let whole = decode_all(body);
+        // Byte-by-byte feeding must fail the same way.
+        let mut chunked = Chunked::new();
+        let mut last = Ok((0, false));
+        for b in body {
+            last = chunked.scan(std::slice::from_ref(b));
+            if last.is_err() {
+                break;
+            }
+        }
+        match (whole, last) {
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b, "{:?}", String::from_utf8_lossy(body));
+                a
+            }
+            other => panic!("{:?} gave {other:?}", String::from_utf8_lossy(body)),
+        }
+    }
+
+    #[test]
+    fn chunked_basic() {
+        let body =
+            b"4\r\nWiki\r\n5;name=value\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\nGET /next";
+        let (n, done, out) = decode_all(body).unwrap();
+        assert!(done);
+        assert_eq!(n, body.len() - "GET /next".len());
+        assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
+
+        let body = b"0\r\nExpires: never\r\nX-Sum:\t abc \r\n\r\n";
+        let (n, done, out) = decode_all(body).unwrap();
+        assert_eq!((n, done, out.len()), (body.len(), true, 0));
+
+        let body = b"A;a=\"q s\";b\t\r\n0123456789\r\n00000000;x\r\n\r\n";
+        let (_, done, out) = decode_all(body).unwrap();
+        assert!(done);
+        assert_eq!(out, b"0123456789");
+    }
+
+    #[test]
+    fn chunked_incomplete_and_after_done() {
+        let mut chunked = Chunked::new();
+        assert_eq!(chunked.scan(b""), Ok((0, false)));
+        assert_eq!(chunked.scan(b"5\r\nab"), Ok((5, false)));
+        assert_eq!(chunked.scan(b"cde\r"), Ok((4, false)));
+        assert_eq!(chunked.scan(b"\n0\r\n\r"), Ok((5, false)));
+        assert!(!chunked.is_done());
+        assert_eq!(chunked.scan(b"\nnext"), Ok((1, true)));
+        assert!(chunked.is_done());
+        assert_eq!(chunked.scan(b"next"), Ok((0, true)));
+        assert_eq!(chunked.scan(b""), Ok((0, true)));
+    }
+
+    #[test]
+    fn chunked_errors() {
+        for body in [
+            &b"\r\n"[..],
+            b"x\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"5 ;a\r\nhello\r\n0\r\n\r\n",
+            b"\t5\r\n",
+            b"+5\r\n",
+            b"-5\r\n",
+            b"0x5\r\n",
+            b";a\r\n",
+            b"5\rhello",
+            b"5\r\nhelloX\r\n",
+            b"5\r\nhello\rX",
+            b"5\r\nhello\r\r\n",
+            b"5\r\nhello0\r\n\r\n",
+            b"5;a\x01\r\n",
+            b"5;a\xff\r\n",
+            b"5;a\0\r\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\n folded: x\r\n\r\n",
+            b"0\r\nbad name: x\r\n\r\n",
+            b"0\r\nX: a\x01\r\n\r\n",
+            b"0\r\n\rX",
+            b"0\r\nX: y\rZ",
+        ] {
+            chunk_error(body);
+        }
+        for body in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5;ext\nhello\r\n",
+            b"0\r\n\n",
+            b"0\r\nX: y\n\r\n",
+            b"0\n\r\n",
+            b"\n",
+        ] {
+            assert_eq!(chunk_error(body), ChunkError("bare LF"), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_size_limits() {
+        let body = b"ffffffffffffffff\r\nabc";
+        let mut chunked = Chunked::new();
+        assert_eq!(chunked.scan(body), Ok((body.len(), false)));
+        let body = b"0000000000000003\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(decode_all(body).unwrap().2, b"abc");
+        assert_eq!(
+            chunk_error(b"10000000000000000\r\n"),
+            ChunkError("chunk size too large")
+        );
+        assert_eq!(
+            chunk_error(b"00000000000000001\r\n"),
+            ChunkError("chunk size too large")
+        );
+
+        let mut line = b"1;".to_vec();
+        line.resize(MAX_CHUNK_LINE - 2, b'x');
+        line.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert_eq!(decode_all(&line).unwrap().2, b"a");
+        let mut line = b"1;".to_vec();
+        line.resize(MAX_CHUNK_LINE - 1, b'x');
+        line.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert_eq!(chunk_error(&line), ChunkError("chunk-size line too long"));
+    }
+
+    #[test]
+    fn trailer_limits() {
+        let mut body = b"0\r\nX: ".to_vec();
+        body.resize(3 + MAX_CHUNK_LINE - 2, b'v');
+        body.extend_from_slice(b"\r\n\r\n");
+        assert!(decode_all(&body).unwrap().1);
+        let mut body = b"0\r\nX: ".to_vec();
+        body.resize(3 + MAX_CHUNK_LINE - 1, b'v');
+        body.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(chunk_error(&body), ChunkError("trailer line too long"));
+
+        let mut body = b"0\r\n".to_vec();
+        let line = format!("X: {}\r\n", "v".repeat(1000));
+        while body.len() < 3 + MAX_HEAD {
+            body.extend_from_slice(line.as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        assert_eq!(chunk_error(&body), ChunkError("trailer section too large"));
+    }
+
+    #[test]
+    fn errors_are_sticky() {
+        let mut chunked = Chunked::new();
+        assert!(chunked.scan(b"z").is_err());
+        assert_eq!(
+            chunked.scan(b"0\r\n\r\n"),
+            Err(ChunkError("invalid chunk size"))
+        );
+        assert_eq!(chunked.scan(b""), Err(ChunkError("invalid chunk size")));
+        assert_eq!(
+            ChunkError("bare LF").to_string(),
+            "malformed chunked body: bare LF"
+        );
+    }
+
+    #[test]
+    fn chunk_framing_writers() {
+        let mut out = Vec::new();
+        push_chunk_header(1, &mut out);
+        push_chunk_header(0xabc, &mut out);
+        push_chunk_header(16, &mut out);
+        push_chunk_header(usize::MAX, &mut out);
+        push_last_chunk(&mut out);
+        let expected = format!("1\r\nabc\r\n10\r\n{:x}\r\n0\r\n\r\n", usize::MAX);
+        assert_eq!(out, expected.as_bytes());
+
+        let mut body = Vec::new();
+        for piece in [&b"hello"[..], b" ", b"world"] {
+            push_chunk_header(piece.len(), &mut body);
+            body.extend_from_slice(piece);
+            body.extend_from_slice(b"\r\n");
+        }
+        push_last_chunk(&mut body);
+        let (n, done, out) = decode_all(&body).unwrap();
+        assert_eq!((n, done), (body.len(), true));
+        assert_eq!(out, b"hello world");
+    }
+
+    // ---- properties ----
+
+    /// A chunked encoding of `data` whose chunk boundaries, size spellings, extensions and
+    /// trailers vary.
+    #[derive(Debug, Clone)]
+    struct Encoding {
+        sizes: Vec<usize>,
+        upper: bool,
+        zero_pad: usize,
+        extensions: Vec<Option<String>>,
+        trailers: Vec<(String, String)>,
+    }
+
+    fn encoding() -> impl Strategy<Value = Encoding> {
+        (
+            prop::collection::vec(1usize..300, 1..12),
+            any::<bool>(),
+            0usize..6,
+            prop::collection::vec(
+                prop::option::of("(;[a-z]{1,5}(=[a-z0-9]{1,5}|=\"[ a-z;]{0,6}\")?){1,3}"),
+                1..6,
+            ),
+            prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,10}", "[ -~]{0,30}"), 0..4),
+        )
+            .prop_map(|(sizes, upper, zero_pad, extensions, trailers)| Encoding {
+                sizes,
+                upper,
+                zero_pad,
+                extensions,
+                trailers,
+            })
+    }
+
+    fn encode(data: &[u8], e: &Encoding) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        let mut i = 0;
+        let size_line = |size: usize, out: &mut Vec<u8>, i: usize| {
+            let hex = if e.upper {
+                format!("{size:X}")
+            } else {
+                format!("{size:x}")
+            };
+            let pad = e.zero_pad.min(16 - hex.len());
+            out.extend_from_slice("0".repeat(pad).as_bytes());
+            out.extend_from_slice(hex.as_bytes());
+            if let Some(ext) = &e.extensions[i % e.extensions.len()] {
+                out.extend_from_slice(ext.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        };
+        while !rest.is_empty() {
+            let size = e.sizes[i % e.sizes.len()].min(rest.len());
+            size_line(size, &mut out, i);
+            out.extend_from_slice(&rest[..size]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[size..];
+            i += 1;
+        }
+        size_line(0, &mut out, i);
+        for (name, value) in &e.trailers {
+            out.extend_from_slice(format!("{name}:{value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// Feeds `pieces` in order; returns the bytes consumed, whether the body ended and the data.
+    fn feed(pieces: &[&[u8]], decode: bool) -> (usize, bool, Vec<u8>) {
+        let mut chunked = Chunked::new();
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        for piece in pieces {
+            let (n, done) = if decode {
+                chunked.decode(piece, &mut out).unwrap()
+            } else {
+                chunked.scan(piece).unwrap()
+            };
+            consumed += n;
+            if done {
+                assert!(chunked.is_done());
+                return (consumed, true, out);
+            }
+            assert_eq!(n, piece.len());
+        }
+        (consumed, false, out)
+    }
+
+    fn split_at_points<'a>(bytes: &'a [u8], points: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+        let mut cuts: Vec<usize> = points.iter().map(|p| p.index(bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for cut in cuts {
+            pieces.push(&bytes[start..cut]);
+            start = cut;
+        }
+        pieces.push(&bytes[start..]);
+        pieces
+    }
+
+    /// A well-formed request head and the parts it was made of.
+    fn valid_request() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec![
+                "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS",
+            ]),
+            "/[a-z0-9/._~-]{0,20}(\\?[a-z0-9=&%]{0,12})?",
+            "[a-z]{1,10}(\\.[a-z]{1,5})?(:[0-9]{1,5})?",
+            prop::collection::vec(("X-[A-Za-z]{1,8}", "[!-~]([ -~]{0,20}[!-~])?"), 0..6),
+            0usize..3,
+            prop_oneof![
+                Just(String::new()),
+                (0u64..100000).prop_map(|n| format!("Content-Length: {n}\r\n")),
+                Just("Transfer-Encoding: chunked\r\n".to_owned()),
+            ],
+            any::<bool>(),
+        )
+            .prop_map(|(method, path, host, extra, blank, framing, absolute)| {
+                let target = if absolute {
+                    format!("http://{host}{path}")
+                } else {
+                    path
+                };
+                let mut text = "\r\n".repeat(blank);
+                text.push_str(&format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n"));
+                for (name, value) in extra {
+                    text.push_str(&format!("{name}: {value}\r\n"));
+                }
+                text.push_str(&framing);
+                text.push_str("\r\n");
+                text
+            })
+    }
+
+    fn check_ranges(len: usize, head: &RequestHead) {
+        let mut ranges = vec![&head.target, &head.path_and_query, &head.path];
+        ranges.extend(head.host.as_ref());
+        for f in &head.fields {
+            ranges.push(&f.name);
+            ranges.push(&f.value);
+        }
+        for r in ranges {
+            assert!(r.start <= r.end && r.end <= len, "{r:?} outside {len}");
+        }
+        assert!(head.len <= len);
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_round_trip(
+            data in prop::collection::vec(any::<u8>(), 0..1500),
+            e in encoding(),
+            trailing in prop::collection::vec(any::<u8>(), 0..20),
+            points in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let encoded = encode(&data, &e);
+            let mut full = encoded.clone();
+            full.extend_from_slice(&trailing);
+
+            let pieces = split_at_points(&full, &points);
+            for decode in [false, true] {
+                let (n, done, out) = feed(&pieces, decode);
+                prop_assert!(done);
+                prop_assert_eq!(n, encoded.len());
+                if decode {
+                    prop_assert_eq!(&out, &data);
+                }
+            }
+
+            let bytes: Vec<&[u8]> = full.chunks(1).collect();
+            let (n, done, out) = feed(&bytes, true);
+            prop_assert!(done);
+            prop_assert_eq!(n, encoded.len());
+            prop_assert_eq!(&out, &data);
+
+            // Every proper prefix leaves the body unfinished.
+            let cut = points.first().map_or(0, |p| p.index(encoded.len()));
+            let (n, done, _) = feed(&[&encoded[..cut]], false);
+            prop_assert!(!done);
+            prop_assert_eq!(n, cut);
+        }
+
+        #[test]
+        fn parse_request_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(Some(head)) = parse_request(&bytes) {
+                check_ranges(bytes.len(), &head);
+            }
+            let _ = parse_response(&bytes, false);
+        }
+
+        #[test]
+        fn parse_request_never_panics_on_near_misses(
+            fragments in prop::collection::vec(prop::sample::select(vec![
+                "GET ", "OPTIONS ", "CONNECT ", "/", "*", "http://", "https://", "a.b", "@", "#", "?",
+                "[::1]", ":80", " HTTP/1.1", " HTTP/1.0", "\r\n", "\n", "\r", "Host: ", "Host:",
+                "Transfer-Encoding: ", "Content-Length: ", "chunked", ",", " ", "\t", "5", "0",
+                "Connection: ", "close", "upgrade", "Upgrade: ", "x", "\u{e9}", "\0", ":",
+            ]), 0..40),
+        ) {
+            let text: String = fragments.concat();
+            if let Ok(Some(head)) = parse_request(text.as_bytes()) {
+                check_ranges(text.len(), &head);
+                prop_assert!(head.framing != Framing::Close);
+            }
+            for head_request in [false, true] {
+                let _ = parse_response(text.as_bytes(), head_request);
+            }
+        }
+
+        #[test]
+        fn split_requests(text in valid_request(), body in "[a-z]{0,10}") {
+            let head = parse_request(text.as_bytes()).unwrap().unwrap();
+            prop_assert_eq!(head.len, text.len());
+            check_ranges(text.len(), &head);
+            for end in 0..text.len() {
+                prop_assert_eq!(parse_request(&text.as_bytes()[..end]), Ok(None));
+            }
+            let with_body = format!("{text}{body}");
+            prop_assert_eq!(parse_request(with_body.as_bytes()), Ok(Some(head)));
+        }
+    }
+}

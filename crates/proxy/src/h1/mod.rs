@@ -1,0 +1,262 @@
+//! Portcullis's own HTTP/1.1 data path: request and response heads parsed in place, bodies
+//! relayed between the client and a pooled upstream connection by the client connection's own
+//! task (no per-request tasks or channels), buffers released while a connection is idle.
+
+pub(crate) mod codec;
+pub(crate) mod conn;
+pub(crate) mod pool;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// A read buffer with a cursor: bytes before `start` are consumed. Emptied buffers give their
+/// memory back when a connection goes idle.
+#[derive(Debug, Default)]
+pub(crate) struct Buf {
+    data: Vec<u8>,
+    start: usize,
+}
+
+impl Buf {
+    /// An empty buffer that owns no memory yet.
+    pub(crate) fn new() -> Self {
+        Buf::default()
+    }
+
+    /// The bytes read but not yet consumed.
+    pub(crate) fn unread(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    /// Whether every byte read has been consumed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.data.len()
+    }
+
+    /// Marks the next `n` unread bytes consumed.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.data.len());
+        if self.start == self.data.len() {
+            self.data.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Frees the memory of an empty buffer.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.is_empty() && self.data.capacity() > 0 {
+            self.data = Vec::new();
+            self.start = 0;
+        }
+    }
+
+    /// Takes the unread bytes out, leaving the buffer empty.
+    pub(crate) fn take_unread(&mut self) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.data);
+        data.drain(..self.start);
+        self.start = 0;
+        data
+    }
+
+    /// Reads once from `r`, making room for at least `room` bytes first. Returns the number of
+    /// bytes read (0 at end of stream).
+    pub(crate) async fn fill<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        room: usize,
+    ) -> io::Result<usize> {
+        if self.data.capacity() - self.data.len() < room {
+            if self.start > 0 {
+                self.data.drain(..self.start);
+                self.start = 0;
+            }
+            self.data.reserve(room);
+        }
+        r.read_buf(&mut self.data).await
+    }
+}
+
+/// A client connection's byte stream.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Waits until reading may make progress, so an idle connection need not hold a read
+    /// buffer. Streams that buffer internally (TLS) return at once.
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl ClientIo for TcpStream {
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.readable()
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        std::future::ready(Ok(()))
+    }
+}
+
+/// The shutdown signal of one listener: idle connections close at once, busy ones after their
+/// current response.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    /// Signals every connection of the listener.
+    pub(crate) fn trigger(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_set(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Completes once shutdown has begun (at once if it already has).
+    pub(crate) async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [b' '; 29])) };
+}
+
+/// Appends the current time as an HTTP date (RFC 9110 §5.6.7), formatted at most once a second
+/// per thread.
+pub(crate) fn push_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == cached.1.len() {
+                cached.1.copy_from_slice(text.as_bytes());
+                cached.0 = secs;
+            } else {
+                out.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(&cached.1);
+    });
+}
+
+/// A stream with bytes already read from it put back in front, for handing a connection whose
+/// first bytes were inspected to another protocol implementation.
+pub(crate) struct Rewind<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Rewind {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_consumes_and_releases() {
+        let mut b = Buf::new();
+        b.data.extend_from_slice(b"hello world");
+        b.consume(6);
+        assert_eq!(b.unread(), b"world");
+        assert_eq!(b.take_unread(), b"world");
+        assert!(b.is_empty());
+        b.data.extend_from_slice(b"x");
+        b.consume(1);
+        assert!(b.is_empty());
+        b.release_if_empty();
+        assert_eq!(b.data.capacity(), 0);
+    }
+
+    #[test]
+    fn date_is_an_http_date() {
+        let mut out = Vec::new();
+        push_date(&mut out);
+        push_date(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.len(), 58);
+        assert!(httpdate::parse_http_date(&text[..29]).is_ok());
+        assert!(text.ends_with("GMT"));
+    }
+}

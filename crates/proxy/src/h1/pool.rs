@@ -1,0 +1,171 @@
+//! Upstream connections of the HTTP/1.1 path: plain TCP streams with their read buffers, kept
+//! idle per endpoint. One pool per worker thread, so its lock is never contended.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use super::Buf;
+use crate::upstream::{Target, UpstreamError};
+
+/// One upstream connection.
+pub(crate) struct Upstream {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: Buf,
+    /// Whether the connection served an earlier request (and so may have been closed by the
+    /// upstream meanwhile).
+    pub(crate) reused: bool,
+}
+
+struct Idle {
+    conn: Upstream,
+    since: Instant,
+}
+
+/// Idle keep-alive connections by endpoint.
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<Target, Vec<Idle>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+        }
+    }
+
+    /// The most recently used idle connection to `target` that is still open.
+    pub(crate) fn take(&self, target: &Target) -> Option<Upstream> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(target)?;
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() < self.idle_timeout && is_quiet(&entry.conn.stream) {
+                let mut conn = entry.conn;
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for the next request to `target`; connections with unread bytes are not
+    /// reusable and are closed.
+    pub(crate) fn put(&self, target: &Target, mut conn: Upstream) {
+        if !conn.buf.is_empty() {
+            return;
+        }
+        conn.buf.release_if_empty();
+        let now = Instant::now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let list = match idle.get_mut(target) {
+            Some(list) => list,
+            None => idle.entry(target.clone()).or_default(),
+        };
+        let expired = list
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
+            .count();
+        list.drain(..expired);
+        if list.len() < self.max_idle {
+            list.push(Idle { conn, since: now });
+        }
+    }
+
+    /// A new connection to `target`.
+    pub(crate) async fn connect(&self, target: &Target) -> Result<Upstream, UpstreamError> {
+        let connecting = async {
+            match target {
+                Target::Addr(addr) => TcpStream::connect(addr).await,
+                Target::Name(host, port) => TcpStream::connect((&**host, *port)).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        Ok(Upstream {
+            stream,
+            buf: Buf::new(),
+            reused: false,
+        })
+    }
+}
+
+/// Whether an idle connection has nothing to say: an idle upstream that became readable has
+/// either closed or sent bytes nobody asked for, and is not reused either way.
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn closed_idle_connections_are_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Target::Addr(addr);
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(60), 4);
+
+        let conn = pool.connect(&target).await.unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        pool.put(&target, conn);
+        let again = pool
+            .take(&target)
+            .expect("an open idle connection is reused");
+        assert!(again.reused);
+        pool.put(&target, again);
+
+        drop(peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.take(&target).is_none(),
+            "a closed connection is dropped"
+        );
+
+        let conn = pool.connect(&target).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        pool.put(&target, conn);
+        peer.write_all(b"unexpected").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.take(&target).is_none(),
+            "a chatty connection is dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target::Addr(listener.local_addr().unwrap());
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_millis(20), 4);
+        let conn = pool.connect(&target).await.unwrap();
+        let _peer = listener.accept().await.unwrap();
+        pool.put(&target, conn);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(pool.take(&target).is_none());
+    }
+}
