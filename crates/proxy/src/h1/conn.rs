@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{self, Chunked, Field, Framing, HeadError, Kind, RequestHead, ResponseHead};
 use super::pool::Upstream;
-use super::{push_date, Buf, ClientIo, Stop};
+use super::{push_date, Buf, ClientIo, Deadline, Stop};
 use crate::forward::{next_endpoint, redirect_location, ConnInfo, MAX_ATTEMPTS};
 use crate::headers;
 use crate::log::{AccessLog, Entry};
@@ -41,7 +41,12 @@ pub(crate) async fn serve<S: ClientIo>(
     buf: Buf,
     stop: Arc<Stop>,
 ) {
+    let config = &proxy.config;
+    let step = config
+        .client_idle_timeout
+        .min(config.response_header_timeout);
     let mut client = Client {
+        deadline: Deadline::new(step),
         proxy: &proxy,
         info: &info,
         stop: &stop,
@@ -61,6 +66,8 @@ struct Client<'a, S> {
     buf: Buf,
     /// The head being written (upstream request or client response).
     out: Vec<u8>,
+    /// Times the waits for request and response heads.
+    deadline: Deadline,
 }
 
 enum HeadRead {
@@ -157,7 +164,7 @@ impl<S: ClientIo> Client<'_, S> {
         tokio::select! {
             biased;
             () = self.stop.wait() => HeadRead::Closed,
-            read = tokio::time::timeout(idle, reading) => read.unwrap_or(HeadRead::Closed),
+            read = self.deadline.within(idle, reading) => read.unwrap_or(HeadRead::Closed),
         }
     }
 
@@ -326,13 +333,14 @@ impl<S: ClientIo> Client<'_, S> {
                 }
             }
             let waiting = read_response_head(&mut up, req.is_head());
-            match tokio::time::timeout(self.proxy.config.response_header_timeout, waiting).await {
-                Err(_) => return Err(Failure::Upstream(ProxyError::Timeout(target.to_string()))),
-                Ok(Ok(head)) => return Ok(Sent { up, target, head }),
-                Ok(Err(UpstreamError::Closed)) if reused && whole && stale < STALE_RETRIES => {
+            let timeout = self.proxy.config.response_header_timeout;
+            match self.deadline.within(timeout, waiting).await {
+                None => return Err(Failure::Upstream(ProxyError::Timeout(target.to_string()))),
+                Some(Ok(head)) => return Ok(Sent { up, target, head }),
+                Some(Err(UpstreamError::Closed)) if reused && whole && stale < STALE_RETRIES => {
                     stale += 1;
                 }
-                Ok(Err(e)) => return Err(upstream_failure(&target, e)),
+                Some(Err(e)) => return Err(upstream_failure(&target, e)),
             }
         }
     }
@@ -357,16 +365,15 @@ impl<S: ClientIo> Client<'_, S> {
             }
             up.buf.consume(head.len);
             let waiting = read_response_head(&mut up, req.is_head());
-            head = match tokio::time::timeout(self.proxy.config.response_header_timeout, waiting)
-                .await
-            {
-                Ok(Ok(head)) => head,
-                Ok(Err(e)) => {
+            let timeout = self.proxy.config.response_header_timeout;
+            head = match self.deadline.within(timeout, waiting).await {
+                Some(Ok(head)) => head,
+                Some(Err(e)) => {
                     return self
                         .failed(upstream_failure(&target, e), req, true, logged)
                         .await
                 }
-                Err(_) => {
+                None => {
                     let timeout = Failure::Upstream(ProxyError::Timeout(target.to_string()));
                     return self.failed(timeout, req, true, logged).await;
                 }

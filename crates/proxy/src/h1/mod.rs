@@ -12,11 +12,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 /// A read buffer with a cursor: bytes before `start` are consumed. Emptied buffers give their
 /// memory back when a connection goes idle.
@@ -136,6 +137,64 @@ impl Stop {
     }
 }
 
+/// A connection's timeout clock: one timer per connection, re-armed lazily.
+///
+/// Each wait sets when it is due, which costs no timer operation as long as the armed timer goes
+/// off no later than that. The timer is always armed at most `step` (the shortest timeout any
+/// wait uses) ahead, so that holds for every later wait; when it goes off early it is re-armed
+/// for the real due time. Registering a timer per request would cost more, and on a
+/// single-threaded runtime often a wake-up of its event loop besides.
+pub(crate) struct Deadline {
+    timer: Pin<Box<Sleep>>,
+    due: Instant,
+    step: Duration,
+}
+
+impl Deadline {
+    /// A clock for waits of at least `step`.
+    pub(crate) fn new(step: Duration) -> Self {
+        let now = Instant::now();
+        Deadline {
+            timer: Box::pin(tokio::time::sleep_until(now + step)),
+            due: now + step,
+            step,
+        }
+    }
+
+    fn set(&mut self, timeout: Duration) {
+        self.due = Instant::now() + timeout;
+        if self.timer.deadline() > self.due {
+            self.timer.as_mut().reset(self.due);
+        }
+    }
+
+    async fn expired(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            let now = Instant::now();
+            if now >= self.due {
+                return;
+            }
+            let next = self.due.min(now + self.step);
+            self.timer.as_mut().reset(next);
+        }
+    }
+
+    /// Runs `work` for at most `timeout`; `None` when time ran out.
+    pub(crate) async fn within<F: Future>(
+        &mut self,
+        timeout: Duration,
+        work: F,
+    ) -> Option<F::Output> {
+        self.set(timeout);
+        tokio::select! {
+            biased;
+            out = work => Some(out),
+            () = self.expired() => None,
+        }
+    }
+}
+
 thread_local! {
     static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [b' '; 29])) };
 }
@@ -247,6 +306,29 @@ mod tests {
         assert!(b.is_empty());
         b.release_if_empty();
         assert_eq!(b.data.capacity(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_fire_on_time_across_waits() {
+        let mut clock = Deadline::new(Duration::from_secs(60));
+        let start = Instant::now();
+        // A quick wait leaves the timer armed; a later, longer one still ends on time.
+        assert_eq!(
+            clock.within(Duration::from_secs(60), async { 1 }).await,
+            Some(1)
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let waited = clock
+            .within(Duration::from_secs(75), std::future::pending::<()>())
+            .await;
+        assert!(waited.is_none());
+        assert_eq!(Instant::now() - start, Duration::from_secs(105));
+        // A shorter wait after a longer one is not held up by the armed timer.
+        let waited = clock
+            .within(Duration::from_secs(60), std::future::pending::<()>())
+            .await;
+        assert!(waited.is_none());
+        assert_eq!(Instant::now() - start, Duration::from_secs(165));
     }
 
     #[test]
