@@ -9,10 +9,12 @@
 # /readyz 200, time from editing one file (rename over it, as editors do) until the proxy serves the
 # new backend, peak RSS, and RSS per idle keep-alive client connection (and, for comparison, the
 # same for nginx and HAProxy; COMPARE=0 skips them). Other knobs: WORKERS (default 2),
-# BENCH_PORT_BASE (default 18200), KEEP_WORK=1. See bench/README.md.
+# BENCH_PORT_BASE (default 18200), KEEP_WORK=1, CARGO_TARGET_DIR (where the measured binary is
+# built). See bench/README.md.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+PORTCULLIS="${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis"
 
 COMMAND="$0${*:+ $*}"
 ENV_USED=""

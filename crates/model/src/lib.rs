@@ -15,4 +15,4 @@ pub use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 pub use parse::{parse_manifests, ManifestError, Parsed};
-pub use snapshot::{Kind, Object, ObjectKey, Snapshot};
+pub use snapshot::{Kind, Object, ObjectKey, SharedObject, Snapshot};

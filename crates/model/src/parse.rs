@@ -226,6 +226,10 @@ fn parse_object(mut map: Map<String, Value>, origin: &str) -> Result<Parsed, Man
     if target == Kind::Secret {
         fold_string_data(&mut map);
     }
+    // Bookkeeping of the API server (often the largest part of an exported object); nothing reads it.
+    if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+        meta.remove("managedFields");
+    }
     let value = Value::Object(map);
     let object = match target {
         Kind::Ingress => typed(value).map(Object::Ingress),

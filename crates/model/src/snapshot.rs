@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -137,34 +138,148 @@ impl Object {
     }
 }
 
+/// An object behind a shared pointer, the way a [`Snapshot`] holds it: cloning one only bumps a
+/// reference count, so snapshots and the sources that build them share one copy of every object.
+#[derive(Clone, Debug)]
+pub enum SharedObject {
+    /// An Ingress.
+    Ingress(Arc<Ingress>),
+    /// An IngressClass.
+    IngressClass(Arc<IngressClass>),
+    /// A Service.
+    Service(Arc<Service>),
+    /// An EndpointSlice.
+    EndpointSlice(Arc<EndpointSlice>),
+    /// A legacy Endpoints object.
+    Endpoints(Arc<Endpoints>),
+    /// A Secret.
+    Secret(Arc<Secret>),
+}
+
+impl From<Object> for SharedObject {
+    fn from(object: Object) -> Self {
+        match object {
+            Object::Ingress(o) => SharedObject::Ingress(Arc::new(o)),
+            Object::IngressClass(o) => SharedObject::IngressClass(Arc::new(o)),
+            Object::Service(o) => SharedObject::Service(Arc::new(o)),
+            Object::EndpointSlice(o) => SharedObject::EndpointSlice(Arc::new(o)),
+            Object::Endpoints(o) => SharedObject::Endpoints(Arc::new(o)),
+            Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
+        }
+    }
+}
+
+impl SharedObject {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            SharedObject::Ingress(_) => Kind::Ingress,
+            SharedObject::IngressClass(_) => Kind::IngressClass,
+            SharedObject::Service(_) => Kind::Service,
+            SharedObject::EndpointSlice(_) => Kind::EndpointSlice,
+            SharedObject::Endpoints(_) => Kind::Endpoints,
+            SharedObject::Secret(_) => Kind::Secret,
+        }
+    }
+
+    /// The object's metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            SharedObject::Ingress(o) => &o.metadata,
+            SharedObject::IngressClass(o) => &o.metadata,
+            SharedObject::Service(o) => &o.metadata,
+            SharedObject::EndpointSlice(o) => &o.metadata,
+            SharedObject::Endpoints(o) => &o.metadata,
+            SharedObject::Secret(o) => &o.metadata,
+        }
+    }
+
+    /// The object's key (IngressClass is cluster-scoped, so its namespace is empty).
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            SharedObject::IngressClass(o) => {
+                ObjectKey::new("", o.metadata.name.clone().unwrap_or_default())
+            }
+            other => ObjectKey::of(other.meta()),
+        }
+    }
+}
+
+impl PartialEq for SharedObject {
+    /// Equal contents; the same allocation is equal without looking inside.
+    fn eq(&self, other: &Self) -> bool {
+        fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+            Arc::ptr_eq(a, b) || a == b
+        }
+        match (self, other) {
+            (SharedObject::Ingress(a), SharedObject::Ingress(b)) => same(a, b),
+            (SharedObject::IngressClass(a), SharedObject::IngressClass(b)) => same(a, b),
+            (SharedObject::Service(a), SharedObject::Service(b)) => same(a, b),
+            (SharedObject::EndpointSlice(a), SharedObject::EndpointSlice(b)) => same(a, b),
+            (SharedObject::Endpoints(a), SharedObject::Endpoints(b)) => same(a, b),
+            (SharedObject::Secret(a), SharedObject::Secret(b)) => same(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// An immutable set of objects, keyed by kind, namespace and name: what a source hands to translation.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Objects are held behind [`Arc`]s: cloning a snapshot copies keys and pointers, never objects.
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Ingresses by namespace/name.
-    pub ingresses: BTreeMap<ObjectKey, Ingress>,
+    pub ingresses: BTreeMap<ObjectKey, Arc<Ingress>>,
     /// IngressClasses by name (empty namespace).
-    pub ingress_classes: BTreeMap<ObjectKey, IngressClass>,
+    pub ingress_classes: BTreeMap<ObjectKey, Arc<IngressClass>>,
     /// Services by namespace/name.
-    pub services: BTreeMap<ObjectKey, Service>,
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
     /// EndpointSlices by namespace/name.
-    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
     /// Legacy Endpoints by namespace/name (same name as their Service).
-    pub endpoints: BTreeMap<ObjectKey, Endpoints>,
+    pub endpoints: BTreeMap<ObjectKey, Arc<Endpoints>>,
     /// Secrets by namespace/name.
-    pub secrets: BTreeMap<ObjectKey, Secret>,
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+}
+
+/// Whether two maps hold the same keys with equal objects (shared objects compare by pointer first).
+fn same_map<T: PartialEq>(
+    a: &BTreeMap<ObjectKey, Arc<T>>,
+    b: &BTreeMap<ObjectKey, Arc<T>>,
+) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && (Arc::ptr_eq(va, vb) || va == vb))
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        same_map(&self.ingresses, &other.ingresses)
+            && same_map(&self.ingress_classes, &other.ingress_classes)
+            && same_map(&self.services, &other.services)
+            && same_map(&self.endpoint_slices, &other.endpoint_slices)
+            && same_map(&self.endpoints, &other.endpoints)
+            && same_map(&self.secrets, &other.secrets)
+    }
 }
 
 impl Snapshot {
     /// Adds an object; returns `true` when it replaced one with the same kind and key.
     pub fn insert(&mut self, object: Object) -> bool {
+        self.insert_shared(object.into())
+    }
+
+    /// Adds a shared object (no copy); returns `true` when it replaced one with the same kind and key.
+    pub fn insert_shared(&mut self, object: SharedObject) -> bool {
         let key = object.key();
         match object {
-            Object::Ingress(o) => self.ingresses.insert(key, o).is_some(),
-            Object::IngressClass(o) => self.ingress_classes.insert(key, o).is_some(),
-            Object::Service(o) => self.services.insert(key, o).is_some(),
-            Object::EndpointSlice(o) => self.endpoint_slices.insert(key, o).is_some(),
-            Object::Endpoints(o) => self.endpoints.insert(key, o).is_some(),
-            Object::Secret(o) => self.secrets.insert(key, o).is_some(),
+            SharedObject::Ingress(o) => self.ingresses.insert(key, o).is_some(),
+            SharedObject::IngressClass(o) => self.ingress_classes.insert(key, o).is_some(),
+            SharedObject::Service(o) => self.services.insert(key, o).is_some(),
+            SharedObject::EndpointSlice(o) => self.endpoint_slices.insert(key, o).is_some(),
+            SharedObject::Endpoints(o) => self.endpoints.insert(key, o).is_some(),
+            SharedObject::Secret(o) => self.secrets.insert(key, o).is_some(),
         }
     }
 

@@ -1,9 +1,17 @@
 //! Reading a set of manifest files and folders into a [`Snapshot`].
+//!
+//! The source keeps one snapshot and updates it file by file: a change to one file touches only
+//! that file's objects, and the snapshot it hands out shares every object (behind `Arc`s) with the
+//! source, so neither a re-read nor a [`Load`] copies objects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use model::{parse_manifests, Diagnostic, Object, Parsed, Severity, Snapshot};
+use model::{
+    parse_manifests, Diagnostic, Kind, ObjectKey, Parsed, Severity, SharedObject, Snapshot,
+};
 
 use crate::SourceError;
 
@@ -11,31 +19,73 @@ use crate::SourceError;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Load {
     /// Every object read (the last good version of files that now fail to parse).
-    pub snapshot: Snapshot,
+    pub snapshot: Arc<Snapshot>,
     /// Parse errors, skipped documents and conversions, per file.
     pub diagnostics: Vec<Diagnostic>,
     /// How many manifest files were read.
     pub files: usize,
+    /// Goes up whenever the objects or the diagnostics change: two loads from one source with the
+    /// same revision hold the same objects and diagnostics.
+    pub revision: u64,
+}
+
+/// What identifies the text of a file without keeping it: its length and a hash of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    len: usize,
+    hash: u64,
+}
+
+impl Fingerprint {
+    fn of(text: &str) -> Self {
+        // `DefaultHasher::new()` has fixed keys, so equal texts always hash alike.
+        let mut hasher = std::hash::DefaultHasher::new();
+        text.hash(&mut hasher);
+        Fingerprint {
+            len: text.len(),
+            hash: hasher.finish(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct FileState {
-    text: String,
+    /// The text last read.
+    text: Option<Fingerprint>,
     /// Objects of the last version of the file that parsed without error.
-    good: Option<Vec<Object>>,
+    good: Option<Vec<SharedObject>>,
     /// Diagnostics of the current text.
     notes: Vec<Diagnostic>,
     /// Why the file could not be read the last time, if it could not.
     read_error: Option<Diagnostic>,
 }
 
+/// The kind and key of an object: what a snapshot holds one of.
+type Id = (Kind, ObjectKey);
+
+fn id_of(object: &SharedObject) -> Id {
+    (object.kind(), object.key())
+}
+
 /// A set of manifest files and folders, re-read on demand.
 #[derive(Debug)]
 pub struct FolderSource {
     roots: Vec<PathBuf>,
-    files: BTreeMap<PathBuf, FileState>,
+    files: BTreeMap<Arc<Path>, FileState>,
     /// Roots that could not be listed at the last full read.
     root_notes: Vec<Diagnostic>,
+    /// Every object of the files' last good versions; where several files (or one file twice)
+    /// define an object, the definition read last in path order.
+    snapshot: Arc<Snapshot>,
+    /// The files defining each object, in path order, once per definition; the last one wins.
+    defs: HashMap<Id, Vec<Arc<Path>>>,
+    /// Objects defined more than once.
+    duplicates: HashSet<Id>,
+    /// The diagnostics of the files as last read.
+    diagnostics: Vec<Diagnostic>,
+    revision: u64,
+    /// Something changed since `diagnostics` was assembled.
+    dirty: bool,
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -62,6 +112,12 @@ impl FolderSource {
             roots,
             files: BTreeMap::new(),
             root_notes: Vec::new(),
+            snapshot: Arc::default(),
+            defs: HashMap::new(),
+            duplicates: HashSet::new(),
+            diagnostics: Vec::new(),
+            revision: 0,
+            dirty: false,
         })
     }
 
@@ -76,8 +132,11 @@ impl FolderSource {
     pub fn load(&mut self) -> Load {
         let mut diagnostics = Vec::new();
         self.read_all(&mut diagnostics);
-        self.root_notes = diagnostics;
-        self.assemble()
+        if self.root_notes != diagnostics {
+            self.root_notes = diagnostics;
+            self.dirty = true;
+        }
+        self.current()
     }
 
     /// Re-reads only the manifest files named in `changed` (paths from file-system events). A path
@@ -111,7 +170,7 @@ impl FolderSource {
         for path in &files {
             self.read_file(path);
         }
-        self.assemble()
+        self.current()
     }
 
     /// Whether a path is one of the roots or inside a root folder.
@@ -122,26 +181,49 @@ impl FolderSource {
     fn read_file(&mut self, path: &Path) {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let state = self.files.entry(path.to_path_buf()).or_default();
-                state.read_error = None;
-                if state.good.is_none() || state.text != text {
-                    reparse(path, state, text);
+                let fingerprint = Fingerprint::of(&text);
+                let state = self.state(path);
+                let cleared = state.read_error.take().is_some();
+                let unchanged = state.good.is_some() && state.text == Some(fingerprint);
+                self.dirty |= cleared;
+                if !unchanged {
+                    let parsed = parse_file(path, &text);
+                    self.apply(path, fingerprint, parsed);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.files.remove(path);
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove_file(path),
             Err(e) => self.record_read_error(path, &e),
         }
     }
 
+    /// The state of a file, created empty on first sight.
+    fn state(&mut self, path: &Path) -> &mut FileState {
+        if !self.files.contains_key(path) {
+            self.files.insert(Arc::from(path), FileState::default());
+            self.dirty = true;
+        }
+        self.files.get_mut(path).expect("inserted above")
+    }
+
+    fn remove_file(&mut self, path: &Path) {
+        if self.files.contains_key(path) {
+            self.set_good(path, None);
+            self.files.remove(path);
+            self.dirty = true;
+        }
+    }
+
     fn record_read_error(&mut self, path: &Path, e: &std::io::Error) {
-        let state = self.files.entry(path.to_path_buf()).or_default();
-        state.read_error = Some(file_diag(
+        let diag = file_diag(
             Severity::Error,
             path,
             format!("cannot read ({e}); keeping its last good objects"),
-        ));
+        );
+        let state = self.state(path);
+        if state.read_error.as_ref() != Some(&diag) {
+            state.read_error = Some(diag);
+            self.dirty = true;
+        }
     }
 
     fn read_all(&mut self, diagnostics: &mut Vec<Diagnostic>) {
@@ -162,39 +244,179 @@ impl FolderSource {
         }
         seen.sort();
         seen.dedup();
-        self.files.retain(|path, _| {
-            seen.binary_search(path).is_ok() || unreadable_roots.iter().any(|r| path.starts_with(r))
-        });
+        let gone: Vec<Arc<Path>> = self
+            .files
+            .keys()
+            .filter(|path| {
+                seen.binary_search_by(|p| p.as_path().cmp(path)).is_err()
+                    && !unreadable_roots.iter().any(|r| path.starts_with(r))
+            })
+            .cloned()
+            .collect();
+        for path in gone {
+            self.remove_file(&path);
+        }
         let mut jobs = Vec::new();
-        for path in &seen {
-            match std::fs::read_to_string(path) {
+        for path in seen {
+            match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    let state = self.files.entry(path.clone()).or_default();
-                    state.read_error = None;
-                    if state.good.is_none() || state.text != text {
-                        jobs.push((path.clone(), text));
+                    let state = self.state(&path);
+                    let cleared = state.read_error.take().is_some();
+                    let unchanged = state.good.is_some()
+                        && state.text.is_some_and(|f| f == Fingerprint::of(&text));
+                    self.dirty |= cleared;
+                    if !unchanged {
+                        jobs.push((path, text));
                     }
                 }
-                Err(e) => self.record_read_error(path, &e),
+                Err(e) => self.record_read_error(&path, &e),
             }
         }
-        for (path, text, parsed) in parse_all(jobs) {
-            let state = self.files.entry(path.clone()).or_default();
-            apply(&path, state, text, parsed);
+        for (path, fingerprint, parsed) in parse_all(jobs) {
+            self.apply(&path, fingerprint, parsed);
         }
     }
 
-    /// The snapshot and diagnostics of the files as last read.
-    fn assemble(&self) -> Load {
-        let mut diagnostics = self.root_notes.clone();
-        let mut snapshot = Snapshot::default();
-        let mut origin: BTreeMap<(model::Kind, model::ObjectKey), PathBuf> = BTreeMap::new();
-        for (path, state) in &self.files {
-            diagnostics.extend(state.notes.iter().chain(&state.read_error).cloned());
-            for object in state.good.iter().flatten() {
-                let id = (object.kind(), object.key());
-                if let Some(first) = origin.get(&id) {
-                    diagnostics.push(file_diag(
+    /// Takes in a new parse of a file's text.
+    fn apply(&mut self, path: &Path, fingerprint: Fingerprint, parsed: ParsedFile) {
+        let ParsedFile {
+            objects,
+            mut notes,
+            failed,
+        } = parsed;
+        let state = self.state(path);
+        state.text = Some(fingerprint);
+        let had_good = state.good.is_some();
+        if failed && had_good {
+            notes.push(file_diag(
+                Severity::Warning,
+                path,
+                "keeping the objects of its last version that parsed",
+            ));
+        }
+        let notes_changed = state.notes != notes;
+        state.notes = notes;
+        if failed && had_good {
+            self.dirty |= notes_changed;
+            return;
+        }
+        // First read of a partly broken file: serve the documents that did parse.
+        let old = state.good.as_deref().unwrap_or_default();
+        // Objects equal to their previous version keep the previous allocation, so whatever
+        // remembers objects by pointer sees them as unchanged.
+        let objects: Vec<SharedObject> = objects
+            .into_iter()
+            .map(|new| old.iter().find(|o| **o == new).cloned().unwrap_or(new))
+            .collect();
+        let objects_changed = state.good.as_ref() != Some(&objects);
+        self.dirty |= notes_changed || objects_changed;
+        if objects_changed {
+            self.set_good(path, Some(objects));
+        }
+    }
+
+    /// Replaces the good objects of a file (a known one), and updates the snapshot to match.
+    fn set_good(&mut self, path: &Path, objects: Option<Vec<SharedObject>>) {
+        let Some((file, state)) = self.files.get_key_value(path) else {
+            return;
+        };
+        let file = file.clone();
+        let mut touched: Vec<Id> = Vec::new();
+        for object in state.good.iter().flatten() {
+            let id = id_of(object);
+            if let Some(list) = self.defs.get_mut(&id) {
+                if let Some(at) = list.iter().position(|p| **p == *path) {
+                    list.remove(at);
+                }
+            }
+            touched.push(id);
+        }
+        for object in objects.iter().flatten() {
+            let id = id_of(object);
+            let list = self.defs.entry(id.clone()).or_default();
+            let at = list.partition_point(|p| **p <= *path);
+            list.insert(at, file.clone());
+            touched.push(id);
+        }
+        if let Some(state) = self.files.get_mut(path) {
+            state.good = objects;
+        }
+        touched.sort();
+        touched.dedup();
+        let snapshot = Arc::make_mut(&mut self.snapshot);
+        for id in touched {
+            let winner = self.defs.get(&id).and_then(|list| list.last());
+            let object = winner.and_then(|w| {
+                let objects = self.files.get(w)?.good.as_ref()?;
+                objects.iter().rev().find(|o| id_of(o) == id)
+            });
+            match object {
+                Some(object) => {
+                    snapshot.insert_shared(object.clone());
+                }
+                None => {
+                    snapshot.remove(id.0, &id.1);
+                }
+            }
+            match self.defs.get(&id).map(Vec::len) {
+                None | Some(0) => {
+                    self.defs.remove(&id);
+                    self.duplicates.remove(&id);
+                }
+                Some(1) => {
+                    self.duplicates.remove(&id);
+                }
+                Some(_) => {
+                    self.duplicates.insert(id);
+                }
+            }
+        }
+    }
+
+    /// The current objects and diagnostics as a [`Load`].
+    fn current(&mut self) -> Load {
+        if self.dirty {
+            self.dirty = false;
+            self.revision += 1;
+            self.diagnostics = self.assemble_diagnostics();
+        }
+        Load {
+            snapshot: self.snapshot.clone(),
+            diagnostics: self.diagnostics.clone(),
+            files: self.files.len(),
+            revision: self.revision,
+        }
+    }
+
+    /// The diagnostics of all files in path order, each file's notes followed by a warning for
+    /// every object it defines that an earlier definition (in path order) also defines.
+    fn assemble_diagnostics(&self) -> Vec<Diagnostic> {
+        // (file, position of the object in the file) → warning
+        let mut overridden: Vec<((&Path, usize), Diagnostic)> = Vec::new();
+        for id in &self.duplicates {
+            let Some(list) = self.defs.get(id) else {
+                continue;
+            };
+            for (i, pair) in list.windows(2).enumerate() {
+                let (first, path) = (&pair[0], &pair[1]);
+                // This is the n-th definition of the object in `path`.
+                let n = list[..=i + 1].iter().filter(|p| *p == path).count() - 1;
+                let position = self
+                    .files
+                    .get(&**path)
+                    .and_then(|s| s.good.as_ref())
+                    .and_then(|objects| {
+                        objects
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, o)| id_of(o) == *id)
+                            .nth(n)
+                            .map(|(at, _)| at)
+                    })
+                    .unwrap_or(0);
+                overridden.push((
+                    (&**path, position),
+                    file_diag(
                         Severity::Warning,
                         path,
                         format!(
@@ -203,23 +425,26 @@ impl FolderSource {
                             id.1,
                             first.display()
                         ),
-                    ));
-                }
-                origin.insert(id, path.clone());
-                snapshot.insert(object.clone());
+                    ),
+                ));
             }
         }
-        Load {
-            snapshot,
-            diagnostics,
-            files: self.files.len(),
+        overridden.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut overridden = overridden.into_iter().peekable();
+        let mut diagnostics = self.root_notes.clone();
+        for (path, state) in &self.files {
+            diagnostics.extend(state.notes.iter().chain(&state.read_error).cloned());
+            while let Some(((_, _), d)) = overridden.next_if(|((p, _), _)| *p == &**path) {
+                diagnostics.push(d);
+            }
         }
+        diagnostics
     }
 }
 
 /// What parsing one file's text produced.
 struct ParsedFile {
-    objects: Vec<Object>,
+    objects: Vec<SharedObject>,
     notes: Vec<Diagnostic>,
     failed: bool,
 }
@@ -233,7 +458,7 @@ fn parse_file(path: &Path, text: &str) -> ParsedFile {
     };
     for parsed in parse_manifests(text, &origin) {
         match parsed {
-            Ok(Parsed::Object(o)) => out.objects.push(o),
+            Ok(Parsed::Object(o)) => out.objects.push(o.into()),
             Ok(Parsed::Converted { object, from }) => {
                 out.notes.push(Diagnostic::new(
                     Severity::Info,
@@ -242,7 +467,7 @@ fn parse_file(path: &Path, text: &str) -> ParsedFile {
                     Some("apiVersion".into()),
                     format!("read as networking.k8s.io/v1 (written as {from})"),
                 ));
-                out.objects.push(object);
+                out.objects.push(object.into());
             }
             Ok(Parsed::Skipped { kind, name }) => out.notes.push(file_diag(
                 Severity::Info,
@@ -258,39 +483,14 @@ fn parse_file(path: &Path, text: &str) -> ParsedFile {
     out
 }
 
-fn apply(path: &Path, state: &mut FileState, text: String, parsed: ParsedFile) {
-    let ParsedFile {
-        objects,
-        mut notes,
-        failed,
-    } = parsed;
-    if failed && state.good.is_some() {
-        notes.push(file_diag(
-            Severity::Warning,
-            path,
-            "keeping the objects of its last version that parsed",
-        ));
-    } else {
-        // First read of a partly broken file: serve the documents that did parse.
-        state.good = Some(objects);
-    }
-    state.text = text;
-    state.notes = notes;
-}
-
-fn reparse(path: &Path, state: &mut FileState, text: String) {
-    let parsed = parse_file(path, &text);
-    apply(path, state, text, parsed);
-}
-
 /// Parses many files on all cores (a cold start with thousands of files is YAML-bound).
-fn parse_all(jobs: Vec<(PathBuf, String)>) -> Vec<(PathBuf, String, ParsedFile)> {
+fn parse_all(jobs: Vec<(PathBuf, String)>) -> Vec<(PathBuf, Fingerprint, ParsedFile)> {
     let parse_batch = |batch: Vec<(PathBuf, String)>| {
         batch
             .into_iter()
             .map(|(path, text)| {
                 let parsed = parse_file(&path, &text);
-                (path, text, parsed)
+                (path, Fingerprint::of(&text), parsed)
             })
             .collect::<Vec<_>>()
     };
@@ -425,5 +625,102 @@ mod tests {
         std::fs::write(dir.path().join("..2024_01_01/a.yaml"), SVC).unwrap();
         let mut src = FolderSource::new(vec![dir.path().to_path_buf()]).unwrap();
         assert!(src.load().snapshot.is_empty());
+    }
+
+    fn port_of(load: &Load, name: &str) -> i32 {
+        let svc = &load.snapshot.services[&model::ObjectKey::new("default", name)];
+        svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port
+    }
+
+    fn svc(name: &str, port: u16) -> String {
+        SVC.replace("name: a", &format!("name: {name}"))
+            .replace("port: 80", &format!("port: {port}"))
+    }
+
+    #[test]
+    fn later_file_wins_and_the_earlier_definition_returns_when_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join("a.yaml"), svc("x", 80)).unwrap();
+        std::fs::write(root.join("b.yaml"), svc("x", 81)).unwrap();
+        let mut src = FolderSource::new(vec![root.clone()]).unwrap();
+        let load = src.load();
+        assert_eq!(port_of(&load, "x"), 81);
+        assert_eq!(load.diagnostics.len(), 1, "{:?}", load.diagnostics);
+        assert!(load.diagnostics[0].object.ends_with("b.yaml"));
+        assert!(load.diagnostics[0].message.contains("a.yaml"));
+
+        std::fs::remove_file(root.join("b.yaml")).unwrap();
+        let load = src.refresh(&[root.join("b.yaml")]);
+        assert_eq!(port_of(&load, "x"), 80);
+        assert!(load.diagnostics.is_empty(), "{:?}", load.diagnostics);
+
+        // Twice in one file: the second document wins, with a warning on the same file.
+        std::fs::write(
+            root.join("a.yaml"),
+            format!("{}---\n{}", svc("x", 82), svc("x", 83)),
+        )
+        .unwrap();
+        let load = src.refresh(&[root.join("a.yaml")]);
+        assert_eq!(port_of(&load, "x"), 83);
+        assert_eq!(load.diagnostics.len(), 1, "{:?}", load.diagnostics);
+    }
+
+    #[test]
+    fn revision_moves_only_when_objects_or_diagnostics_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join("a.yaml"), svc("x", 80)).unwrap();
+        let mut src = FolderSource::new(vec![root.clone()]).unwrap();
+        let first = src.load();
+        let again = src.refresh(&[root.join("a.yaml")]);
+        assert_eq!(again.revision, first.revision, "same text");
+        std::fs::write(
+            root.join("a.yaml"),
+            format!("# a comment\n{}", svc("x", 80)),
+        )
+        .unwrap();
+        let commented = src.refresh(&[root.join("a.yaml")]);
+        assert_eq!(commented.revision, first.revision, "same objects");
+        std::fs::write(root.join("a.yaml"), svc("x", 81)).unwrap();
+        let changed = src.refresh(&[root.join("a.yaml")]);
+        assert!(changed.revision > first.revision);
+        std::fs::write(root.join("a.yaml"), "kind: [broken").unwrap();
+        let broken = src.refresh(&[root.join("a.yaml")]);
+        assert!(broken.revision > changed.revision, "a new diagnostic");
+        assert_eq!(broken.snapshot, changed.snapshot);
+    }
+
+    /// Applies a pseudo-random sequence of edits to a few files defining overlapping objects, and
+    /// checks after each that the updated source holds what a fresh read of the folder holds.
+    #[test]
+    fn incremental_reads_match_a_fresh_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let names = ["a.yaml", "b.yaml", "c.yaml", "d.yaml"];
+        let mut src = FolderSource::new(vec![root.clone()]).unwrap();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..200 {
+            let file = root.join(names[next(4) as usize]);
+            if next(5) == 0 {
+                let _ = std::fs::remove_file(&file);
+            } else {
+                let docs: Vec<String> = (0..next(4))
+                    .map(|_| svc(["x", "y", "z"][next(3) as usize], 80 + next(3) as u16))
+                    .collect();
+                std::fs::write(&file, docs.join("---\n")).unwrap();
+            }
+            let load = src.refresh(std::slice::from_ref(&file));
+            let fresh = FolderSource::new(vec![root.clone()]).unwrap().load();
+            assert_eq!(load.snapshot, fresh.snapshot, "step {step}");
+            assert_eq!(load.diagnostics, fresh.diagnostics, "step {step}");
+            assert_eq!(load.files, fresh.files, "step {step}");
+        }
     }
 }

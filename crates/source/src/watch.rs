@@ -17,9 +17,12 @@ const DEBOUNCE: Duration = Duration::from_millis(40);
 /// already acted on.
 pub async fn watch(
     mut source: FolderSource,
-    mut last: Load,
+    last: Load,
     mut on_load: impl FnMut(&Load) + Send,
 ) -> Result<(), SourceError> {
+    // Only the revision is kept: a load that stays alive would make the source copy its snapshot
+    // on the next change instead of updating it in place.
+    let mut last = last.revision;
     // `None` asks for a full re-read (a watcher error, or the kernel dropped events).
     let (tx, mut rx) = mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -85,9 +88,9 @@ pub async fn watch(
             source: std::io::Error::other(e.to_string()),
         })?;
         source = returned;
-        if load != last {
+        if load.revision != last {
+            last = load.revision;
             on_load(&load);
-            last = load;
         }
     }
     drop(watcher);
