@@ -5,12 +5,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode, Version};
 use table::BackendTarget;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::futures::Notified;
 
 use super::codec::{self, Chunked, Field, Framing, HeadError, Kind, RequestHead, ResponseHead};
 use super::pool::Upstream;
@@ -45,7 +47,14 @@ pub(crate) async fn serve<S: ClientIo>(
     let step = config
         .client_idle_timeout
         .min(config.response_header_timeout);
+    // Registered once for the connection's lifetime rather than once per request.
+    let mut stop_signal = Box::pin(stop.notify.notified());
+    stop_signal.as_mut().enable();
+    if stop.is_set() {
+        return;
+    }
     let mut client = Client {
+        stop_signal,
         deadline: Deadline::new(step),
         proxy: &proxy,
         info: &info,
@@ -68,6 +77,8 @@ struct Client<'a, S> {
     out: Vec<u8>,
     /// Times the waits for request and response heads.
     deadline: Deadline,
+    /// Completes when shutdown begins.
+    stop_signal: Pin<Box<Notified<'a>>>,
 }
 
 enum HeadRead {
@@ -163,7 +174,7 @@ impl<S: ClientIo> Client<'_, S> {
         let reading = read_request_head(&mut self.stream, &mut self.buf);
         tokio::select! {
             biased;
-            () = self.stop.wait() => HeadRead::Closed,
+            () = &mut self.stop_signal => HeadRead::Closed,
             read = self.deadline.within(idle, reading) => read.unwrap_or(HeadRead::Closed),
         }
     }

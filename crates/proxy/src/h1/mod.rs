@@ -19,6 +19,15 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+/// The size of the read buffers kept for reuse.
+const SPARE_SIZE: usize = 4096;
+/// How many released read buffers a thread keeps for reuse.
+const SPARE_COUNT: usize = 256;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A read buffer with a cursor: bytes before `start` are consumed. Emptied buffers give their
 /// memory back when a connection goes idle.
 #[derive(Debug, Default)]
@@ -52,11 +61,20 @@ impl Buf {
         }
     }
 
-    /// Frees the memory of an empty buffer.
+    /// Gives the memory of an empty buffer back (to the thread's spare buffers when it has the
+    /// usual size, so the next connection to wake up reuses it).
     pub(crate) fn release_if_empty(&mut self) {
         if self.is_empty() && self.data.capacity() > 0 {
-            self.data = Vec::new();
+            let data = std::mem::take(&mut self.data);
             self.start = 0;
+            if data.capacity() == SPARE_SIZE {
+                SPARE.with(|spare| {
+                    let mut spare = spare.borrow_mut();
+                    if spare.len() < SPARE_COUNT {
+                        spare.push(data);
+                    }
+                });
+            }
         }
     }
 
@@ -75,6 +93,11 @@ impl Buf {
         r: &mut R,
         room: usize,
     ) -> io::Result<usize> {
+        if self.data.capacity() == 0 && room <= SPARE_SIZE {
+            self.data = SPARE
+                .with(|spare| spare.borrow_mut().pop())
+                .unwrap_or_else(|| Vec::with_capacity(SPARE_SIZE));
+        }
         if self.data.capacity() - self.data.len() < room {
             if self.start > 0 {
                 self.data.drain(..self.start);
@@ -110,7 +133,7 @@ impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
 #[derive(Debug, Default)]
 pub(crate) struct Stop {
     stopped: AtomicBool,
-    notify: Notify,
+    pub(crate) notify: Notify,
 }
 
 impl Stop {
