@@ -128,7 +128,7 @@ impl Scenario {
         let mut b = TableBuilder::new();
         for i in 0..n {
             let (host, path, path_type) = self.route(i);
-            let backend = b.backend(&format!("bench/svc-{i}:80"), || endpoints(i));
+            let backend = b.backend(format!("bench/svc-{i}:80"), || endpoints(i));
             let pattern = HostPattern::parse(&host).expect("generated hosts are valid");
             let origin = RouteOrigin {
                 ingress: format!("bench/ing-{i}"),

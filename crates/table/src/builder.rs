@@ -1,5 +1,6 @@
 //! Building a [`Table`]: the only way routes get in, so precedence is enforced in one place.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -32,15 +33,33 @@ impl TableBuilder {
         Self::default()
     }
 
+    /// An empty builder with room for about `routes` routes, hosts and backends, so building a
+    /// large table does not grow its maps step by step.
+    pub fn with_capacity(routes: usize) -> Self {
+        let mut builder = Self::default();
+        builder.table.exact_hosts.reserve(routes);
+        builder.table.backends.reserve(routes);
+        builder.backend_ids.reserve(routes);
+        builder
+    }
+
     /// The id of the backend called `name`, creating it with `target()` the first time.
-    pub fn backend(&mut self, name: &str, target: impl FnOnce() -> BackendTarget) -> BackendId {
-        if let Some(id) = self.backend_ids.get(name) {
-            return *id;
+    pub fn backend(
+        &mut self,
+        name: impl Into<String>,
+        target: impl FnOnce() -> BackendTarget,
+    ) -> BackendId {
+        match self.backend_ids.entry(name.into()) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let id = BackendId(self.table.backends.len());
+                self.table
+                    .backends
+                    .push(Backend::new(e.key().clone(), target()));
+                e.insert(id);
+                id
+            }
         }
-        let id = BackendId(self.table.backends.len());
-        self.table.backends.push(Backend::new(name, target()));
-        self.backend_ids.insert(name.to_string(), id);
-        id
     }
 
     /// Adds a path route under a host pattern.
@@ -75,21 +94,20 @@ impl TableBuilder {
                 origin.path.trim_end_matches('/').to_string(),
             ),
         };
-        if let Some(existing) = map.get(&key) {
-            return Err(Conflict {
-                winner: existing.origin.clone(),
-            });
-        }
-        map.insert(
-            key,
-            Arc::new(Route {
-                backend,
-                origin,
-                policy,
-                order,
+        match map.entry(key) {
+            Entry::Occupied(existing) => Err(Conflict {
+                winner: existing.get().origin.clone(),
             }),
-        );
-        Ok(())
+            Entry::Vacant(e) => {
+                e.insert(Arc::new(Route {
+                    backend,
+                    origin,
+                    policy,
+                    order,
+                }));
+                Ok(())
+            }
+        }
     }
 
     /// Sets the table-wide default backend; the first one set wins.
@@ -126,8 +144,8 @@ impl TableBuilder {
             HostPattern::Wildcard(s) => self.table.tls.wildcard.entry(s.clone()),
         };
         match map {
-            std::collections::hash_map::Entry::Occupied(e) => Err(e.get().clone()),
-            std::collections::hash_map::Entry::Vacant(e) => {
+            Entry::Occupied(e) => Err(e.get().clone()),
+            Entry::Vacant(e) => {
                 e.insert(cert);
                 Ok(())
             }

@@ -21,11 +21,12 @@ impl HostPattern {
         if host.is_empty() {
             return Ok(HostPattern::Any);
         }
-        let lower = host.to_ascii_lowercase();
-        let (wildcard, name) = match lower.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, lower.as_str()),
-        };
+        let mut lower = host.to_ascii_lowercase();
+        let wildcard = lower.starts_with("*.");
+        if wildcard {
+            lower.drain(..2);
+        }
+        let name = lower.as_str();
         if name.is_empty() {
             return Err(format!("{host:?} has no domain after the wildcard"));
         }
@@ -49,9 +50,9 @@ impl HostPattern {
             }
         }
         Ok(if wildcard {
-            HostPattern::Wildcard(name.to_string())
+            HostPattern::Wildcard(lower)
         } else {
-            HostPattern::Exact(name.to_string())
+            HostPattern::Exact(lower)
         })
     }
 

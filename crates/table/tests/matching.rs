@@ -20,7 +20,7 @@ fn conformance_dir() -> PathBuf {
 fn build(routes: &[(&str, &str, PathType)]) -> Table {
     let mut b = TableBuilder::new();
     for (i, (host, path, path_type)) in routes.iter().enumerate() {
-        let id = b.backend(&format!("svc-{i}"), || BackendTarget::Endpoints {
+        let id = b.backend(format!("svc-{i}"), || BackendTarget::Endpoints {
             ready: vec![],
             not_ready: vec![],
         });

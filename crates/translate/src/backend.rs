@@ -1,6 +1,7 @@
 //! Resolving an Ingress backend: Service → port → EndpointSlices/Endpoints → addresses.
 
 use std::collections::HashMap;
+use std::fmt::{self, Display, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
 use model::k8s_openapi::api::core::v1::ServicePort;
@@ -18,14 +19,15 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub struct Objects<'a> {
     /// Everything read.
     pub snapshot: &'a Snapshot,
-    /// namespace → service name → slices.
-    slices: HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>,
+    /// (namespace, service name) → slices.
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
 }
 
 impl<'a> Objects<'a> {
     /// Indexes a snapshot.
     pub fn new(snapshot: &'a Snapshot) -> Self {
-        let mut slices: HashMap<&str, HashMap<&str, Vec<&EndpointSlice>>> = HashMap::new();
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> =
+            HashMap::with_capacity(snapshot.endpoint_slices.len());
         for slice in snapshot.endpoint_slices.values() {
             let service = slice
                 .metadata
@@ -35,9 +37,7 @@ impl<'a> Objects<'a> {
             if let Some(service) = service {
                 let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
                 slices
-                    .entry(ns)
-                    .or_default()
-                    .entry(service.as_str())
+                    .entry((ns, service.as_str()))
                     .or_default()
                     .push(slice);
             }
@@ -45,10 +45,9 @@ impl<'a> Objects<'a> {
         Objects { snapshot, slices }
     }
 
-    fn slices_of(&self, service: &ObjectKey) -> &[&'a EndpointSlice] {
+    fn slices_of(&self, service: &'a ObjectKey) -> &[&'a EndpointSlice] {
         self.slices
-            .get(service.namespace.as_str())
-            .and_then(|by_name| by_name.get(service.name.as_str()))
+            .get(&(service.namespace.as_str(), service.name.as_str()))
             .map_or(&[], Vec::as_slice)
     }
 }
@@ -56,11 +55,11 @@ impl<'a> Objects<'a> {
 /// Resolves one Ingress backend to a table backend. Returns `None` (with an error diagnostic) when
 /// the backend is unusable as written; a backend that exists but cannot serve yet resolves to a
 /// 503-answering [`BackendTarget::Unavailable`] or an endpoint list with nothing ready.
-pub fn resolve(
-    objects: &Objects<'_>,
+pub fn resolve<'a>(
+    objects: &Objects<'a>,
     ingress: &ObjectKey,
     backend: &IngressBackend,
-    field: &str,
+    field: &dyn Display,
     builder: &mut TableBuilder,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<BackendId> {
@@ -96,8 +95,8 @@ pub fn resolve(
             .filter(|n| !n.is_empty()),
     );
     let port_display = match (port_number, port_name) {
-        (Some(n), _) => n.to_string(),
-        (None, Some(name)) => name.to_string(),
+        (Some(n), _) => Port::Number(n),
+        (None, Some(name)) => Port::Name(name),
         (None, None) => {
             diag(
                 Severity::Error,
@@ -108,9 +107,9 @@ pub fn resolve(
         }
     };
     let svc_key = ObjectKey::new(ingress.namespace.clone(), service.name.clone());
-    let name = format!("{svc_key}:{port_display}");
+    let name = backend_name(&svc_key, port_display);
 
-    let target = match objects.snapshot.services.get(&svc_key) {
+    let target = match objects.snapshot.services.get_key_value(&svc_key) {
         None => {
             diag(
                 Severity::Error,
@@ -121,7 +120,7 @@ pub fn resolve(
                 reason: format!("Service {svc_key} not found"),
             }
         }
-        Some(svc) => match find_port(svc, port_number, port_name) {
+        Some((found_key, svc)) => match find_port(svc, port_number, port_name) {
             None => {
                 let available = svc
                     .spec
@@ -150,10 +149,40 @@ pub fn resolve(
                     reason: format!("Service {svc_key} has no port {port_display}"),
                 }
             }
-            Some(svc_port) => service_target(objects, &svc_key, svc, svc_port, &mut diag, field),
+            Some(svc_port) => service_target(objects, found_key, svc, svc_port, &mut diag, field),
         },
     };
-    Some(builder.backend(&name, || target))
+    Some(builder.backend(name, || target))
+}
+
+/// `namespace/service:port`, the name of a backend (written without `format!`, which costs more
+/// than the rest of resolving a backend).
+fn backend_name(svc_key: &ObjectKey, port: Port<'_>) -> String {
+    let mut name = crate::key_text(svc_key, 8);
+    name.push(':');
+    match port {
+        Port::Number(n) => {
+            let _ = write!(name, "{n}");
+        }
+        Port::Name(n) => name.push_str(n),
+    }
+    name
+}
+
+/// A Service port as an Ingress backend names it.
+#[derive(Clone, Copy)]
+enum Port<'a> {
+    Number(i32),
+    Name(&'a str),
+}
+
+impl Display for Port<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Port::Number(n) => write!(f, "{n}"),
+            Port::Name(name) => f.write_str(name),
+        }
+    }
 }
 
 fn find_port<'a>(
@@ -169,13 +198,13 @@ fn find_port<'a>(
     })
 }
 
-fn service_target(
-    objects: &Objects<'_>,
-    svc_key: &ObjectKey,
+fn service_target<'a>(
+    objects: &Objects<'a>,
+    svc_key: &'a ObjectKey,
     svc: &Service,
     svc_port: &ServicePort,
     diag: &mut impl FnMut(Severity, String, String),
-    field: &str,
+    field: &dyn Display,
 ) -> BackendTarget {
     let spec = svc.spec.as_ref();
     if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {

@@ -11,9 +11,9 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-defaul
 
 /// The Ingresses translation will serve.
 #[derive(Debug, Default)]
-pub struct IngressSelection {
-    /// Keys of our Ingresses, oldest first (creationTimestamp, then namespace/name).
-    pub ours: Vec<ObjectKey>,
+pub struct IngressSelection<'a> {
+    /// Our Ingresses with their keys, oldest first (creationTimestamp, then namespace/name).
+    pub ours: Vec<(&'a ObjectKey, &'a Ingress)>,
 }
 
 fn class_of(ing: &Ingress) -> Option<&str> {
@@ -26,11 +26,11 @@ fn class_of(ing: &Ingress) -> Option<&str> {
 }
 
 /// Picks the Ingresses of our class and orders them by precedence.
-pub fn select(
-    snapshot: &Snapshot,
+pub fn select<'a>(
+    snapshot: &'a Snapshot,
     options: &Options,
     diagnostics: &mut Vec<Diagnostic>,
-) -> IngressSelection {
+) -> IngressSelection<'a> {
     let class_is_ours = |name: &str| {
         options.ingress_classes.iter().any(|c| c == name)
             || snapshot
@@ -106,7 +106,5 @@ pub fn select(
         };
         by_time.then_with(|| ka.cmp(kb))
     });
-    IngressSelection {
-        ours: ours.into_iter().map(|(k, _)| k.clone()).collect(),
-    }
+    IngressSelection { ours }
 }

@@ -9,9 +9,6 @@ use crate::backend::{resolve, Objects};
 use crate::tls::{covers, SecretCache};
 use crate::{Diagnostic, Severity};
 
-/// The ingress-nginx annotation prefix.
-pub const NGINX: &str = "nginx.ingress.kubernetes.io/";
-
 /// State shared by the TLS pass over all Ingresses.
 pub struct TlsContext<'a> {
     /// Secrets already loaded.
@@ -113,16 +110,44 @@ pub fn compile_tls(
     }
 }
 
-/// Reads a boolean annotation; a malformed value is an error and the default applies.
+/// `ssl-redirect`: redirect plain HTTP to HTTPS on hosts that have TLS (default true).
+const SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
+/// `force-ssl-redirect`: redirect plain HTTP to HTTPS even without TLS on the host.
+const FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
+
+/// The field path of one Ingress path, written out only when a diagnostic needs it.
+#[derive(Clone, Copy)]
+struct PathField {
+    rule: usize,
+    path: usize,
+}
+
+impl std::fmt::Display for PathField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spec.rules[{}].http.paths[{}]", self.rule, self.path)
+    }
+}
+
+/// A [`PathField`]'s `backend` field.
+#[derive(Clone, Copy)]
+struct BackendField(PathField);
+
+impl std::fmt::Display for BackendField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.backend", self.0)
+    }
+}
+
+/// Reads a boolean annotation (`full`: its whole name); a malformed value is an error and the
+/// default applies.
 fn bool_annotation(
     ing: &Ingress,
     key: &ObjectKey,
-    name: &str,
+    full: &str,
     default: bool,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> bool {
-    let full = format!("{NGINX}{name}");
-    let Some(value) = ing.metadata.annotations.as_ref().and_then(|a| a.get(&full)) else {
+    let Some(value) = ing.metadata.annotations.as_ref().and_then(|a| a.get(full)) else {
         return default;
     };
     match value.trim().to_ascii_lowercase().as_str() {
@@ -153,8 +178,8 @@ pub fn compile(
     let diag = |severity, field: String, message: String| {
         Diagnostic::new(severity, "Ingress", key, Some(field), message)
     };
-    let ssl_redirect = bool_annotation(ing, key, "ssl-redirect", true, diagnostics);
-    let force_ssl_redirect = bool_annotation(ing, key, "force-ssl-redirect", false, diagnostics);
+    let ssl_redirect = bool_annotation(ing, key, SSL_REDIRECT, true, diagnostics);
+    let force_ssl_redirect = bool_annotation(ing, key, FORCE_SSL_REDIRECT, false, diagnostics);
     let Some(spec) = &ing.spec else {
         diagnostics.push(diag(
             Severity::Warning,
@@ -163,10 +188,10 @@ pub fn compile(
         ));
         return;
     };
-    let ingress_name = key.to_string();
+    let ingress_name = crate::key_text(key, 0);
 
     if let Some(default) = &spec.default_backend {
-        let field = "spec.defaultBackend".to_string();
+        let field = "spec.defaultBackend";
         if let Some(id) = resolve(objects, key, default, &field, builder, diagnostics) {
             let origin = RouteOrigin {
                 ingress: ingress_name.clone(),
@@ -179,7 +204,7 @@ pub fn compile(
             if let Err(Conflict { winner }) = builder.set_default_backend(id, origin) {
                 diagnostics.push(diag(
                     Severity::Warning,
-                    field,
+                    field.into(),
                     format!(
                         "ignored: the older Ingress {} already sets the default backend",
                         winner.ingress
@@ -215,7 +240,7 @@ pub fn compile(
             continue;
         };
         for (p, path) in http.paths.iter().enumerate() {
-            let field = format!("spec.rules[{r}].http.paths[{p}]");
+            let field = PathField { rule: r, path: p };
             let Some(path_type) = PathType::parse(&path.path_type) else {
                 diagnostics.push(diag(
                     Severity::Error,
@@ -257,7 +282,7 @@ pub fn compile(
                     ),
                 ));
             }
-            let backend_field = format!("{field}.backend");
+            let backend_field = BackendField(field);
             let Some(id) = resolve(
                 objects,
                 key,
@@ -277,12 +302,13 @@ pub fn compile(
                 path_type,
             };
             let policy = RoutePolicy {
-                https_redirect: force_ssl_redirect || (ssl_redirect && tls_hosts.contains(&host)),
+                https_redirect: force_ssl_redirect
+                    || (ssl_redirect && !tls_hosts.is_empty() && tls_hosts.contains(&host)),
             };
             if let Err(Conflict { winner }) = builder.add_route(&host, id, origin, policy) {
                 diagnostics.push(diag(
                     Severity::Warning,
-                    field,
+                    field.to_string(),
                     format!(
                         "shadowed: {} {:?} on host {:?} is already routed by {} ({}), which takes precedence",
                         path_type.as_str(),

@@ -65,11 +65,23 @@ impl Translation {
     }
 }
 
+/// `namespace/name` (only `name` when there is no namespace), as [`ObjectKey`] displays, with room
+/// for `extra` more bytes.
+pub(crate) fn key_text(key: &ObjectKey, extra: usize) -> String {
+    let mut text = String::with_capacity(key.namespace.len() + 1 + key.name.len() + extra);
+    if !key.namespace.is_empty() {
+        text.push_str(&key.namespace);
+        text.push('/');
+    }
+    text.push_str(&key.name);
+    text
+}
+
 /// Compiles the Ingresses of our class in `snapshot` into a routing table.
 pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
     let mut diagnostics = Vec::new();
     let selection = class::select(snapshot, options, &mut diagnostics);
-    let mut builder = table::TableBuilder::new();
+    let mut builder = table::TableBuilder::with_capacity(selection.ours.len());
     let mut secrets = tls::SecretCache::default();
     if let Some(key) = &options.default_certificate {
         match secrets.get(snapshot, key, options.now, &mut diagnostics) {
@@ -87,32 +99,28 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
     }
     // Certificates first: whether a host has TLS decides whether its routes redirect to HTTPS.
     let mut tls_hosts = std::collections::HashSet::new();
-    for key in &selection.ours {
-        if let Some(ing) = snapshot.ingresses.get(key) {
-            let mut ctx = ingress::TlsContext {
-                secrets: &mut secrets,
-                hosts: &mut tls_hosts,
-                now: options.now,
-            };
-            ingress::compile_tls(snapshot, key, ing, &mut builder, &mut ctx, &mut diagnostics);
-        }
+    for &(key, ing) in &selection.ours {
+        let mut ctx = ingress::TlsContext {
+            secrets: &mut secrets,
+            hosts: &mut tls_hosts,
+            now: options.now,
+        };
+        ingress::compile_tls(snapshot, key, ing, &mut builder, &mut ctx, &mut diagnostics);
     }
     let objects = backend::Objects::new(snapshot);
-    for key in &selection.ours {
-        if let Some(ing) = snapshot.ingresses.get(key) {
-            ingress::compile(
-                &objects,
-                key,
-                ing,
-                &tls_hosts,
-                &mut builder,
-                &mut diagnostics,
-            );
-        }
+    for &(key, ing) in &selection.ours {
+        ingress::compile(
+            &objects,
+            key,
+            ing,
+            &tls_hosts,
+            &mut builder,
+            &mut diagnostics,
+        );
     }
     Translation {
         table: builder.build(),
         diagnostics,
-        ingresses: selection.ours,
+        ingresses: selection.ours.iter().map(|(k, _)| (*k).clone()).collect(),
     }
 }
