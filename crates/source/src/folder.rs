@@ -149,9 +149,7 @@ impl FolderSource {
             if !self.covers(path) {
                 continue;
             }
-            let hidden = path
-                .file_name()
-                .is_none_or(|n| n.to_string_lossy().starts_with('.'));
+            let hidden = self.hidden(path);
             match std::fs::metadata(path) {
                 Ok(meta) if meta.is_dir() => full = true,
                 Ok(_) if !hidden && is_manifest(path) => files.push(path.clone()),
@@ -176,6 +174,28 @@ impl FolderSource {
     /// Whether a path is one of the roots or inside a root folder.
     fn covers(&self, path: &Path) -> bool {
         self.roots.iter().any(|r| path == r || path.starts_with(r))
+    }
+
+    /// Whether a path has a hidden name (a file, or a folder between it and its root): Kubernetes
+    /// volume mounts keep old and upcoming versions in hidden `..data`-style folders, and editors
+    /// write hidden temporary files.
+    fn hidden(&self, path: &Path) -> bool {
+        let below_root = self
+            .roots
+            .iter()
+            .filter_map(|r| path.strip_prefix(r).ok())
+            .min_by_key(|rest| rest.components().count());
+        let Some(rest) = below_root else {
+            return false;
+        };
+        rest.components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    }
+
+    /// Whether a path names a file this source reads: a manifest under a root, with no hidden
+    /// name on the way.
+    pub(crate) fn reads(&self, path: &Path) -> bool {
+        self.covers(path) && is_manifest(path) && !self.hidden(path)
     }
 
     fn read_file(&mut self, path: &Path) {
@@ -625,6 +645,11 @@ mod tests {
         std::fs::write(dir.path().join("..2024_01_01/a.yaml"), SVC).unwrap();
         let mut src = FolderSource::new(vec![dir.path().to_path_buf()]).unwrap();
         assert!(src.load().snapshot.is_empty());
+        // Also when an event names the file inside the hidden folder.
+        let inside = dir.path().join("..2024_01_01/a.yaml");
+        assert!(!src.reads(&inside));
+        assert!(src.refresh(&[inside]).snapshot.is_empty());
+        assert!(src.reads(&dir.path().join("b.yaml")));
     }
 
     fn port_of(load: &Load, name: &str) -> i32 {
