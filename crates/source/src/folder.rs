@@ -67,6 +67,82 @@ fn id_of(object: &SharedObject) -> Id {
     (object.kind(), object.key())
 }
 
+/// Every object of the files' last good versions, and where each is defined.
+#[derive(Debug, Default)]
+struct Index {
+    /// The objects; where several files (or one file twice) define an object, the definition read
+    /// last in path order.
+    snapshot: Arc<Snapshot>,
+    /// The files defining each object, in path order, once per definition; the last one wins.
+    defs: HashMap<Id, Vec<Arc<Path>>>,
+    /// Objects defined more than once.
+    duplicates: HashSet<Id>,
+}
+
+impl Index {
+    /// Records that `file` now defines `new` instead of `old`. Returns the objects `old` defined,
+    /// whose winning definition [`Index::settle`] must look up once the file's state holds `new`.
+    fn replace(&mut self, file: &Arc<Path>, old: &[SharedObject], new: &[SharedObject]) -> Vec<Id> {
+        let snapshot = Arc::make_mut(&mut self.snapshot);
+        let mut orphans = Vec::with_capacity(old.len());
+        for object in old {
+            let id = id_of(object);
+            if let Some(list) = self.defs.get_mut(&id) {
+                if let Some(at) = list.iter().position(|p| p == file) {
+                    list.remove(at);
+                }
+            }
+            orphans.push(id);
+        }
+        for object in new {
+            let list = self.defs.entry(id_of(object)).or_default();
+            let at = list.partition_point(|p| **p <= **file);
+            list.insert(at, file.clone());
+            if at + 1 == list.len() {
+                snapshot.insert_shared(object.clone());
+            }
+            if list.len() > 1 {
+                self.duplicates.insert(id_of(object));
+            }
+        }
+        orphans
+    }
+
+    /// Puts the winning definition of each object in `ids` into the snapshot (or takes the object
+    /// out when nothing defines it any more).
+    fn settle(&mut self, files: &BTreeMap<Arc<Path>, FileState>, ids: Vec<Id>) {
+        if ids.is_empty() {
+            return;
+        }
+        let snapshot = Arc::make_mut(&mut self.snapshot);
+        for id in ids {
+            let list = self.defs.get(&id);
+            let winner = list.and_then(|l| l.last()).and_then(|file| {
+                let objects = files.get(file)?.good.as_ref()?;
+                objects.iter().rev().find(|o| id_of(o) == id)
+            });
+            match winner {
+                Some(object) => {
+                    snapshot.insert_shared(object.clone());
+                }
+                None => {
+                    snapshot.remove(id.0, &id.1);
+                }
+            }
+            match list.map_or(0, Vec::len) {
+                0 => {
+                    self.defs.remove(&id);
+                    self.duplicates.remove(&id);
+                }
+                1 => {
+                    self.duplicates.remove(&id);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A set of manifest files and folders, re-read on demand.
 #[derive(Debug)]
 pub struct FolderSource {
@@ -74,13 +150,7 @@ pub struct FolderSource {
     files: BTreeMap<Arc<Path>, FileState>,
     /// Roots that could not be listed at the last full read.
     root_notes: Vec<Diagnostic>,
-    /// Every object of the files' last good versions; where several files (or one file twice)
-    /// define an object, the definition read last in path order.
-    snapshot: Arc<Snapshot>,
-    /// The files defining each object, in path order, once per definition; the last one wins.
-    defs: HashMap<Id, Vec<Arc<Path>>>,
-    /// Objects defined more than once.
-    duplicates: HashSet<Id>,
+    index: Index,
     /// The diagnostics of the files as last read.
     diagnostics: Vec<Diagnostic>,
     revision: u64,
@@ -112,9 +182,7 @@ impl FolderSource {
             roots,
             files: BTreeMap::new(),
             root_notes: Vec::new(),
-            snapshot: Arc::default(),
-            defs: HashMap::new(),
-            duplicates: HashSet::new(),
+            index: Index::default(),
             diagnostics: Vec::new(),
             revision: 0,
             dirty: false,
@@ -202,11 +270,7 @@ impl FolderSource {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let fingerprint = Fingerprint::of(&text);
-                let state = self.state(path);
-                let cleared = state.read_error.take().is_some();
-                let unchanged = state.good.is_some() && state.text == Some(fingerprint);
-                self.dirty |= cleared;
-                if !unchanged {
+                if !self.unchanged(path, fingerprint) {
                     let parsed = parse_file(path, &text);
                     self.apply(path, fingerprint, parsed);
                 }
@@ -216,21 +280,26 @@ impl FolderSource {
         }
     }
 
-    /// The state of a file, created empty on first sight.
-    fn state(&mut self, path: &Path) -> &mut FileState {
-        if !self.files.contains_key(path) {
-            self.files.insert(Arc::from(path), FileState::default());
+    /// Whether a file that could be read has the text it had when last parsed (a read error it had
+    /// is cleared either way).
+    fn unchanged(&mut self, path: &Path, fingerprint: Fingerprint) -> bool {
+        let Some(state) = self.files.get_mut(path) else {
+            return false;
+        };
+        if state.read_error.take().is_some() {
             self.dirty = true;
         }
-        self.files.get_mut(path).expect("inserted above")
+        state.good.is_some() && state.text == Some(fingerprint)
     }
 
     fn remove_file(&mut self, path: &Path) {
-        if self.files.contains_key(path) {
-            self.set_good(path, None);
-            self.files.remove(path);
-            self.dirty = true;
-        }
+        let Some((file, mut state)) = self.files.remove_entry(path) else {
+            return;
+        };
+        let old = state.good.take().unwrap_or_default();
+        let orphans = self.index.replace(&file, &old, &[]);
+        self.index.settle(&self.files, orphans);
+        self.dirty = true;
     }
 
     fn record_read_error(&mut self, path: &Path, e: &std::io::Error) {
@@ -239,7 +308,7 @@ impl FolderSource {
             path,
             format!("cannot read ({e}); keeping its last good objects"),
         );
-        let state = self.state(path);
+        let state = self.files.entry(Arc::from(path)).or_default();
         if state.read_error.as_ref() != Some(&diag) {
             state.read_error = Some(diag);
             self.dirty = true;
@@ -264,15 +333,16 @@ impl FolderSource {
         }
         seen.sort();
         seen.dedup();
-        let gone: Vec<Arc<Path>> = self
-            .files
-            .keys()
-            .filter(|path| {
-                seen.binary_search_by(|p| p.as_path().cmp(path)).is_err()
-                    && !unreadable_roots.iter().any(|r| path.starts_with(r))
-            })
-            .cloned()
-            .collect();
+        // Both lists are in path order: walk them side by side.
+        let mut gone: Vec<Arc<Path>> = Vec::new();
+        let mut listed = seen.iter().peekable();
+        for path in self.files.keys() {
+            while listed.next_if(|p| p.as_path() < &**path).is_some() {}
+            let found = listed.next_if(|p| p.as_path() == &**path).is_some();
+            if !found && !unreadable_roots.iter().any(|r| path.starts_with(r)) {
+                gone.push(path.clone());
+            }
+        }
         for path in gone {
             self.remove_file(&path);
         }
@@ -280,12 +350,8 @@ impl FolderSource {
         for path in seen {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    let state = self.state(&path);
-                    let cleared = state.read_error.take().is_some();
-                    let unchanged = state.good.is_some()
-                        && state.text.is_some_and(|f| f == Fingerprint::of(&text));
-                    self.dirty |= cleared;
-                    if !unchanged {
+                    // Parsing fingerprints the text again; the files that changed are few.
+                    if !self.unchanged(&path, Fingerprint::of(&text)) {
                         jobs.push((path, text));
                     }
                 }
@@ -304,93 +370,51 @@ impl FolderSource {
             mut notes,
             failed,
         } = parsed;
-        let state = self.state(path);
+        let (file, state) = match self.files.get_key_value(path) {
+            Some((file, _)) => {
+                let file = file.clone();
+                let state = self.files.get_mut(path).expect("looked up above");
+                (file, state)
+            }
+            None => {
+                let file: Arc<Path> = Arc::from(path);
+                self.dirty = true;
+                (file.clone(), self.files.entry(file).or_default())
+            }
+        };
         state.text = Some(fingerprint);
-        let had_good = state.good.is_some();
-        if failed && had_good {
+        let keep_last_good = failed && state.good.is_some();
+        if keep_last_good {
             notes.push(file_diag(
                 Severity::Warning,
                 path,
                 "keeping the objects of its last version that parsed",
             ));
         }
-        let notes_changed = state.notes != notes;
-        state.notes = notes;
-        if failed && had_good {
-            self.dirty |= notes_changed;
+        if state.notes != notes {
+            state.notes = notes;
+            self.dirty = true;
+        }
+        if keep_last_good {
             return;
         }
         // First read of a partly broken file: serve the documents that did parse.
-        let old = state.good.as_deref().unwrap_or_default();
+        let had_good = state.good.is_some();
+        let old = state.good.take().unwrap_or_default();
         // Objects equal to their previous version keep the previous allocation, so whatever
         // remembers objects by pointer sees them as unchanged.
         let objects: Vec<SharedObject> = objects
             .into_iter()
             .map(|new| old.iter().find(|o| **o == new).cloned().unwrap_or(new))
             .collect();
-        let objects_changed = state.good.as_ref() != Some(&objects);
-        self.dirty |= notes_changed || objects_changed;
-        if objects_changed {
-            self.set_good(path, Some(objects));
-        }
-    }
-
-    /// Replaces the good objects of a file (a known one), and updates the snapshot to match.
-    fn set_good(&mut self, path: &Path, objects: Option<Vec<SharedObject>>) {
-        let Some((file, state)) = self.files.get_key_value(path) else {
+        if had_good && old == objects {
+            state.good = Some(objects);
             return;
-        };
-        let file = file.clone();
-        let mut touched: Vec<Id> = Vec::new();
-        for object in state.good.iter().flatten() {
-            let id = id_of(object);
-            if let Some(list) = self.defs.get_mut(&id) {
-                if let Some(at) = list.iter().position(|p| **p == *path) {
-                    list.remove(at);
-                }
-            }
-            touched.push(id);
         }
-        for object in objects.iter().flatten() {
-            let id = id_of(object);
-            let list = self.defs.entry(id.clone()).or_default();
-            let at = list.partition_point(|p| **p <= *path);
-            list.insert(at, file.clone());
-            touched.push(id);
-        }
-        if let Some(state) = self.files.get_mut(path) {
-            state.good = objects;
-        }
-        touched.sort();
-        touched.dedup();
-        let snapshot = Arc::make_mut(&mut self.snapshot);
-        for id in touched {
-            let winner = self.defs.get(&id).and_then(|list| list.last());
-            let object = winner.and_then(|w| {
-                let objects = self.files.get(w)?.good.as_ref()?;
-                objects.iter().rev().find(|o| id_of(o) == id)
-            });
-            match object {
-                Some(object) => {
-                    snapshot.insert_shared(object.clone());
-                }
-                None => {
-                    snapshot.remove(id.0, &id.1);
-                }
-            }
-            match self.defs.get(&id).map(Vec::len) {
-                None | Some(0) => {
-                    self.defs.remove(&id);
-                    self.duplicates.remove(&id);
-                }
-                Some(1) => {
-                    self.duplicates.remove(&id);
-                }
-                Some(_) => {
-                    self.duplicates.insert(id);
-                }
-            }
-        }
+        let orphans = self.index.replace(&file, &old, &objects);
+        state.good = Some(objects);
+        self.dirty = true;
+        self.index.settle(&self.files, orphans);
     }
 
     /// The current objects and diagnostics as a [`Load`].
@@ -401,7 +425,7 @@ impl FolderSource {
             self.diagnostics = self.assemble_diagnostics();
         }
         Load {
-            snapshot: self.snapshot.clone(),
+            snapshot: self.index.snapshot.clone(),
             diagnostics: self.diagnostics.clone(),
             files: self.files.len(),
             revision: self.revision,
@@ -413,8 +437,8 @@ impl FolderSource {
     fn assemble_diagnostics(&self) -> Vec<Diagnostic> {
         // (file, position of the object in the file) → warning
         let mut overridden: Vec<((&Path, usize), Diagnostic)> = Vec::new();
-        for id in &self.duplicates {
-            let Some(list) = self.defs.get(id) else {
+        for id in &self.index.duplicates {
+            let Some(list) = self.index.defs.get(id) else {
                 continue;
             };
             for (i, pair) in list.windows(2).enumerate() {
@@ -741,7 +765,11 @@ mod tests {
                     .collect();
                 std::fs::write(&file, docs.join("---\n")).unwrap();
             }
-            let load = src.refresh(std::slice::from_ref(&file));
+            let load = if step % 10 == 9 {
+                src.load()
+            } else {
+                src.refresh(std::slice::from_ref(&file))
+            };
             let fresh = FolderSource::new(vec![root.clone()]).unwrap().load();
             assert_eq!(load.snapshot, fresh.snapshot, "step {step}");
             assert_eq!(load.diagnostics, fresh.diagnostics, "step {step}");
