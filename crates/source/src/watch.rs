@@ -73,12 +73,12 @@ impl Burst {
 }
 
 /// Watches the source's roots forever; after each burst of changes it re-reads them and calls
-/// `on_load` if the objects or diagnostics differ from the last read. `last` is the read the caller
-/// already acted on.
+/// `on_load` (on a blocking thread) if the objects or diagnostics differ from the last read. `last`
+/// is the read the caller already acted on.
 pub async fn watch(
     mut source: FolderSource,
     last: Load,
-    mut on_load: impl FnMut(&Load) + Send,
+    mut on_load: impl FnMut(&Load) + Send + 'static,
 ) -> Result<(), SourceError> {
     // Only the revision is kept: a load that stays alive would make the source copy its snapshot
     // on the next change instead of updating it in place.
@@ -139,12 +139,17 @@ pub async fn watch(
             }
         }
         let changed = burst.changed;
-        let (returned, load) = tokio::task::spawn_blocking(move || {
+        // Reading and acting on the read happen on one blocking thread: no hand-over back to the
+        // runtime sits between a change and `on_load`, and the runtime stays free meanwhile.
+        let (returned, callback, revision) = tokio::task::spawn_blocking(move || {
             let load = match changed {
                 Some(paths) => source.refresh(&paths),
                 None => source.load(),
             };
-            (source, load)
+            if load.revision != last {
+                on_load(&load);
+            }
+            (source, on_load, load.revision)
         })
         .await
         .map_err(|e| SourceError::Path {
@@ -152,10 +157,8 @@ pub async fn watch(
             source: std::io::Error::other(e.to_string()),
         })?;
         source = returned;
-        if load.revision != last {
-            last = load.revision;
-            on_load(&load);
-        }
+        on_load = callback;
+        last = revision;
     }
     drop(watcher);
     Ok(())
