@@ -154,6 +154,12 @@ impl Client {
         }
     }
 
+    /// Sends `GET target` for the test host.
+    async fn get(&mut self, target: &str) {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        self.write(request.as_bytes()).await;
+    }
+
     async fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
@@ -184,6 +190,15 @@ impl Client {
             Ok(Ok(0) | Err(_))
         )
     }
+}
+
+/// A scripted backend behind a running proxy: the manifest folder (kept for the test's
+/// lifetime), the proxy, and the requests the backend received.
+async fn rig(script: Script) -> (tempfile::TempDir, Running, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let dir = tempfile::tempdir().expect("a temporary manifest folder");
+    let (backend, seen) = spawn_scripted(script).await;
+    let running = serve(dir.path(), backend).await;
+    (dir, running, seen)
 }
 
 async fn serve(dir: &Path, backend: SocketAddr) -> Running {
@@ -230,9 +245,7 @@ fn status_of(response: &str) -> &str {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _seen) = spawn_scripted(echo_line).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, _seen) = rig(echo_line).await;
     let mut client = Client::connect(&running).await;
     client
         .write(
@@ -254,9 +267,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn http10_clients_get_keep_alive_only_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _seen) = spawn_scripted(echo_line).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, _seen) = rig(echo_line).await;
 
     let mut client = Client::connect(&running).await;
     client
@@ -287,9 +298,7 @@ async fn http10_clients_get_keep_alive_only_when_asked() {
 
 #[tokio::test]
 async fn chunked_upload_reaches_the_backend_chunked() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, mut seen) = spawn_scripted(|_| (ok_with("stored"), false)).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, mut seen) = rig(|_| (ok_with("stored"), false)).await;
     let mut client = Client::connect(&running).await;
     client
         .write(format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").as_bytes())
@@ -312,9 +321,7 @@ async fn chunked_upload_reaches_the_backend_chunked() {
 
 #[tokio::test]
 async fn expect_continue_is_answered_by_the_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, mut seen) = spawn_scripted(|_| (ok_with("stored"), false)).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, mut seen) = rig(|_| (ok_with("stored"), false)).await;
     let mut client = Client::connect(&running).await;
     client
         .write(format!("PUT /up HTTP/1.1\r\nHost: {HOST}\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n").as_bytes())
@@ -338,9 +345,7 @@ async fn expect_continue_is_answered_by_the_proxy() {
 
 #[tokio::test]
 async fn ambiguous_framing_is_refused_before_reaching_a_backend() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, mut seen) = spawn_scripted(echo_line).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, mut seen) = rig(echo_line).await;
     let attacks = [
         format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
@@ -380,9 +385,7 @@ async fn ambiguous_framing_is_refused_before_reaching_a_backend() {
 
 #[tokio::test]
 async fn oversized_heads_are_431() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _seen) = spawn_scripted(echo_line).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, _seen) = rig(echo_line).await;
     let mut client = Client::connect(&running).await;
     let big = "a".repeat(40 * 1024);
     client
@@ -410,14 +413,10 @@ fn close_delimited(_: &[u8]) -> (Vec<u8>, bool) {
 
 #[tokio::test]
 async fn close_delimited_bodies_are_rechunked_for_http11_clients() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _seen) = spawn_scripted(close_delimited).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, _seen) = rig(close_delimited).await;
     let mut client = Client::connect(&running).await;
     for _ in 0..2 {
-        client
-            .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .await;
+        client.get("/").await;
         let response = client.response().await.expect("a response");
         assert!(
             response.contains("Transfer-Encoding: chunked\r\n"),
@@ -449,13 +448,9 @@ fn chunked_reply(_: &[u8]) -> (Vec<u8>, bool) {
 
 #[tokio::test]
 async fn chunked_bodies_pass_through_or_are_decoded_for_http10() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _seen) = spawn_scripted(chunked_reply).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, _seen) = rig(chunked_reply).await;
     let mut client = Client::connect(&running).await;
-    client
-        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await;
+    client.get("/").await;
     let response = client.response().await.expect("a response");
     assert!(
         response.contains("Transfer-Encoding: chunked\r\n"),
@@ -498,9 +493,7 @@ fn head_or_not_modified(request: &[u8]) -> (Vec<u8>, bool) {
 
 #[tokio::test]
 async fn bodiless_and_interim_responses_keep_the_connection_in_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _seen) = spawn_scripted(head_or_not_modified).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, _seen) = rig(head_or_not_modified).await;
     let mut client = Client::connect(&running).await;
     client
         .write(format!("HEAD / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
@@ -516,9 +509,7 @@ async fn bodiless_and_interim_responses_keep_the_connection_in_step() {
     let response = client.response().await.expect("a response");
     assert_eq!(status_of(&response), "304", "{response}");
 
-    client
-        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await;
+    client.get("/").await;
     let interim = client.response().await.expect("103");
     assert_eq!(status_of(&interim), "103", "{interim}");
     assert!(interim.contains("Link: </s.css>; rel=preload"), "{interim}");
@@ -536,14 +527,10 @@ fn one_per_connection(request: &[u8]) -> (Vec<u8>, bool) {
 
 #[tokio::test]
 async fn closed_pooled_connections_are_replaced_transparently() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _seen) = spawn_scripted(one_per_connection).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, _seen) = rig(one_per_connection).await;
     let mut client = Client::connect(&running).await;
     for i in 0..5 {
-        client
-            .write(format!("GET /{i} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-            .await;
+        client.get(&format!("/{i}")).await;
         let response = client.response().await.expect("a response");
         assert_eq!(status_of(&response), "200", "request {i}: {response}");
         assert!(
@@ -563,19 +550,13 @@ fn broken_framing(_: &[u8]) -> (Vec<u8>, bool) {
 
 #[tokio::test]
 async fn invalid_upstream_responses_are_502() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _seen) = spawn_scripted(broken_framing).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, _seen) = rig(broken_framing).await;
     let mut client = Client::connect(&running).await;
-    client
-        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await;
+    client.get("/").await;
     let response = client.response().await.expect("a response");
     assert_eq!(status_of(&response), "502", "{response}");
     // The client connection survives an upstream's mistake.
-    client
-        .write(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await;
+    client.get("/").await;
     let response = client.response().await.expect("a response");
     assert_eq!(status_of(&response), "502", "{response}");
     running.shutdown().await;
@@ -583,9 +564,7 @@ async fn invalid_upstream_responses_are_502() {
 
 #[tokio::test]
 async fn absolute_form_targets_route_by_their_authority() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, mut seen) = spawn_scripted(echo_line).await;
-    let running = serve(dir.path(), backend).await;
+    let (_dir, running, mut seen) = rig(echo_line).await;
     let mut client = Client::connect(&running).await;
     client
         .write(

@@ -38,6 +38,25 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// A new TCP connection to `target` (no Nagle delay), within `timeout`.
+pub(crate) async fn connect_tcp(
+    target: &Target,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let connecting = async {
+        match target {
+            Target::Addr(addr) => TcpStream::connect(addr).await,
+            Target::Name(host, port) => TcpStream::connect((&**host, *port)).await,
+        }
+    };
+    let stream = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout)?
+        .map_err(UpstreamError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -120,17 +139,7 @@ impl Pool {
     }
 
     async fn connect(&self, target: &Target) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let connecting = async {
-            match target {
-                Target::Addr(addr) => TcpStream::connect(addr).await,
-                Target::Name(host, port) => TcpStream::connect((&**host, *port)).await,
-            }
-        };
-        let stream = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?
-            .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(target, self.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;

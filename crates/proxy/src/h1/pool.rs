@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::Buf;
-use crate::upstream::{Target, UpstreamError};
+use crate::upstream::{connect_tcp, Target, UpstreamError};
 
 /// One upstream connection.
 pub(crate) struct Upstream {
@@ -84,17 +84,7 @@ impl Pool {
 
     /// A new connection to `target`.
     pub(crate) async fn connect(&self, target: &Target) -> Result<Upstream, UpstreamError> {
-        let connecting = async {
-            match target {
-                Target::Addr(addr) => TcpStream::connect(addr).await,
-                Target::Name(host, port) => TcpStream::connect((&**host, *port)).await,
-            }
-        };
-        let stream = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?
-            .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(target, self.connect_timeout).await?;
         Ok(Upstream {
             stream,
             buf: Buf::new(),
