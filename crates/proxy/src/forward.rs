@@ -134,35 +134,27 @@ async fn forward(
     let host_str = host.to_str().map_err(|_| ProxyError::BadRequest("host"))?;
 
     // Everything that needs the table happens here, without holding it across an await.
-    let target = {
-        let table = proxy.published.load();
-        let found = table
-            .lookup(host_str, req.uri().path())
-            .ok_or(ProxyError::NoRoute)?;
-        if found.route.policy.https_redirect && conn.scheme == "http" {
+    let mut backend_name = None;
+    let target = match route(
+        proxy,
+        conn.scheme,
+        host_str,
+        req.uri().path(),
+        logged.is_some().then_some(&mut backend_name),
+    )? {
+        Routed::Redirect => {
             return Ok(https_redirect(
                 host_str,
                 req.uri(),
                 proxy.config.https_redirect_port,
-            ));
+            ))
         }
-        let backend = table.backend(found.route.backend);
-        let target = match &backend.target {
-            BackendTarget::Endpoints { .. } => backend
-                .pick()
-                .map(Target::Addr)
-                .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
-            BackendTarget::ExternalName { host, port } => Target::Name(host.as_str().into(), *port),
-            BackendTarget::Unavailable { .. } => {
-                return Err(ProxyError::NoEndpoint(backend.name.clone()))
-            }
-        };
-        if let Some(l) = logged {
-            l.backend = Some(backend.name.clone());
-            l.upstream = Some(target.to_string());
-        }
-        target
+        Routed::Upstream(target) => target,
     };
+    if let Some(l) = logged {
+        l.backend = backend_name;
+        l.upstream = Some(target.to_string());
+    }
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -267,6 +259,46 @@ async fn forward(
         .entry(header::SERVER)
         .or_insert(SERVER);
     Ok(response.map(Either::Left))
+}
+
+/// Where the table sends a request.
+pub(crate) enum Routed {
+    /// To the same host and path over HTTPS.
+    Redirect,
+    /// To this upstream.
+    Upstream(Target),
+}
+
+/// Looks up the route for `host` and `path` and picks its upstream, or says the request goes to
+/// HTTPS. `backend_name`, when given, receives the backend's name (for the access log). The
+/// table is not held beyond this call.
+pub(crate) fn route(
+    proxy: &Proxy,
+    scheme: &str,
+    host: &str,
+    path: &str,
+    backend_name: Option<&mut Option<String>>,
+) -> Result<Routed, ProxyError> {
+    let table = proxy.published.load();
+    let found = table.lookup(host, path).ok_or(ProxyError::NoRoute)?;
+    if found.route.policy.https_redirect && scheme == "http" {
+        return Ok(Routed::Redirect);
+    }
+    let backend = table.backend(found.route.backend);
+    let target = match &backend.target {
+        BackendTarget::Endpoints { .. } => backend
+            .pick()
+            .map(Target::Addr)
+            .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
+        BackendTarget::ExternalName { host, port } => Target::Name(host.as_str().into(), *port),
+        BackendTarget::Unavailable { .. } => {
+            return Err(ProxyError::NoEndpoint(backend.name.clone()))
+        }
+    };
+    if let Some(name) = backend_name {
+        *name = Some(backend.name.clone());
+    }
+    Ok(Routed::Upstream(target))
 }
 
 /// The 308 that sends a plain-HTTP request to the same host, path and query over HTTPS.

@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode, Version};
-use table::BackendTarget;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::Notified;
 
 use super::codec::{self, Chunked, Field, Framing, HeadError, Kind, RequestHead, ResponseHead};
 use super::pool::Upstream;
 use super::{push_date, Buf, ClientIo, Deadline, Stop};
-use crate::forward::{next_endpoint, redirect_location, ConnInfo, MAX_ATTEMPTS};
+use crate::forward::{next_endpoint, redirect_location, route, ConnInfo, Routed, MAX_ATTEMPTS};
 use crate::headers;
 use crate::log::{AccessLog, Entry};
 use crate::upstream::{Target, UpstreamError};
@@ -584,12 +583,10 @@ fn plan(
     };
     let path_and_query = &raw[head.path_and_query.clone()];
 
-    let target = {
-        let table = proxy.published().load();
-        let Some(found) = table.lookup(host, path) else {
-            return (Plan::Local(StatusCode::NOT_FOUND, None), req, logged);
-        };
-        if found.route.policy.https_redirect && info.scheme == "http" {
+    let backend_name = logged.as_mut().map(|l| &mut l.backend);
+    let target = match route(proxy, info.scheme, host, path, backend_name) {
+        Ok(Routed::Upstream(target)) => target,
+        Ok(Routed::Redirect) => {
             let target = match std::str::from_utf8(path_and_query) {
                 Ok("") => "/",
                 Ok(t) => t,
@@ -602,31 +599,7 @@ fn plan(
                 logged,
             );
         }
-        let backend = table.backend(found.route.backend);
-        let target = match &backend.target {
-            BackendTarget::Endpoints { .. } => match backend.pick() {
-                Some(addr) => Target::Addr(addr),
-                None => {
-                    return (
-                        Plan::Local(StatusCode::SERVICE_UNAVAILABLE, None),
-                        req,
-                        logged,
-                    )
-                }
-            },
-            BackendTarget::ExternalName { host, port } => Target::Name(host.as_str().into(), *port),
-            BackendTarget::Unavailable { .. } => {
-                return (
-                    Plan::Local(StatusCode::SERVICE_UNAVAILABLE, None),
-                    req,
-                    logged,
-                )
-            }
-        };
-        if let Some(l) = logged.as_mut() {
-            l.backend = Some(backend.name.clone());
-        }
-        target
+        Err(error) => return (Plan::Local(error.status(), None), req, logged),
     };
 
     // The upstream request head: origin-form target, the client's fields minus hop-by-hop and
