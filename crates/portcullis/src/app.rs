@@ -250,7 +250,7 @@ struct Worker {
     published: Arc<Published>,
     config: ProxyConfig,
     http: std::net::TcpListener,
-    https: Option<(std::net::TcpListener, Arc<proxy::rustls::ServerConfig>)>,
+    https: Option<(std::net::TcpListener, proxy::TlsConfig)>,
     shutdown: watch::Receiver<bool>,
 }
 

@@ -359,6 +359,69 @@ async fn sessions_resume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_prefers_aes_128_unless_the_client_leads_with_chacha20() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    use rustls::CipherSuite;
+    let site = start_site(None).await;
+    let cases = [
+        // The ring client's own order puts AES-256 first; the server still picks AES-128.
+        (
+            rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec(),
+            &rustls::version::TLS13,
+            CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_128_GCM_SHA256,
+            ],
+            &rustls::version::TLS13,
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            vec![cs::TLS13_AES_256_GCM_SHA384],
+            &rustls::version::TLS13,
+            CipherSuite::TLS13_AES_256_GCM_SHA384,
+        ),
+        (
+            rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec(),
+            &rustls::version::TLS12,
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ],
+            &rustls::version::TLS12,
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ];
+    for (suites, version, expected) in cases {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: suites,
+            ..rustls::crypto::ring::default_provider()
+        };
+        let config = Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[version])
+                .expect("versions")
+                .with_root_certificates(site.pki.roots())
+                .with_no_client_auth(),
+        );
+        let name = ServerName::try_from("a.example").unwrap();
+        let stream = handshake(site.https(), config, name)
+            .await
+            .expect("handshake");
+        let chosen = stream.get_ref().1.negotiated_cipher_suite().expect("suite");
+        assert_eq!(chosen.suite(), expected, "{version:?}");
+        let (status, _, _) = get_http1(stream, "a.example").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    site.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_certificate_is_served_on_new_handshakes_without_dropping_old_connections() {
     let mut site = start_site(None).await;
     let config = Arc::new(client_config(site.pki.roots(), &[b"http/1.1"]));

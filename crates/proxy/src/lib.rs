@@ -19,7 +19,7 @@ pub use error::ProxyError;
 pub use log::AccessLog;
 pub use rustls;
 pub use server::{serve, Listener};
-pub use tls::{generated_certificate, server_config, SniResolver, TlsError};
+pub use tls::{generated_certificate, server_config, SniResolver, TlsConfig, TlsError};
 
 use std::sync::Arc;
 use std::time::Duration;

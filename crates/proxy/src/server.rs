@@ -10,13 +10,15 @@ use std::time::Duration;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::LazyConfigAcceptor;
 
 use crate::forward::{handle, ConnInfo};
 use crate::h1::{self, Buf, Rewind, Stop};
-use crate::Proxy;
+use crate::{Proxy, TlsConfig};
 
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -26,7 +28,7 @@ pub struct Listener {
     /// The socket.
     pub socket: TcpListener,
     /// `None` for cleartext HTTP; the server configuration for HTTPS.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<TlsConfig>,
 }
 
 impl Listener {
@@ -36,7 +38,7 @@ impl Listener {
     }
 
     /// An HTTPS listener.
-    pub fn https(socket: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+    pub fn https(socket: TcpListener, config: TlsConfig) -> Self {
         Listener {
             socket,
             tls: Some(config),
@@ -67,8 +69,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
     // one has ended.
     let (alive, mut all_done) = mpsc::channel::<()>(1);
     let Listener { socket, tls } = listener;
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -87,15 +88,15 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                 let info = Arc::new(ConnInfo::new(client, local, scheme));
                 let shared = shared.clone();
                 let alive = alive.clone();
-                match &acceptor {
+                match &tls {
                     None => {
                         tokio::spawn(async move {
                             cleartext(shared, info, stream).await;
                             drop(alive);
                         });
                     }
-                    Some(acceptor) => {
-                        let accept = acceptor.accept(stream);
+                    Some(tls) => {
+                        let accept = handshake(tls.clone(), stream);
                         tokio::spawn(async move {
                             let timeout = shared.proxy.config.tls_handshake_timeout;
                             match tokio::time::timeout(timeout, accept).await {
@@ -121,6 +122,16 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
     if tokio::time::timeout(grace, all_done.recv()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+}
+
+/// The TLS handshake, with the configuration chosen from the ClientHello.
+async fn handshake(
+    tls: TlsConfig,
+    stream: TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+    let config = tls.for_hello(&start.client_hello());
+    start.into_stream(config).await
 }
 
 /// A cleartext connection: HTTP/2 when it opens with the HTTP/2 preface, else HTTP/1.x.
