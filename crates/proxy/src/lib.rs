@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod fasthash;
 mod forward;
 mod h1;
 mod headers;

@@ -19,6 +19,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::fasthash::BuildFast;
+
 /// Where an upstream is: an endpoint address, or a DNS name (ExternalName Services), resolved on
 /// each new connection so DNS changes are followed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -95,7 +97,7 @@ struct Idle {
 
 /// Idle keep-alive connections by target. One pool per worker thread, so the lock is uncontended.
 pub struct Pool {
-    idle: Mutex<HashMap<Target, Vec<Idle>>>,
+    idle: Mutex<HashMap<Target, Vec<Idle>, BuildFast>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -105,7 +107,7 @@ impl Pool {
     /// An empty pool.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
         Arc::new(Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             connect_timeout,
             idle_timeout,
             max_idle,

@@ -620,18 +620,20 @@ fn plan(
     out.extend_from_slice(host.as_bytes());
     req.host = host_start..out.len();
     out.extend_from_slice(b"\r\n");
+    let mut kept = FieldRun::new(raw);
     for f in &head.fields {
         match f.kind {
             Kind::Other => {
                 if head.expect_continue && raw[f.name.clone()].eq_ignore_ascii_case(b"expect") {
                     continue;
                 }
-                push_field(out, raw, f);
+                kept.keep(out, f);
             }
-            Kind::XRequestId | Kind::Server | Kind::Date => push_field(out, raw, f),
+            Kind::XRequestId | Kind::Server | Kind::Date => kept.keep(out, f),
             Kind::Hop | Kind::Framing | Kind::Host | Kind::Forwarded | Kind::XForwardedFor => {}
         }
     }
+    kept.finish(out);
     out.extend_from_slice(b"X-Forwarded-For: ");
     for f in head.fields.iter().filter(|f| f.kind == Kind::XForwardedFor) {
         let prior = raw[f.value.clone()].trim_ascii();
@@ -684,6 +686,48 @@ fn push_field(out: &mut Vec<u8>, raw: &[u8], f: &Field) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Copies the field lines a head passes on. Lines that follow one another in the received head
+/// go out as one copy of the received bytes (from the first name to the last value, CRLFs
+/// between them included); each run ends with a CRLF of ours.
+struct FieldRun<'r> {
+    raw: &'r [u8],
+    run: Option<Range<usize>>,
+}
+
+impl<'r> FieldRun<'r> {
+    fn new(raw: &'r [u8]) -> Self {
+        FieldRun { raw, run: None }
+    }
+
+    fn keep(&mut self, out: &mut Vec<u8>, f: &Field) {
+        let line = f.name.start..f.value.end;
+        if let Some(run) = &mut self.run {
+            if joins(&self.raw[run.end..line.start]) {
+                run.end = line.end;
+                return;
+            }
+        }
+        self.finish(out);
+        self.run = Some(line);
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(run) = self.run.take() {
+            out.extend_from_slice(&self.raw[run]);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Whether the bytes between one field value and the next field name are only trailing
+/// whitespace and one CRLF (a bare LF or anything else ends the run, and the copy gets a CRLF).
+fn joins(gap: &[u8]) -> bool {
+    match gap.strip_suffix(b"\r\n") {
+        Some(ows) => ows.iter().all(|&b| b == b' ' || b == b'\t'),
+        None => false,
+    }
+}
+
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -729,6 +773,7 @@ fn push_response_start(out: &mut Vec<u8>, raw: &[u8], head: &ResponseHead, head_
         head.framing == Framing::None && (head_request || head.status == 304) && head.status >= 200;
     let mut has_server = false;
     let mut has_date = false;
+    let mut kept = FieldRun::new(raw);
     for f in &head.fields {
         match f.kind {
             Kind::Hop => continue,
@@ -742,8 +787,9 @@ fn push_response_start(out: &mut Vec<u8>, raw: &[u8], head: &ResponseHead, head_
             Kind::Date => has_date = true,
             _ => {}
         }
-        push_field(out, raw, f);
+        kept.keep(out, f);
     }
+    kept.finish(out);
     if head.status >= 200 {
         if !has_server {
             out.extend_from_slice(b"Server: portcullis\r\n");
@@ -984,4 +1030,47 @@ where
         }
     }
     dst.flush().await.map_err(RelayError::Write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::codec::parse_response;
+
+    fn kept_lines(text: &str) -> String {
+        let raw = text.as_bytes();
+        let head = parse_response(raw, false).unwrap().unwrap();
+        let mut out = Vec::new();
+        let mut kept = FieldRun::new(raw);
+        for f in head.fields.iter().filter(|f| f.kind != Kind::Hop) {
+            kept.keep(&mut out, f);
+        }
+        kept.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn adjacent_fields_are_copied_as_received_and_gaps_close_runs() {
+        let text = "HTTP/1.1 200 OK\r\nA: 1\r\nB:2  \r\nConnection: x\r\nX: y\r\nC:\t3\r\n\r\n";
+        // `Connection` and the field it names are dropped; runs around them get their own CRLF.
+        assert_eq!(kept_lines(text), "A: 1\r\nB:2\r\nC:\t3\r\n");
+        let text = "HTTP/1.1 200 OK\r\nA: 1 \r\nB: 2\r\nEmpty:\r\nD: 4\r\n\r\n";
+        assert_eq!(kept_lines(text), "A: 1 \r\nB: 2\r\nEmpty:\r\nD: 4\r\n");
+    }
+
+    #[test]
+    fn bare_line_feeds_are_not_copied() {
+        let text = "HTTP/1.1 200 OK\nA: 1\nB: 2\r\nC: 3\n\n";
+        assert_eq!(kept_lines(text), "A: 1\r\nB: 2\r\nC: 3\r\n");
+    }
+
+    #[test]
+    fn joins_needs_exactly_one_crlf_after_whitespace() {
+        assert!(joins(b"\r\n"));
+        assert!(joins(b" \t\r\n"));
+        assert!(!joins(b"\n"));
+        assert!(!joins(b"\r\n\r\n"));
+        assert!(!joins(b"x\r\n"));
+        assert!(!joins(b""));
+    }
 }

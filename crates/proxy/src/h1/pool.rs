@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::Buf;
+use crate::fasthash::BuildFast;
 use crate::upstream::{connect_tcp, Target, UpstreamError};
 
 /// One upstream connection.
@@ -27,7 +28,7 @@ struct Idle {
 
 /// Idle keep-alive connections by endpoint.
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<Target, Vec<Idle>>>,
+    idle: Mutex<HashMap<Target, Vec<Idle>, BuildFast>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -36,7 +37,7 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             connect_timeout,
             idle_timeout,
             max_idle,
