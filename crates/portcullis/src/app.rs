@@ -86,7 +86,6 @@ pub fn log_diagnostics(diagnostics: &[Diagnostic]) {
     }
 }
 
-/// Translates a load and publishes the table; returns all diagnostics (source and translation).
 /// Translation options with the current time filled in, for certificate expiry checks
 /// (`translate` itself reads no clock).
 pub fn with_clock(options: &translate::Options) -> translate::Options {
@@ -99,12 +98,14 @@ pub fn with_clock(options: &translate::Options) -> translate::Options {
     }
 }
 
+/// Translates a load and publishes the table; returns all diagnostics (source and translation).
 fn apply(
     load: &Load,
     options: &translate::Options,
+    translator: &mut translate::Translator,
     published: &Published,
 ) -> (u64, Vec<Diagnostic>) {
-    let translation = translate::translate(&load.snapshot, &with_clock(options));
+    let translation = translator.translate(&load.snapshot, &with_clock(options));
     let mut diagnostics = load.diagnostics.clone();
     diagnostics.extend(translation.diagnostics);
     let routes = translation.table.route_count();
@@ -132,7 +133,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         load
     };
     let published = Arc::new(Published::new());
-    let (generation, diagnostics) = apply(&load, &settings.translate, &published);
+    let mut translator = translate::Translator::new();
+    let (generation, diagnostics) = apply(&load, &settings.translate, &mut translator, &published);
     log_diagnostics(&diagnostics);
     let admin_state = Arc::new(AdminState::new(published.clone(), diagnostics));
     let (gen_tx, generations) = watch::channel(generation);
@@ -159,7 +161,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let watch_state = admin_state.clone();
     background.push(tokio::spawn(async move {
         let result = source::watch(source, load, move |load| {
-            let (generation, diagnostics) = apply(load, &options, &watch_published);
+            let (generation, diagnostics) =
+                apply(load, &options, &mut translator, &watch_published);
             log_diagnostics(&diagnostics);
             watch_state.set_diagnostics(diagnostics);
             let _ = gen_tx.send(generation);

@@ -190,7 +190,7 @@ pub fn explanation_text(table: &Table, e: &Explanation, method: &str) -> String 
                     .backends
                     .iter()
                     .find(|b| b.name == name)
-                    .map(endpoints_text)
+                    .map(|b| endpoints_text(b))
                     .unwrap_or_default();
                 let _ = writeln!(out, "backend: {name}");
                 let _ = writeln!(out, "endpoints: {endpoints}");

@@ -55,11 +55,23 @@ impl TableBuilder {
                 let id = BackendId(self.table.backends.len());
                 self.table
                     .backends
-                    .push(Backend::new(e.key().clone(), target()));
+                    .push(Arc::new(Backend::new(e.key().clone(), target())));
                 e.insert(id);
                 id
             }
         }
+    }
+
+    /// The id of the backend named like `backend`, taking `backend` itself (not a copy) the first
+    /// time that name is seen.
+    pub fn shared_backend(&mut self, backend: &Arc<Backend>) -> BackendId {
+        if let Some(id) = self.backend_ids.get(backend.name.as_str()) {
+            return *id;
+        }
+        let id = BackendId(self.table.backends.len());
+        self.table.backends.push(backend.clone());
+        self.backend_ids.insert(backend.name.clone(), id);
+        id
     }
 
     /// Adds a path route under a host pattern.
@@ -71,6 +83,70 @@ impl TableBuilder {
         policy: RoutePolicy,
     ) -> Result<(), Conflict> {
         let order = self.next_order();
+        let (map, key) = self.path_map(host, origin.path_type, &origin.path);
+        match map.entry(key) {
+            Entry::Occupied(existing) => Err(Conflict {
+                winner: existing.get().origin.clone(),
+            }),
+            Entry::Vacant(e) => {
+                e.insert(Arc::new(Route {
+                    backend,
+                    origin,
+                    policy,
+                    order,
+                }));
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds a path route like [`TableBuilder::add_route`], serving `last` itself when it is the
+    /// route that would be built (same backend, policy and position), and leaving the route served
+    /// in `last` otherwise. `last` must have been built from `origin`.
+    pub fn add_route_reusing(
+        &mut self,
+        host: &HostPattern,
+        backend: BackendId,
+        origin: &RouteOrigin,
+        policy: RoutePolicy,
+        last: &mut Option<Arc<Route>>,
+    ) -> Result<(), Conflict> {
+        let order = self.next_order();
+        let (map, key) = self.path_map(host, origin.path_type, &origin.path);
+        match map.entry(key) {
+            Entry::Occupied(existing) => Err(Conflict {
+                winner: existing.get().origin.clone(),
+            }),
+            Entry::Vacant(e) => {
+                let route = match last {
+                    Some(r) if r.backend == backend && r.order == order && r.policy == policy => {
+                        r.clone()
+                    }
+                    _ => {
+                        let r = Arc::new(Route {
+                            backend,
+                            origin: origin.clone(),
+                            policy,
+                            order,
+                        });
+                        *last = Some(r.clone());
+                        r
+                    }
+                };
+                e.insert(route);
+                Ok(())
+            }
+        }
+    }
+
+    /// The path map of `host`'s virtual host that holds paths of `path_type`, created when
+    /// missing, and the key `path` has in it.
+    fn path_map(
+        &mut self,
+        host: &HostPattern,
+        path_type: PathType,
+        path: &str,
+    ) -> (&mut HashMap<String, Arc<Route>>, String) {
         let vhost = match host {
             HostPattern::Any => self
                 .table
@@ -87,25 +163,10 @@ impl TableBuilder {
                 .entry(s.clone())
                 .or_insert_with(|| VirtualHost::new(format!("*.{s}"))),
         };
-        let (map, key) = match origin.path_type {
-            PathType::Exact => (&mut vhost.exact, origin.path.clone()),
-            PathType::Prefix | PathType::ImplementationSpecific => (
-                &mut vhost.prefix,
-                origin.path.trim_end_matches('/').to_string(),
-            ),
-        };
-        match map.entry(key) {
-            Entry::Occupied(existing) => Err(Conflict {
-                winner: existing.get().origin.clone(),
-            }),
-            Entry::Vacant(e) => {
-                e.insert(Arc::new(Route {
-                    backend,
-                    origin,
-                    policy,
-                    order,
-                }));
-                Ok(())
+        match path_type {
+            PathType::Exact => (&mut vhost.exact, path.to_string()),
+            PathType::Prefix | PathType::ImplementationSpecific => {
+                (&mut vhost.prefix, path.trim_end_matches('/').to_string())
             }
         }
     }

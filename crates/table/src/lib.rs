@@ -38,8 +38,10 @@ pub struct Table {
     pub any_host: Option<VirtualHost>,
     /// The `defaultBackend` that serves what no rule matches (from the oldest Ingress that has one).
     pub default_backend: Option<Arc<Route>>,
-    /// Every backend referenced by a route, indexed by [`BackendId`].
-    pub backends: Vec<Backend>,
+    /// Every backend referenced by a route, indexed by [`BackendId`]. Backends are shared: a table
+    /// built from an unchanged Service port reuses the previous table's backend, round-robin
+    /// position included.
+    pub backends: Vec<Arc<Backend>>,
     /// Certificates by server name.
     pub tls: TlsTable,
 }

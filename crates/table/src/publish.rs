@@ -7,6 +7,21 @@ use arc_swap::{ArcSwap, Guard};
 
 use crate::Table;
 
+/// Tables with more routes and backends than this are freed off the publishing thread.
+const RELEASE_ELSEWHERE: usize = 1024;
+
+/// Drops a replaced table: a large one on a short-lived thread (freeing tens of thousands of
+/// routes takes milliseconds), a small one, or one a thread cannot be started for, right here.
+fn release(old: Arc<Table>) {
+    if old.backends.len() + old.exact_hosts.len() < RELEASE_ELSEWHERE {
+        return;
+    }
+    // If the thread cannot be started, the closure and the table in it are dropped here.
+    let _ = std::thread::Builder::new()
+        .name("portcullis-release".into())
+        .spawn(move || drop(old));
+}
+
 /// The currently served table behind one atomic pointer. Readers never block writers or each other;
 /// a request keeps the table it loaded until it finishes.
 #[derive(Debug)]
@@ -42,11 +57,14 @@ impl Published {
         self.current.load_full()
     }
 
-    /// Replaces the table; returns the new generation number.
+    /// Replaces the table; returns the new generation number. A large replaced table is freed on
+    /// a thread of its own, so the caller can move on as soon as the new table is served.
     pub fn publish(&self, table: Table) -> u64 {
-        self.current.store(Arc::new(table));
+        let old = self.current.swap(Arc::new(table));
         self.ready.store(true, Ordering::Release);
-        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        release(old);
+        generation
     }
 
     /// How many tables have been published.

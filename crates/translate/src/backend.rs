@@ -1,68 +1,198 @@
 //! Resolving an Ingress backend: Service → port → EndpointSlices/Endpoints → addresses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Display, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use model::k8s_openapi::api::core::v1::ServicePort;
 use model::k8s_openapi::api::networking::v1::IngressBackend;
-use model::{EndpointSlice, ObjectKey, Service, Snapshot};
-use table::{BackendId, BackendTarget, TableBuilder};
+use model::{EndpointSlice, Endpoints, ObjectKey, Service, Snapshot};
+use table::{Backend, BackendTarget};
 
 use crate::{Diagnostic, Severity};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// The snapshot with the EndpointSlices indexed by the Service they belong to, so resolving a
-/// backend does not scan every slice.
+/// What translation remembers of the objects backends are resolved from: the Services, Endpoints
+/// and EndpointSlices of the last snapshot (to tell which Services' inputs changed since), and the
+/// EndpointSlices indexed by the Service they belong to, so resolving a backend does not scan
+/// every slice.
+#[derive(Default)]
+pub struct Index {
+    services: BTreeMap<ObjectKey, Arc<Service>>,
+    endpoints: BTreeMap<ObjectKey, Arc<Endpoints>>,
+    slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
+    /// Service key → its slices, in slice key order.
+    by_service: HashMap<ObjectKey, Vec<(ObjectKey, Arc<EndpointSlice>)>>,
+    /// Whether the index has been filled once.
+    primed: bool,
+}
+
+/// The Services whose backends may resolve differently than at the previous update.
+pub enum Changed {
+    /// Any of them (the first update).
+    All,
+    /// These (a Service, its Endpoints or one of its EndpointSlices was added, changed or removed).
+    Services(HashSet<ObjectKey>),
+}
+
+impl Changed {
+    /// Whether a backend on Service `key` may resolve differently.
+    pub fn touches(&self, key: &ObjectKey) -> bool {
+        match self {
+            Changed::All => true,
+            Changed::Services(keys) => !keys.is_empty() && keys.contains(key),
+        }
+    }
+}
+
+/// The Service an EndpointSlice belongs to, by its label.
+fn service_of(slice: &EndpointSlice) -> Option<ObjectKey> {
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+    Some(ObjectKey::new(ns, service.as_str()))
+}
+
+/// An entry that differs between two maps: its key, old value and new value.
+type Difference<T> = (ObjectKey, Option<Arc<T>>, Option<Arc<T>>);
+
+/// The entries of `now` that differ from `last` (added, removed or replaced by a different
+/// object), with their old and new values; `last` is brought up to date.
+fn sync<T: PartialEq>(
+    last: &mut BTreeMap<ObjectKey, Arc<T>>,
+    now: &BTreeMap<ObjectKey, Arc<T>>,
+) -> Vec<Difference<T>> {
+    let mut changes = Vec::new();
+    let mut old = last.iter().peekable();
+    let mut new = now.iter().peekable();
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((ko, _)), Some((kn, _))) => ko.cmp(kn),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                if let Some((k, v)) = old.next() {
+                    changes.push((k.clone(), Some(v.clone()), None));
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                if let Some((k, v)) = new.next() {
+                    changes.push((k.clone(), None, Some(v.clone())));
+                }
+            }
+            std::cmp::Ordering::Equal => {
+                if let (Some((k, vo)), Some((_, vn))) = (old.next(), new.next()) {
+                    if !(Arc::ptr_eq(vo, vn) || **vo == **vn) {
+                        changes.push((k.clone(), Some(vo.clone()), Some(vn.clone())));
+                    }
+                }
+            }
+        }
+    }
+    for (key, _, new) in &changes {
+        match new {
+            Some(v) => last.insert(key.clone(), v.clone()),
+            None => last.remove(key),
+        };
+    }
+    changes
+}
+
+impl Index {
+    /// Brings the index up to date with `snapshot`; says which Services' backends may resolve
+    /// differently than before.
+    pub fn update(&mut self, snapshot: &Snapshot) -> Changed {
+        if !self.primed {
+            self.primed = true;
+            self.services = snapshot.services.clone();
+            self.endpoints = snapshot.endpoints.clone();
+            self.slices = snapshot.endpoint_slices.clone();
+            self.by_service.clear();
+            for (key, slice) in &self.slices {
+                if let Some(service) = service_of(slice) {
+                    self.by_service
+                        .entry(service)
+                        .or_default()
+                        .push((key.clone(), slice.clone()));
+                }
+            }
+            return Changed::All;
+        }
+        let mut changed = HashSet::new();
+        for (key, _, _) in sync(&mut self.services, &snapshot.services) {
+            changed.insert(key);
+        }
+        for (key, _, _) in sync(&mut self.endpoints, &snapshot.endpoints) {
+            changed.insert(key);
+        }
+        for (key, old, new) in sync(&mut self.slices, &snapshot.endpoint_slices) {
+            if let Some(service) = old.as_deref().and_then(service_of) {
+                if let Some(list) = self.by_service.get_mut(&service) {
+                    list.retain(|(k, _)| *k != key);
+                    if list.is_empty() {
+                        self.by_service.remove(&service);
+                    }
+                }
+                changed.insert(service);
+            }
+            if let Some(slice) = new {
+                if let Some(service) = service_of(&slice) {
+                    let list = self.by_service.entry(service.clone()).or_default();
+                    let at = list.partition_point(|(k, _)| *k < key);
+                    list.insert(at, (key, slice));
+                    changed.insert(service);
+                }
+            }
+        }
+        Changed::Services(changed)
+    }
+}
+
+/// The snapshot with the [`Index`] kept in step with it.
 pub struct Objects<'a> {
     /// Everything read.
     pub snapshot: &'a Snapshot,
-    /// (namespace, service name) → slices.
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// The EndpointSlices by Service.
+    pub index: &'a Index,
 }
 
 impl<'a> Objects<'a> {
-    /// Indexes a snapshot.
-    pub fn new(snapshot: &'a Snapshot) -> Self {
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> =
-            HashMap::with_capacity(snapshot.endpoint_slices.len());
-        for slice in snapshot.endpoint_slices.values() {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
-                let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-                slices
-                    .entry((ns, service.as_str()))
-                    .or_default()
-                    .push(slice);
-            }
-        }
-        Objects { snapshot, slices }
-    }
-
-    fn slices_of(&self, service: &'a ObjectKey) -> &[&'a EndpointSlice] {
-        self.slices
-            .get(&(service.namespace.as_str(), service.name.as_str()))
-            .map_or(&[], Vec::as_slice)
+    fn slices_of(&self, service: &ObjectKey) -> impl Iterator<Item = &'a EndpointSlice> {
+        self.index
+            .by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .map(|(_, slice)| &**slice)
     }
 }
 
-/// Resolves one Ingress backend to a table backend. Returns `None` (with an error diagnostic) when
-/// the backend is unusable as written; a backend that exists but cannot serve yet resolves to a
-/// 503-answering [`BackendTarget::Unavailable`] or an endpoint list with nothing ready.
-pub fn resolve<'a>(
-    objects: &Objects<'a>,
+/// Backends resolved for one Ingress, and the Services they were resolved from.
+#[derive(Default)]
+pub struct Resolved {
+    /// Backends in the order the Ingress names them.
+    pub backends: Vec<Arc<Backend>>,
+    /// The Services looked up (present or not).
+    pub services: Vec<ObjectKey>,
+}
+
+/// Resolves one Ingress backend to a table backend, added to `resolved`; returns its index there.
+/// Returns `None` (with an error diagnostic) when the backend is unusable as written; a backend
+/// that exists but cannot serve yet resolves to a 503-answering [`BackendTarget::Unavailable`] or
+/// an endpoint list with nothing ready.
+pub fn resolve(
+    objects: &Objects<'_>,
     ingress: &ObjectKey,
     backend: &IngressBackend,
     field: &dyn Display,
-    builder: &mut TableBuilder,
+    resolved: &mut Resolved,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<BackendId> {
+) -> Option<usize> {
     let mut diag = |severity, field: String, message: String| {
         diagnostics.push(Diagnostic::new(
             severity,
@@ -152,7 +282,11 @@ pub fn resolve<'a>(
             Some(svc_port) => service_target(objects, found_key, svc, svc_port, &mut diag, field),
         },
     };
-    Some(builder.backend(name, || target))
+    if !resolved.services.contains(&svc_key) {
+        resolved.services.push(svc_key);
+    }
+    resolved.backends.push(Arc::new(Backend::new(name, target)));
+    Some(resolved.backends.len() - 1)
 }
 
 /// `namespace/service:port`, the name of a backend (written without `format!`, which costs more
@@ -198,9 +332,9 @@ fn find_port<'a>(
     })
 }
 
-fn service_target<'a>(
-    objects: &Objects<'a>,
-    svc_key: &'a ObjectKey,
+fn service_target(
+    objects: &Objects<'_>,
+    svc_key: &ObjectKey,
     svc: &Service,
     svc_port: &ServicePort,
     diag: &mut impl FnMut(Severity, String, String),

@@ -1,5 +1,7 @@
 //! Which Ingresses are ours: `ingressClassName`, the legacy annotation, and default classes.
 
+use std::sync::Arc;
+
 use model::{Ingress, ObjectKey, Snapshot};
 
 use crate::{Diagnostic, Options, Severity};
@@ -13,7 +15,7 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-defaul
 #[derive(Debug, Default)]
 pub struct IngressSelection<'a> {
     /// Our Ingresses with their keys, oldest first (creationTimestamp, then namespace/name).
-    pub ours: Vec<(&'a ObjectKey, &'a Ingress)>,
+    pub ours: Vec<(&'a ObjectKey, &'a Arc<Ingress>)>,
 }
 
 fn class_of(ing: &Ingress) -> Option<&str> {
@@ -55,7 +57,7 @@ pub fn select<'a>(
         ours && default
     });
 
-    let mut ours: Vec<(&ObjectKey, &Ingress)> = Vec::new();
+    let mut ours: Vec<(&ObjectKey, &Arc<Ingress>)> = Vec::new();
     for (key, ing) in &snapshot.ingresses {
         let serve = match class_of(ing) {
             Some(class) => {

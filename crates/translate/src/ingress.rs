@@ -1,18 +1,19 @@
 //! One Ingress → routes in the table builder.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use model::{Ingress, ObjectKey, Snapshot};
-use table::{Conflict, HostPattern, PathType, RouteOrigin, RoutePolicy, TableBuilder};
+use table::{Conflict, HostPattern, PathType, Route, RouteOrigin, RoutePolicy, TableBuilder};
 
-use crate::backend::{resolve, Objects};
+use crate::backend::{resolve, Objects, Resolved};
 use crate::tls::{covers, SecretCache};
 use crate::{Diagnostic, Severity};
 
 /// State shared by the TLS pass over all Ingresses.
-pub struct TlsContext<'a> {
+pub struct TlsContext<'a, 'c> {
     /// Secrets already loaded.
-    pub secrets: &'a mut SecretCache,
+    pub secrets: &'a mut SecretCache<'c>,
     /// Every host some Ingress of ours lists under `spec.tls`.
     pub hosts: &'a mut HashSet<HostPattern>,
     /// The current time for expiry checks.
@@ -25,7 +26,7 @@ pub fn compile_tls(
     key: &ObjectKey,
     ing: &Ingress,
     builder: &mut TableBuilder,
-    ctx: &mut TlsContext<'_>,
+    ctx: &mut TlsContext<'_, '_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let diag = |severity, field: String, message: String| {
@@ -166,158 +167,270 @@ fn bool_annotation(
     }
 }
 
-/// Adds the rules and default backend of one Ingress (after every Ingress's TLS section); everything unusable becomes a diagnostic.
-pub fn compile(
-    objects: &Objects<'_>,
-    key: &ObjectKey,
-    ing: &Ingress,
-    tls_hosts: &HashSet<HostPattern>,
-    builder: &mut TableBuilder,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    let diag = |severity, field: String, message: String| {
-        Diagnostic::new(severity, "Ingress", key, Some(field), message)
-    };
-    let ssl_redirect = bool_annotation(ing, key, SSL_REDIRECT, true, diagnostics);
-    let force_ssl_redirect = bool_annotation(ing, key, FORCE_SSL_REDIRECT, false, diagnostics);
-    let Some(spec) = &ing.spec else {
-        diagnostics.push(diag(
-            Severity::Warning,
-            "spec".into(),
-            "missing; nothing to route".into(),
-        ));
-        return;
-    };
-    let ingress_name = crate::key_text(key, 0);
+/// What one Ingress contributes to the table, worked out without looking at any other Ingress:
+/// its diagnostics, backends and routes in the order it lists them. Precedence between Ingresses
+/// is settled when plans are [`Plan::apply`]ed in order.
+pub struct Plan {
+    /// Backends resolved, with the Services they came from.
+    resolved: Resolved,
+    /// Diagnostics, the default backend and routes, in the order they are written.
+    steps: Vec<Step>,
+    /// The `ssl-redirect` annotation.
+    ssl_redirect: bool,
+    /// The `force-ssl-redirect` annotation.
+    force_ssl_redirect: bool,
+}
 
-    if let Some(default) = &spec.default_backend {
-        let field = "spec.defaultBackend";
-        if let Some(id) = resolve(objects, key, default, &field, builder, diagnostics) {
-            let origin = RouteOrigin {
-                ingress: ingress_name.clone(),
-                rule: None,
-                path_index: None,
-                host: String::new(),
-                path: "/".into(),
-                path_type: PathType::Prefix,
-            };
-            if let Err(Conflict { winner }) = builder.set_default_backend(id, origin) {
-                diagnostics.push(diag(
-                    Severity::Warning,
-                    field.into(),
-                    format!(
-                        "ignored: the older Ingress {} already sets the default backend",
-                        winner.ingress
-                    ),
-                ));
+/// One thing a [`Plan`] adds, in order.
+enum Step {
+    /// A diagnostic about the Ingress itself.
+    Note(Diagnostic),
+    /// `spec.defaultBackend`, with the index of its backend in the plan.
+    Default { backend: usize, origin: RouteOrigin },
+    /// A path, with the index of its backend in the plan and the route last built from it.
+    Route {
+        host: HostPattern,
+        backend: usize,
+        origin: RouteOrigin,
+        last: Option<Arc<Route>>,
+    },
+}
+
+impl Plan {
+    /// Works out the rules and default backend of one Ingress; everything unusable becomes a
+    /// diagnostic step.
+    pub fn new(objects: &Objects<'_>, key: &ObjectKey, ing: &Ingress) -> Plan {
+        let mut notes = Vec::new();
+        let ssl_redirect = bool_annotation(ing, key, SSL_REDIRECT, true, &mut notes);
+        let force_ssl_redirect = bool_annotation(ing, key, FORCE_SSL_REDIRECT, false, &mut notes);
+        let mut plan = Plan {
+            resolved: Resolved::default(),
+            steps: Vec::new(),
+            ssl_redirect,
+            force_ssl_redirect,
+        };
+        plan.note_all(&mut notes);
+        plan.add_spec(objects, key, ing, &mut notes);
+        plan.steps.shrink_to_fit();
+        plan
+    }
+
+    /// The Services the plan's backends were resolved from.
+    pub fn services(&self) -> &[ObjectKey] {
+        &self.resolved.services
+    }
+
+    fn note_all(&mut self, notes: &mut Vec<Diagnostic>) {
+        self.steps.extend(notes.drain(..).map(Step::Note));
+    }
+
+    fn add_spec(
+        &mut self,
+        objects: &Objects<'_>,
+        key: &ObjectKey,
+        ing: &Ingress,
+        notes: &mut Vec<Diagnostic>,
+    ) {
+        let diag = |severity, field: String, message: String| {
+            Step::Note(Diagnostic::new(
+                severity,
+                "Ingress",
+                key,
+                Some(field),
+                message,
+            ))
+        };
+        let Some(spec) = &ing.spec else {
+            self.steps.push(diag(
+                Severity::Warning,
+                "spec".into(),
+                "missing; nothing to route".into(),
+            ));
+            return;
+        };
+        let ingress_name = crate::key_text(key, 0);
+
+        if let Some(default) = &spec.default_backend {
+            let field = "spec.defaultBackend";
+            let found = resolve(objects, key, default, &field, &mut self.resolved, notes);
+            self.note_all(notes);
+            if let Some(backend) = found {
+                let origin = RouteOrigin {
+                    ingress: ingress_name.clone(),
+                    rule: None,
+                    path_index: None,
+                    host: String::new(),
+                    path: "/".into(),
+                    path_type: PathType::Prefix,
+                };
+                self.steps.push(Step::Default { backend, origin });
             }
         }
-    }
 
-    let rules = spec.rules.as_deref().unwrap_or_default();
-    if rules.is_empty() && spec.default_backend.is_none() {
-        diagnostics.push(diag(
-            Severity::Warning,
-            "spec".into(),
-            "has neither rules nor a defaultBackend; nothing to route".into(),
-        ));
-    }
-    for (r, rule) in rules.iter().enumerate() {
-        let host_written = rule.host.as_deref().unwrap_or_default();
-        let host = match HostPattern::parse(host_written) {
-            Ok(h) => h,
-            Err(e) => {
-                diagnostics.push(diag(Severity::Error, format!("spec.rules[{r}].host"), e));
-                continue;
-            }
-        };
-        let Some(http) = &rule.http else {
-            diagnostics.push(diag(
-                Severity::Info,
-                format!("spec.rules[{r}].http"),
-                "rule has no http paths; only the default backend serves this host".into(),
+        let rules = spec.rules.as_deref().unwrap_or_default();
+        if rules.is_empty() && spec.default_backend.is_none() {
+            self.steps.push(diag(
+                Severity::Warning,
+                "spec".into(),
+                "has neither rules nor a defaultBackend; nothing to route".into(),
             ));
-            continue;
-        };
-        for (p, path) in http.paths.iter().enumerate() {
-            let field = PathField { rule: r, path: p };
-            let Some(path_type) = PathType::parse(&path.path_type) else {
-                diagnostics.push(diag(
-                    Severity::Error,
-                    format!("{field}.pathType"),
-                    format!(
-                        "{:?} is not one of Exact, Prefix, ImplementationSpecific",
-                        path.path_type
-                    ),
-                ));
-                continue;
-            };
-            let written = match (path.path.as_deref(), path_type) {
-                (Some(p), _) if !p.is_empty() => p,
-                (_, PathType::ImplementationSpecific) => "/",
-                _ => {
-                    diagnostics.push(diag(
-                        Severity::Error,
-                        format!("{field}.path"),
-                        format!("required for pathType {}", path_type.as_str()),
-                    ));
+        }
+        for (r, rule) in rules.iter().enumerate() {
+            let host_written = rule.host.as_deref().unwrap_or_default();
+            let host = match HostPattern::parse(host_written) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.steps
+                        .push(diag(Severity::Error, format!("spec.rules[{r}].host"), e));
                     continue;
                 }
             };
-            if !written.starts_with('/') {
-                diagnostics.push(diag(
-                    Severity::Error,
-                    format!("{field}.path"),
-                    format!("{written:?} must be an absolute path starting with '/'"),
+            let Some(http) = &rule.http else {
+                self.steps.push(diag(
+                    Severity::Info,
+                    format!("spec.rules[{r}].http"),
+                    "rule has no http paths; only the default backend serves this host".into(),
                 ));
                 continue;
+            };
+            for (p, path) in http.paths.iter().enumerate() {
+                let field = PathField { rule: r, path: p };
+                let Some(path_type) = PathType::parse(&path.path_type) else {
+                    self.steps.push(diag(
+                        Severity::Error,
+                        format!("{field}.pathType"),
+                        format!(
+                            "{:?} is not one of Exact, Prefix, ImplementationSpecific",
+                            path.path_type
+                        ),
+                    ));
+                    continue;
+                };
+                let written = match (path.path.as_deref(), path_type) {
+                    (Some(p), _) if !p.is_empty() => p,
+                    (_, PathType::ImplementationSpecific) => "/",
+                    _ => {
+                        self.steps.push(diag(
+                            Severity::Error,
+                            format!("{field}.path"),
+                            format!("required for pathType {}", path_type.as_str()),
+                        ));
+                        continue;
+                    }
+                };
+                if !written.starts_with('/') {
+                    self.steps.push(diag(
+                        Severity::Error,
+                        format!("{field}.path"),
+                        format!("{written:?} must be an absolute path starting with '/'"),
+                    ));
+                    continue;
+                }
+                if path_type != PathType::Exact && written.contains(['(', ')', '*', '?', '$', '^'])
+                {
+                    self.steps.push(diag(
+                        Severity::Warning,
+                        format!("{field}.path"),
+                        format!(
+                            "{written:?} looks like a regular expression; pathType {} matches it literally",
+                            path_type.as_str()
+                        ),
+                    ));
+                }
+                let backend_field = BackendField(field);
+                let found = resolve(
+                    objects,
+                    key,
+                    &path.backend,
+                    &backend_field,
+                    &mut self.resolved,
+                    notes,
+                );
+                self.note_all(notes);
+                let Some(backend) = found else {
+                    continue;
+                };
+                let origin = RouteOrigin {
+                    ingress: ingress_name.clone(),
+                    rule: Some(r),
+                    path_index: Some(p),
+                    host: host.display(),
+                    path: written.to_string(),
+                    path_type,
+                };
+                self.steps.push(Step::Route {
+                    host: host.clone(),
+                    backend,
+                    origin,
+                    last: None,
+                });
             }
-            if path_type != PathType::Exact && written.contains(['(', ')', '*', '?', '$', '^']) {
-                diagnostics.push(diag(
-                    Severity::Warning,
-                    format!("{field}.path"),
-                    format!(
-                        "{written:?} looks like a regular expression; pathType {} matches it literally",
-                        path_type.as_str()
-                    ),
-                ));
-            }
-            let backend_field = BackendField(field);
-            let Some(id) = resolve(
-                objects,
-                key,
-                &path.backend,
-                &backend_field,
-                builder,
-                diagnostics,
-            ) else {
-                continue;
-            };
-            let origin = RouteOrigin {
-                ingress: ingress_name.clone(),
-                rule: Some(r),
-                path_index: Some(p),
-                host: host.display(),
-                path: written.to_string(),
-                path_type,
-            };
-            let policy = RoutePolicy {
-                https_redirect: force_ssl_redirect
-                    || (ssl_redirect && !tls_hosts.is_empty() && tls_hosts.contains(&host)),
-            };
-            if let Err(Conflict { winner }) = builder.add_route(&host, id, origin, policy) {
-                diagnostics.push(diag(
-                    Severity::Warning,
-                    field.to_string(),
-                    format!(
-                        "shadowed: {} {:?} on host {:?} is already routed by {} ({}), which takes precedence",
-                        path_type.as_str(),
-                        written,
-                        host.display(),
-                        winner.ingress,
-                        winner.field()
-                    ),
-                ));
+        }
+    }
+}
+
+impl Plan {
+    /// Adds the plan to the table after the plans of older Ingresses: what they already claim
+    /// stays theirs, with a warning here. `tls_hosts` are the hosts some Ingress lists under
+    /// `spec.tls`.
+    pub fn apply(
+        &mut self,
+        key: &ObjectKey,
+        tls_hosts: &HashSet<HostPattern>,
+        builder: &mut TableBuilder,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
+        let diag = |severity, field: String, message: String| {
+            Diagnostic::new(severity, "Ingress", key, Some(field), message)
+        };
+        for step in &mut self.steps {
+            match step {
+                Step::Note(d) => diagnostics.push(d.clone()),
+                Step::Default { backend, origin } => {
+                    let id = builder.shared_backend(&self.resolved.backends[*backend]);
+                    if let Err(Conflict { winner }) =
+                        builder.set_default_backend(id, origin.clone())
+                    {
+                        diagnostics.push(diag(
+                            Severity::Warning,
+                            "spec.defaultBackend".into(),
+                            format!(
+                                "ignored: the older Ingress {} already sets the default backend",
+                                winner.ingress
+                            ),
+                        ));
+                    }
+                }
+                Step::Route {
+                    host,
+                    backend,
+                    origin,
+                    last,
+                } => {
+                    let id = builder.shared_backend(&self.resolved.backends[*backend]);
+                    let policy = RoutePolicy {
+                        https_redirect: self.force_ssl_redirect
+                            || (self.ssl_redirect
+                                && !tls_hosts.is_empty()
+                                && tls_hosts.contains(host)),
+                    };
+                    if let Err(Conflict { winner }) =
+                        builder.add_route_reusing(host, id, origin, policy, last)
+                    {
+                        diagnostics.push(diag(
+                            Severity::Warning,
+                            origin.field(),
+                            format!(
+                                "shadowed: {} {:?} on host {:?} is already routed by {} ({}), which takes precedence",
+                                origin.path_type.as_str(),
+                                origin.path,
+                                origin.host,
+                                winner.ingress,
+                                winner.field()
+                            ),
+                        ));
+                    }
+                }
             }
         }
     }

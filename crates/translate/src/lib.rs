@@ -14,7 +14,10 @@ pub use class::IngressSelection;
 pub use model::{Diagnostic, Severity};
 pub use tls::{certificate_from_secret, covers, EXPIRY_WARNING_SECS};
 
-use model::{ObjectKey, Snapshot};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use model::{Ingress, ObjectKey, Snapshot};
 use table::Table;
 
 /// Controller settings that change what translation produces.
@@ -79,48 +82,115 @@ pub(crate) fn key_text(key: &ObjectKey, extra: usize) -> String {
 
 /// Compiles the Ingresses of our class in `snapshot` into a routing table.
 pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
-    let mut diagnostics = Vec::new();
-    let selection = class::select(snapshot, options, &mut diagnostics);
-    let mut builder = table::TableBuilder::with_capacity(selection.ours.len());
-    let mut secrets = tls::SecretCache::default();
-    if let Some(key) = &options.default_certificate {
-        match secrets.get(snapshot, key, options.now, &mut diagnostics) {
-            Ok(cert) => builder.set_default_certificate(cert),
-            Err(e) => diagnostics.push(Diagnostic::new(
-                Severity::Error,
-                "Secret",
-                key,
-                None,
-                format!(
-                    "--default-ssl-certificate: {e}; serving the generated certificate instead"
-                ),
-            )),
+    Translator::new().translate(snapshot, options)
+}
+
+/// [`translate`] for a sequence of snapshots: what one translation worked out and a later one can
+/// use again (certificates of unchanged Secrets, the routes of Ingresses whose objects did not
+/// change) is kept, so a change costs little more than the objects it touches. Every translation
+/// returns exactly what [`translate`] returns for the same snapshot and options.
+#[derive(Default)]
+pub struct Translator {
+    certs: tls::CertCache,
+    index: backend::Index,
+    plans: HashMap<ObjectKey, Memo>,
+    /// Counts translations; plans not used by the latest one are dropped.
+    round: u64,
+}
+
+/// The plan of one Ingress and what it was made from.
+struct Memo {
+    ingress: Arc<Ingress>,
+    plan: ingress::Plan,
+    round: u64,
+}
+
+impl Translator {
+    /// A translator that remembers nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Compiles the Ingresses of our class in `snapshot` into a routing table.
+    pub fn translate(&mut self, snapshot: &Snapshot, options: &Options) -> Translation {
+        self.round += 1;
+        let round = self.round;
+        let mut diagnostics = Vec::new();
+        let selection = class::select(snapshot, options, &mut diagnostics);
+        let mut builder = table::TableBuilder::with_capacity(selection.ours.len());
+        let mut secrets = tls::SecretCache::new(&mut self.certs);
+        if let Some(key) = &options.default_certificate {
+            match secrets.get(snapshot, key, options.now, &mut diagnostics) {
+                Ok(cert) => builder.set_default_certificate(cert),
+                Err(e) => diagnostics.push(Diagnostic::new(
+                    Severity::Error,
+                    "Secret",
+                    key,
+                    None,
+                    format!(
+                        "--default-ssl-certificate: {e}; serving the generated certificate instead"
+                    ),
+                )),
+            }
+        }
+        // Certificates first: whether a host has TLS decides whether its routes redirect to HTTPS.
+        let mut tls_hosts = HashSet::new();
+        for &(key, ing) in &selection.ours {
+            let mut ctx = ingress::TlsContext {
+                secrets: &mut secrets,
+                hosts: &mut tls_hosts,
+                now: options.now,
+            };
+            ingress::compile_tls(snapshot, key, ing, &mut builder, &mut ctx, &mut diagnostics);
+        }
+        drop(secrets);
+        let changed = self.index.update(snapshot);
+        if let backend::Changed::All = changed {
+            self.plans.clear();
+        }
+        let objects = backend::Objects {
+            snapshot,
+            index: &self.index,
+        };
+        for &(key, ing) in &selection.ours {
+            let plan = || ingress::Plan::new(&objects, key, ing);
+            let memo = match self.plans.get_mut(key) {
+                Some(memo) => {
+                    if !memo.is_current(ing, &changed) {
+                        memo.ingress = ing.clone();
+                        memo.plan = plan();
+                    }
+                    memo
+                }
+                None => self.plans.entry(key.clone()).or_insert_with(|| Memo {
+                    ingress: ing.clone(),
+                    plan: plan(),
+                    round,
+                }),
+            };
+            memo.round = round;
+            memo.plan
+                .apply(key, &tls_hosts, &mut builder, &mut diagnostics);
+        }
+        if self.plans.len() > selection.ours.len() {
+            self.plans.retain(|_, memo| memo.round == round);
+        }
+        Translation {
+            table: builder.build(),
+            diagnostics,
+            ingresses: selection.ours.iter().map(|(k, _)| (*k).clone()).collect(),
         }
     }
-    // Certificates first: whether a host has TLS decides whether its routes redirect to HTTPS.
-    let mut tls_hosts = std::collections::HashSet::new();
-    for &(key, ing) in &selection.ours {
-        let mut ctx = ingress::TlsContext {
-            secrets: &mut secrets,
-            hosts: &mut tls_hosts,
-            now: options.now,
-        };
-        ingress::compile_tls(snapshot, key, ing, &mut builder, &mut ctx, &mut diagnostics);
-    }
-    let objects = backend::Objects::new(snapshot);
-    for &(key, ing) in &selection.ours {
-        ingress::compile(
-            &objects,
-            key,
-            ing,
-            &tls_hosts,
-            &mut builder,
-            &mut diagnostics,
-        );
-    }
-    Translation {
-        table: builder.build(),
-        diagnostics,
-        ingresses: selection.ours.iter().map(|(k, _)| (*k).clone()).collect(),
+}
+
+impl Memo {
+    /// Whether the plan still holds for `ing`: the same Ingress, and none of its Services changed.
+    fn is_current(&mut self, ing: &Arc<Ingress>, changed: &backend::Changed) -> bool {
+        let same = Arc::ptr_eq(&self.ingress, ing) || *self.ingress == **ing;
+        if !same || self.plan.services().iter().any(|s| changed.touches(s)) {
+            return false;
+        }
+        self.ingress = ing.clone();
+        true
     }
 }

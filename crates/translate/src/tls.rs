@@ -70,13 +70,55 @@ pub fn covers(dns_names: &[String], host: &HostPattern) -> bool {
     })
 }
 
-/// Loads each Secret once per translation, remembering failures so each is reported once.
+/// A Secret as last seen and what parsing it gave.
+type Parsed = (Arc<Secret>, Result<Arc<Certificate>, String>);
+
+/// Certificates parsed from Secrets, kept across translations: a Secret is parsed again only when
+/// it changes.
 #[derive(Default)]
-pub struct SecretCache {
+pub struct CertCache {
+    parsed: HashMap<ObjectKey, Parsed>,
+}
+
+impl CertCache {
+    /// The parse of `secret` (stored under `key`), from the cache while the Secret is unchanged.
+    fn parse(&mut self, key: &ObjectKey, secret: &Arc<Secret>) -> Result<Arc<Certificate>, String> {
+        if let Some((seen, result)) = self.parsed.get(key) {
+            if Arc::ptr_eq(seen, secret) || **seen == **secret {
+                return result.clone();
+            }
+        }
+        let result = certificate_from_secret(key, secret)
+            .map(Arc::new)
+            .map_err(|e| format!("Secret {key} {e}"));
+        self.parsed
+            .insert(key.clone(), (secret.clone(), result.clone()));
+        result
+    }
+
+    /// Forgets the Secrets one translation did not ask for.
+    fn keep_only<V>(&mut self, used: &HashMap<ObjectKey, V>) {
+        if self.parsed.len() > used.len() {
+            self.parsed.retain(|key, _| used.contains_key(key));
+        }
+    }
+}
+
+/// Loads each Secret once per translation, remembering failures so each is reported once.
+pub struct SecretCache<'a> {
+    certs: &'a mut CertCache,
     loaded: HashMap<ObjectKey, Result<Arc<Certificate>, String>>,
 }
 
-impl SecretCache {
+impl<'a> SecretCache<'a> {
+    /// A translation's view of the certificates parsed so far.
+    pub fn new(certs: &'a mut CertCache) -> Self {
+        SecretCache {
+            certs,
+            loaded: HashMap::new(),
+        }
+    }
+
     /// The certificate in a Secret, with a diagnostic on the Secret the first time it fails.
     pub fn get(
         &mut self,
@@ -103,9 +145,7 @@ impl SecretCache {
                         ),
                     ));
                 }
-                certificate_from_secret(key, secret)
-                    .map(Arc::new)
-                    .map_err(|e| format!("Secret {key} {e}"))
+                self.certs.parse(key, secret)
             }
         };
         match &result {
@@ -142,5 +182,11 @@ impl SecretCache {
         }
         self.loaded.insert(key.clone(), result.clone());
         result
+    }
+}
+
+impl Drop for SecretCache<'_> {
+    fn drop(&mut self) {
+        self.certs.keep_only(&self.loaded);
     }
 }
