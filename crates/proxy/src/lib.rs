@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 mod error;
-mod fasthash;
 mod forward;
 mod h1;
 mod headers;

@@ -19,7 +19,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::fasthash::BuildFast;
+use table::fasthash::BuildFast;
 
 /// Where an upstream is: an endpoint address, or a DNS name (ExternalName Services), resolved on
 /// each new connection so DNS changes are followed.

@@ -2,6 +2,8 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+
+use crate::fasthash::FastMap;
 use std::sync::Arc;
 
 use crate::{
@@ -146,7 +148,7 @@ impl TableBuilder {
         host: &HostPattern,
         path_type: PathType,
         path: &str,
-    ) -> (&mut HashMap<String, Arc<Route>>, String) {
+    ) -> (&mut FastMap<String, Arc<Route>>, String) {
         let vhost = match host {
             HostPattern::Any => self
                 .table

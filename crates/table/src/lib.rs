@@ -9,6 +9,7 @@
 mod backend;
 mod builder;
 mod explain;
+pub mod fasthash;
 mod host;
 mod publish;
 mod route;
@@ -22,7 +23,7 @@ pub use publish::Published;
 pub use route::{PathType, Route, RouteOrigin, RoutePolicy};
 pub use tls::{Certificate, TlsTable};
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -31,9 +32,9 @@ use serde::Serialize;
 #[derive(Debug, Default, Serialize)]
 pub struct Table {
     /// Virtual hosts whose rule names an exact host (lower-case, no port).
-    pub exact_hosts: HashMap<String, VirtualHost>,
+    pub exact_hosts: FastMap<String, VirtualHost>,
     /// Virtual hosts for `*.suffix` rules, keyed by `suffix`.
-    pub wildcard_hosts: HashMap<String, VirtualHost>,
+    pub wildcard_hosts: FastMap<String, VirtualHost>,
     /// Rules without a host: they serve any Host header no other virtual host claims.
     pub any_host: Option<VirtualHost>,
     /// The `defaultBackend` that serves what no rule matches (from the oldest Ingress that has one).
@@ -52,10 +53,10 @@ pub struct VirtualHost {
     /// The host as written in the Ingress rule (`""` for host-less rules).
     pub name: String,
     /// `Exact` paths.
-    pub exact: HashMap<String, Arc<Route>>,
+    pub exact: FastMap<String, Arc<Route>>,
     /// `Prefix` (and plain `ImplementationSpecific`) paths keyed by the path without trailing `/`
     /// (`/` itself is the empty key).
-    pub prefix: HashMap<String, Arc<Route>>,
+    pub prefix: FastMap<String, Arc<Route>>,
 }
 
 /// Which kind of virtual host served a request.

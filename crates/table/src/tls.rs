@@ -1,6 +1,6 @@
 //! Certificates by server name: part of the table, so routes and certificates change together.
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -24,9 +24,9 @@ pub struct Certificate {
 #[derive(Debug, Default, Serialize)]
 pub struct TlsTable {
     /// Certificates for exact host names (lower-case).
-    pub exact: HashMap<String, Arc<Certificate>>,
+    pub exact: FastMap<String, Arc<Certificate>>,
     /// Certificates for `*.suffix` hosts, keyed by `suffix`.
-    pub wildcard: HashMap<String, Arc<Certificate>>,
+    pub wildcard: FastMap<String, Arc<Certificate>>,
     /// The certificate for names nothing else covers and for clients without SNI
     /// (`--default-ssl-certificate`); when absent the proxy uses its generated one.
     pub default: Option<Arc<Certificate>>,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::Buf;
-use crate::fasthash::BuildFast;
 use crate::upstream::{connect_tcp, Target, UpstreamError};
+use table::fasthash::BuildFast;
 
 /// One upstream connection.
 pub(crate) struct Upstream {

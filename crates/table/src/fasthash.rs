@@ -1,14 +1,15 @@
-//! A multiply-rotate hasher for maps on the request path whose keys come from configuration
-//! (endpoint addresses), where SipHash's resistance to chosen keys buys nothing and costs a
-//! noticeable share of each request.
+//! A multiply-rotate hasher for the maps looked up on every request (host names, paths, endpoint
+//! addresses). Their keys come from configuration, not from clients: requests only look keys up,
+//! so SipHash's resistance to chosen keys buys nothing and costs a noticeable share of a request.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 const K: u64 = 0xf135_7aea_2e62_a9c5;
 
 /// Word-at-a-time hasher: each word is folded in with a rotate, xor and multiply.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct FastHasher {
+pub struct FastHasher {
     hash: u64,
 }
 
@@ -70,7 +71,10 @@ impl Hasher for FastHasher {
 }
 
 /// The `BuildHasher` for [`FastHasher`].
-pub(crate) type BuildFast = BuildHasherDefault<FastHasher>;
+pub type BuildFast = BuildHasherDefault<FastHasher>;
+
+/// A `HashMap` with [`FastHasher`].
+pub type FastMap<K, V> = HashMap<K, V, BuildFast>;
 
 #[cfg(test)]
 mod tests {
