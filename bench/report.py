@@ -24,6 +24,7 @@ WORKLOADS = {
     "h2": "HTTP/2 cleartext (h2c prior knowledge), 16 conns × 16 streams",
     "tls-full": "new TLS 1.3 connection per request, full handshake",
     "tls-resumed": "new TLS 1.3 connection per request, session resumed",
+    "routes-1": "as `routes-10k`, the same request to the small configuration (a few routes)",
     "routes-10k": "as `tiny`, 10 000 host+path routes, last one requested",
 }
 UNIT = {"tls-full": "handshakes/s", "tls-resumed": "handshakes/s"}

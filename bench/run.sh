@@ -26,7 +26,7 @@ ROUNDS="${ROUNDS:-3}"
 WORKERS_LIST="${WORKERS:-1 2}"
 CONNECTIONS="${CONNECTIONS:-50}"
 RATE_PCT="${RATE_PCT:-50}"
-ALL_WORKLOADS="tiny 1k 100k close h2 tls-full tls-resumed routes-10k"
+ALL_WORKLOADS="tiny 1k 100k close h2 tls-full tls-resumed routes-1 routes-10k"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
 PROXIES="nginx haproxy portcullis"
 NROUTES=10000
@@ -126,6 +126,11 @@ nginx_small_servers() {
     listen 127.0.0.1:$P_NGINX reuseport default_server;
     server_name bench.local;
     location / { proxy_pass http://app; }
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    server_name r$((NROUTES - 1)).bench.local;
+    location /p$((NROUTES - 1)) { proxy_pass http://app; }
   }
   server {
     listen 127.0.0.1:$P_NGINX_H2 http2 reuseport default_server;
@@ -238,6 +243,16 @@ spec:
       http:
         paths:
           - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: backend
+                port:
+                  number: 80
+    - host: r$((NROUTES - 1)).bench.local
+      http:
+        paths:
+          - path: /p$((NROUTES - 1))
             pathType: Prefix
             backend:
               service:
@@ -410,6 +425,9 @@ record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; 
 endpoint() {
   local workload="$1" target="$2"
   case "$workload:$target" in
+    routes-1:nginx) echo "$P_NGINX r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
+    routes-1:haproxy) echo "$P_HAPROXY r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
+    routes-1:portcullis) echo "$P_PORT r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
     routes-10k:nginx) echo "$P_NGINX_10K r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
     routes-10k:haproxy) echo "$P_HAPROXY_10K r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
     routes-10k:portcullis) echo "$P_PORT_10K r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
@@ -461,7 +479,7 @@ run_one() {
   t0="$(now_ns)"
   local tmo=$((DURATION + 40))
   case "$workload" in
-    tiny | 1k | 100k | routes-10k | close)
+    tiny | 1k | 100k | routes-1 | routes-10k | close)
       local extra_hdr=()
       [ "$workload" = close ] && extra_hdr=(-H "Connection: close")
       out="$(timeout "$tmo" "${CLIENT_PREFIX[@]}" wrk -t "$CLIENT_THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
