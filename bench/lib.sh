@@ -174,15 +174,18 @@ pids_of() {
   pgrep -P "$pid" 2>/dev/null || true
 }
 
-# cpu_ticks PID...: user+system clock ticks of the processes (all their threads).
+# cpu_ticks PID...: "TOTAL/SYSTEM" clock ticks of the processes (all their threads): user+system,
+# and system (kernel) alone.
 cpu_ticks() {
-  local total=0 p t
+  local total=0 sys=0 p t a b
   for p in "$@"; do
     [ -r "/proc/$p/stat" ] || continue
-    t="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')" || continue
-    total=$((total + ${t:-0}))
+    t="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13, $13}')" || continue
+    read -r a b <<<"${t:-0 0}"
+    total=$((total + a))
+    sys=$((sys + b))
   done
-  echo "$total"
+  echo "$total/$sys"
 }
 
 # proc_kb FIELD PID...: sum of a /proc/PID/status field (VmHWM, VmRSS) in KiB.

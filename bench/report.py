@@ -173,7 +173,8 @@ def throughput_table(by, w):
 def cpu_table(by, w):
     out = [
         "Proxy CPU per request in µs (user+system over all its processes and threads, median of rounds), "
-        "and in brackets how busy the proxy was (CPU-seconds per wall second; 100% = one core):",
+        "and in brackets how busy the proxy was (CPU-seconds per wall second; 100% = one core) and the "
+        "share of its CPU time spent in the kernel (system time: the TCP stack, syscalls):",
         "",
         "| workload | " + " | ".join(PROXIES) + " |",
         "|---|" + "---:|" * len(PROXIES),
@@ -189,7 +190,9 @@ def cpu_table(by, w):
             any_data = True
             per_req = median([1e6 * r.cpu / r.count for r in rs])
             busy = median([100 * r.cpu / r.wall for r in rs if r.wall > 0])
-            cells.append(f"{per_req:.1f} ({busy:.0f}%)")
+            kernel = median([float(r.extra["kernel"]) for r in rs if "kernel" in r.extra])
+            share = f", kernel {100 * kernel:.0f}%" if kernel is not None else ""
+            cells.append(f"{per_req:.1f} ({busy:.0f}%{share})")
         if any_data:
             label = "latency (fixed rate)" if wl == "latency" else wl
             out.append(f"| {label} | " + " | ".join(cells) + " |")

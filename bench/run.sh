@@ -541,7 +541,12 @@ other_load() {
   printf '%s;%s\n' "$last" "$extra" >>"$RESULTS"
 }
 
-cpu_seconds() { awk -v a="$1" -v b="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }'; }
+cpu_seconds() { awk -v a="${1%/*}" -v b="${2%/*}" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }'; }
+# kernel_share BEFORE AFTER: the share of the CPU ticks between two cpu_ticks readings spent in the kernel.
+kernel_share() {
+  awk -v a="${1%/*}" -v b="${2%/*}" -v sa="${1#*/}" -v sb="${2#*/}" \
+    'BEGIN { if (b > a) printf "%.2f", (sb - sa) / (b - a); else printf "0" }'
+}
 wall_seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
 
 # wrk: "N requests in Xs", "Requests/sec: R", "Non-2xx or 3xx responses: E", "Socket errors: ...".
@@ -559,7 +564,8 @@ parse_wrk() {
     return
   fi
   record "$1" "$2" "$3" "$4" "$rps" "${count:-0}" $((${non2xx:-0} + ${sockerr:-0})) \
-    "$(cpu_seconds "$5" "$6")" "$(wall_seconds "$7" "$8")" "non2xx=${non2xx:-0};socket_errors=${sockerr:-0}"
+    "$(cpu_seconds "$5" "$6")" "$(wall_seconds "$7" "$8")" \
+    "non2xx=${non2xx:-0};socket_errors=${sockerr:-0};kernel=$(kernel_share "$5" "$6")"
 }
 
 # h2load: "finished in Xs, R req/s, ..." and "requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout".
@@ -576,7 +582,8 @@ parse_h2load() {
     return
   fi
   record "$1" "$2" "$3" "$4" "$rps" "$ok" $((failed + errored + ${non2xx:-0})) \
-    "$(cpu_seconds "$5" "$6")" "$(wall_seconds "$7" "$8")" "failed=$failed;errored=$errored;non2xx=${non2xx:-0}"
+    "$(cpu_seconds "$5" "$6")" "$(wall_seconds "$7" "$8")" \
+    "failed=$failed;errored=$errored;non2xx=${non2xx:-0};kernel=$(kernel_share "$5" "$6")"
 }
 
 # loadgen: one line of key=value pairs; RATE_KEY and COUNT_KEY name the rate and the count.
@@ -594,7 +601,8 @@ parse_kv() {
   count="$(tr ' ' '\n' <<<"$line" | awk -F= -v k="$count_key" '$1 == k {print $2}')"
   errors="$(tr ' ' '\n' <<<"$line" | awk -F= '$1 == "errors" || $1 == "non2xx" || $1 == "unsent" {s += $2} END {print s + 0}')"
   record "$w" "$round" "$workload" "$target" "$rate" "$count" "$errors" \
-    "$(cpu_seconds "$before" "$after")" "$(wall_seconds "$t0" "$t1")" "$(tr ' ' ';' <<<"$line")"
+    "$(cpu_seconds "$before" "$after")" "$(wall_seconds "$t0" "$t1")" \
+    "$(tr ' ' ';' <<<"$line");kernel=$(kernel_share "$before" "$after")"
 }
 
 median_rate() {
