@@ -42,47 +42,7 @@ build_loadgen
 WORK="$(mktemp -d /tmp/portcullis-callgrind.XXXXXX)"
 make_cert "$WORK"
 nginx_backend_conf "$WORK" "$P_BACKEND" >"$WORK/backend.conf"
-mkdir -p "$WORK/manifests"
-{
-  cat <<EOF
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: bench
-  namespace: bench
-spec:
-  ingressClassName: portcullis
-  tls:
-    - hosts: [tls.bench.local]
-      secretName: bench-tls
-  rules:
-    - host: bench.local
-      http: &paths
-        paths:
-          - path: /
-            pathType: Prefix
-            backend:
-              service:
-                name: backend
-                port:
-                  number: 80
-    - host: tls.bench.local
-      http: *paths
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: bench-tls
-  namespace: bench
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-$(yaml_block "$WORK/cert.pem" '    ')
-  tls.key: |
-$(yaml_block "$WORK/key.pem" '    ')
-EOF
-  manifest_service backend "$P_BACKEND"
-} >"$WORK/manifests/bench.yaml"
+small_manifests "$WORK/manifests" "$P_BACKEND" extra.bench.local /extra
 "$PORTCULLIS" check "$WORK/manifests" >"$WORK/check.txt" 2>&1 || {
   cat "$WORK/check.txt" >&2
   die "portcullis check rejected the manifests"

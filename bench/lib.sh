@@ -261,6 +261,81 @@ endpoints:
 EOF
 }
 
+# small_manifests DIR BACKEND_PORT EXTRA_HOST EXTRA_PATH: the small configuration. Ingress `bench`
+# routes bench.local/ and EXTRA_HOST + Prefix EXTRA_PATH; `bench-tls` serves tls.bench.local/ with
+# the certificate from make_cert (in $WORK); Service `backend` points at 127.0.0.1:BACKEND_PORT.
+small_manifests() {
+  local dir="$1" port="$2" extra_host="$3" extra_path="$4"
+  mkdir -p "$dir"
+  {
+    cat <<EOF
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bench
+  namespace: bench
+spec:
+  ingressClassName: portcullis
+  rules:
+    - host: bench.local
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: backend
+                port:
+                  number: 80
+    - host: $extra_host
+      http:
+        paths:
+          - path: $extra_path
+            pathType: Prefix
+            backend:
+              service:
+                name: backend
+                port:
+                  number: 80
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bench-tls
+  namespace: bench
+spec:
+  ingressClassName: portcullis
+  tls:
+    - hosts: [tls.bench.local]
+      secretName: bench-tls
+  rules:
+    - host: tls.bench.local
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: backend
+                port:
+                  number: 80
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: bench-tls
+  namespace: bench
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$(yaml_block "$WORK/cert.pem" '    ')
+  tls.key: |
+$(yaml_block "$WORK/key.pem" '    ')
+EOF
+    manifest_service backend "$port"
+  } >"$dir/bench.yaml"
+}
+
 # nginx_backend_conf DIR PORT: the loopback backend: "ok" on /, static files under /files/.
 nginx_backend_conf() {
   local dir="$1" port="$2"

@@ -232,78 +232,6 @@ $HAPROXY_HEADERS
 EOF
 }
 
-portcullis_small_manifests() {
-  local dir="$WORK/manifests-small"
-  mkdir -p "$dir"
-  {
-    cat <<EOF
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: bench
-  namespace: bench
-spec:
-  ingressClassName: portcullis
-  rules:
-    - host: bench.local
-      http:
-        paths:
-          - path: /
-            pathType: Prefix
-            backend:
-              service:
-                name: backend
-                port:
-                  number: 80
-    - host: r$((NROUTES - 1)).bench.local
-      http:
-        paths:
-          - path: /p$((NROUTES - 1))
-            pathType: Prefix
-            backend:
-              service:
-                name: backend
-                port:
-                  number: 80
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: bench-tls
-  namespace: bench
-spec:
-  ingressClassName: portcullis
-  tls:
-    - hosts: [tls.bench.local]
-      secretName: bench-tls
-  rules:
-    - host: tls.bench.local
-      http:
-        paths:
-          - path: /
-            pathType: Prefix
-            backend:
-              service:
-                name: backend
-                port:
-                  number: 80
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: bench-tls
-  namespace: bench
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-$(yaml_block "$WORK/cert.pem" '    ')
-  tls.key: |
-$(yaml_block "$WORK/key.pem" '    ')
-EOF
-    manifest_service backend "$P_BACKEND"
-  } >"$dir/bench.yaml"
-}
-
 portcullis_10k_manifests() {
   local dir="$WORK/manifests-10k"
   mkdir -p "$dir"
@@ -329,7 +257,7 @@ EOF
   } >"$dir/routes.yaml"
 }
 
-portcullis_small_manifests
+small_manifests "$WORK/manifests-small" "$P_BACKEND" "r$((NROUTES - 1)).bench.local" "/p$((NROUTES - 1))"
 portcullis_10k_manifests
 if ! "$PORTCULLIS" check "$WORK/manifests-small" >"$WORK/check-small.txt" 2>&1; then
   cat "$WORK/check-small.txt" >&2

@@ -84,22 +84,7 @@ impl TableBuilder {
         origin: RouteOrigin,
         policy: RoutePolicy,
     ) -> Result<(), Conflict> {
-        let order = self.next_order();
-        let (map, key) = self.path_map(host, origin.path_type, &origin.path);
-        match map.entry(key) {
-            Entry::Occupied(existing) => Err(Conflict {
-                winner: existing.get().origin.clone(),
-            }),
-            Entry::Vacant(e) => {
-                e.insert(Arc::new(Route {
-                    backend,
-                    origin,
-                    policy,
-                    order,
-                }));
-                Ok(())
-            }
-        }
+        self.add_route_reusing(host, backend, &origin, policy, &mut None)
     }
 
     /// Adds a path route like [`TableBuilder::add_route`], serving `last` itself when it is the
