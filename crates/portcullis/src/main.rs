@@ -105,6 +105,11 @@ struct ServeArgs {
     /// Seconds an idle client connection is kept open.
     #[arg(long, value_name = "SECONDS", default_value_t = 75)]
     client_idle_timeout: u64,
+    /// Seconds a request or response body may stall (no bytes from the sender, or none taken by
+    /// the receiver) before the exchange is given up: 408 for a stalled upload, otherwise the
+    /// connections are closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    body_idle_timeout: u64,
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
@@ -120,6 +125,7 @@ impl ServeArgs {
             connect_timeout: Duration::from_secs(self.connect_timeout),
             response_header_timeout: Duration::from_secs(self.response_header_timeout),
             client_idle_timeout: Duration::from_secs(self.client_idle_timeout),
+            body_idle_timeout: Duration::from_secs(self.body_idle_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             https_redirect_port: self.https_redirect_port,
             workers: self

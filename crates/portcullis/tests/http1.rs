@@ -9,9 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use portcullis::Running;
+use proxy::ProxyConfig;
 use support::{
-    endpoint_slices_yaml, ingress_yaml, service_yaml, start, write_manifest, IngressPath,
-    IngressRule, NAMESPACE,
+    endpoint_slices_yaml, ingress_yaml, quiet_proxy, service_yaml, start_with, write_manifest,
+    IngressPath, IngressRule, NAMESPACE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -202,6 +203,10 @@ async fn rig(script: Script) -> (tempfile::TempDir, Running, mpsc::UnboundedRece
 }
 
 async fn serve(dir: &Path, backend: SocketAddr) -> Running {
+    serve_with(dir, backend, quiet_proxy()).await
+}
+
+async fn serve_with(dir: &Path, backend: SocketAddr, config: ProxyConfig) -> Running {
     let mut text = service_yaml(NAMESPACE, "raw", PORT, None);
     text.push_str("---\n");
     text.push_str(&endpoint_slices_yaml(
@@ -222,7 +227,7 @@ async fn serve(dir: &Path, backend: SocketAddr) -> Running {
         )],
     );
     write_manifest(dir, "ingress.yaml", &ingress);
-    start(dir, CLASS).await
+    start_with(dir, CLASS, config, false).await
 }
 
 fn ok_with(body: &str) -> Vec<u8> {
@@ -581,5 +586,54 @@ async fn absolute_form_targets_route_by_their_authority() {
     );
     assert!(request.contains(&format!("Host: {HOST}\r\n")), "{request}");
     assert!(!request.contains("ignored.example"), "{request}");
+    running.shutdown().await;
+}
+
+/// A proxy whose body relays give up after a short stall.
+async fn impatient_rig(
+    script: Script,
+) -> (tempfile::TempDir, Running, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let dir = tempfile::tempdir().expect("a temporary manifest folder");
+    let (backend, seen) = spawn_scripted(script).await;
+    let config = ProxyConfig {
+        body_idle_timeout: Duration::from_millis(300),
+        ..quiet_proxy()
+    };
+    let running = serve_with(dir.path(), backend, config).await;
+    (dir, running, seen)
+}
+
+#[tokio::test]
+async fn a_stalled_upload_gets_408_and_the_connection_closes() {
+    let (_dir, running, _seen) = impatient_rig(echo_line).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .write(
+            format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n\r\nabc")
+                .as_bytes(),
+        )
+        .await;
+    let response = client.response().await.expect("a response");
+    assert_eq!(status_of(&response), "408", "{response}");
+    assert!(client.closed().await);
+    running.shutdown().await;
+}
+
+/// Sends a head promising 100 bytes, then 10 of them, and keeps the connection open.
+fn stalls_mid_body(_request: &[u8]) -> (Vec<u8>, bool) {
+    (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec(),
+        false,
+    )
+}
+
+#[tokio::test]
+async fn a_stalled_response_body_closes_the_client_connection() {
+    let (_dir, running, _seen) = impatient_rig(stalls_mid_body).await;
+    let mut client = Client::connect(&running).await;
+    client.get("/slow").await;
+    // The head and the first bytes arrive; then the proxy gives up and closes (well within the
+    // read's own time limit) instead of holding the connection for as long as the backend does.
+    assert!(client.response().await.is_none());
     running.shutdown().await;
 }

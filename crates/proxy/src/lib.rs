@@ -36,6 +36,9 @@ pub struct ProxyConfig {
     pub response_header_timeout: Duration,
     /// How long a client connection may sit idle before it is closed.
     pub client_idle_timeout: Duration,
+    /// How long relaying a request or response body may wait for the sender's next bytes or for
+    /// the receiver to take them.
+    pub body_idle_timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
     pub upstream_idle_timeout: Duration,
     /// How many idle connections to keep per endpoint.
@@ -58,6 +61,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             response_header_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::from_secs(75),
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_idle: 256,

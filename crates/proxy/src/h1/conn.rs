@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -129,6 +129,8 @@ enum Failure {
     Upstream(ProxyError),
     /// The client went away while sending its body.
     ClientGone,
+    /// The client stopped sending its body: answered with 408.
+    ClientStalled,
     /// The client's chunked body framing was invalid: answered with 400.
     BadBody(&'static str),
 }
@@ -259,6 +261,10 @@ impl<S: ClientIo> Client<'_, S> {
                 tracing::debug!(client = %self.info.client, error = what, "bad request body");
                 StatusCode::BAD_REQUEST
             }
+            Failure::ClientStalled => {
+                tracing::debug!(client = %self.info.client, "request body stalled");
+                StatusCode::REQUEST_TIMEOUT
+            }
         };
         let keep = req.keep_alive && body_done && !self.stop.is_set();
         self.out.clear();
@@ -325,20 +331,30 @@ impl<S: ClientIo> Client<'_, S> {
                         .await
                         .map_err(|_| Failure::ClientGone)?;
                 }
+                let ends = Ends {
+                    deadline: &mut self.deadline,
+                    idle: self.proxy.config.body_idle_timeout,
+                };
                 match relay(
                     &mut self.stream,
                     &mut self.buf,
                     &mut up.stream,
                     req.framing,
                     Mode::Pass,
+                    ends,
                 )
                 .await
                 {
                     Ok(()) => *body_done = true,
                     Err(RelayError::Read(_) | RelayError::Eof) => return Err(Failure::ClientGone),
+                    Err(RelayError::ReadStalled) => return Err(Failure::ClientStalled),
                     Err(RelayError::Framing(what)) => return Err(Failure::BadBody(what)),
                     Err(RelayError::Write(e)) => {
                         return Err(upstream_failure(&target, UpstreamError::Io(e)))
+                    }
+                    Err(RelayError::WriteStalled) => {
+                        let timeout = ProxyError::Timeout(target.to_string());
+                        return Err(Failure::Upstream(timeout));
                     }
                 }
             }
@@ -478,7 +494,19 @@ impl<S: ClientIo> Client<'_, S> {
             self.log(logged, status);
             return false;
         }
-        let relayed = relay(&mut up.stream, &mut up.buf, &mut self.stream, body, mode).await;
+        let ends = Ends {
+            deadline: &mut self.deadline,
+            idle: self.proxy.config.body_idle_timeout,
+        };
+        let relayed = relay(
+            &mut up.stream,
+            &mut up.buf,
+            &mut self.stream,
+            body,
+            mode,
+            ends,
+        )
+        .await;
         self.log(logged, status);
         match relayed {
             Ok(()) => {
@@ -488,6 +516,10 @@ impl<S: ClientIo> Client<'_, S> {
                 keep
             }
             Err(RelayError::Write(_)) => false,
+            Err(RelayError::WriteStalled) => {
+                tracing::debug!(client = %self.info.client, "client stopped taking the response body");
+                false
+            }
             Err(e) => {
                 tracing::debug!(upstream = %target, error = %e, "upstream response body broke off");
                 false
@@ -921,6 +953,44 @@ enum RelayError {
     Write(io::Error),
     Eof,
     Framing(&'static str),
+    /// No bytes from the sender within the body idle timeout.
+    ReadStalled,
+    /// The receiver took nothing within the body idle timeout.
+    WriteStalled,
+}
+
+/// The clock a body relay waits on, and how long each wait may take.
+struct Ends<'d> {
+    deadline: &'d mut Deadline,
+    idle: Duration,
+}
+
+impl Ends<'_> {
+    async fn fill<R: AsyncRead + Unpin>(
+        &mut self,
+        buf: &mut Buf,
+        src: &mut R,
+    ) -> Result<usize, RelayError> {
+        match self
+            .deadline
+            .within(self.idle, buf.fill(src, BODY_READ))
+            .await
+        {
+            Some(read) => read.map_err(RelayError::Read),
+            None => Err(RelayError::ReadStalled),
+        }
+    }
+
+    async fn put<W: AsyncWrite + Unpin>(
+        &mut self,
+        dst: &mut W,
+        bytes: &[u8],
+    ) -> Result<(), RelayError> {
+        match self.deadline.within(self.idle, dst.write_all(bytes)).await {
+            Some(written) => written.map_err(RelayError::Write),
+            None => Err(RelayError::WriteStalled),
+        }
+    }
 }
 
 impl std::fmt::Display for RelayError {
@@ -930,6 +1000,8 @@ impl std::fmt::Display for RelayError {
             RelayError::Write(e) => write!(f, "write: {e}"),
             RelayError::Eof => f.write_str("ended before the body was complete"),
             RelayError::Framing(what) => write!(f, "chunked framing: {what}"),
+            RelayError::ReadStalled => f.write_str("no body bytes within the body idle timeout"),
+            RelayError::WriteStalled => f.write_str("body not taken within the body idle timeout"),
         }
     }
 }
@@ -942,6 +1014,7 @@ async fn relay<R, W>(
     dst: &mut W,
     framing: Framing,
     mode: Mode,
+    mut ends: Ends<'_>,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -955,16 +1028,14 @@ where
             loop {
                 let take = (buf.unread().len() as u64).min(left) as usize;
                 if take > 0 {
-                    dst.write_all(&buf.unread()[..take])
-                        .await
-                        .map_err(RelayError::Write)?;
+                    ends.put(dst, &buf.unread()[..take]).await?;
                     buf.consume(take);
                     left -= take as u64;
                 }
                 if left == 0 {
                     break;
                 }
-                if buf.fill(src, BODY_READ).await.map_err(RelayError::Read)? == 0 {
+                if ends.fill(buf, src).await? == 0 {
                     return Err(RelayError::Eof);
                 }
             }
@@ -980,16 +1051,14 @@ where
                             .map_err(|e| RelayError::Framing(e.0))?;
                         buf.consume(n);
                         if !scratch.is_empty() {
-                            dst.write_all(&scratch).await.map_err(RelayError::Write)?;
+                            ends.put(dst, &scratch).await?;
                         }
                         done
                     } else {
                         let (n, done) = chunked
                             .scan(buf.unread())
                             .map_err(|e| RelayError::Framing(e.0))?;
-                        dst.write_all(&buf.unread()[..n])
-                            .await
-                            .map_err(RelayError::Write)?;
+                        ends.put(dst, &buf.unread()[..n]).await?;
                         buf.consume(n);
                         done
                     };
@@ -997,7 +1066,7 @@ where
                         break;
                     }
                 }
-                if buf.fill(src, BODY_READ).await.map_err(RelayError::Read)? == 0 {
+                if ends.fill(buf, src).await? == 0 {
                     return Err(RelayError::Eof);
                 }
             }
@@ -1011,21 +1080,21 @@ where
                         codec::push_chunk_header(data.len(), &mut scratch);
                         scratch.extend_from_slice(data);
                         scratch.extend_from_slice(b"\r\n");
-                        dst.write_all(&scratch).await.map_err(RelayError::Write)?;
+                        ends.put(dst, &scratch).await?;
                     } else {
-                        dst.write_all(data).await.map_err(RelayError::Write)?;
+                        ends.put(dst, data).await?;
                     }
                     let n = data.len();
                     buf.consume(n);
                 }
-                if buf.fill(src, BODY_READ).await.map_err(RelayError::Read)? == 0 {
+                if ends.fill(buf, src).await? == 0 {
                     break;
                 }
             }
             if mode == Mode::Encode {
                 scratch.clear();
                 codec::push_last_chunk(&mut scratch);
-                dst.write_all(&scratch).await.map_err(RelayError::Write)?;
+                ends.put(dst, &scratch).await?;
             }
         }
     }
