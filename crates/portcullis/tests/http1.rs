@@ -615,6 +615,19 @@ async fn a_stalled_upload_gets_408_and_the_connection_closes() {
         .await;
     let response = client.response().await.expect("a response");
     assert_eq!(status_of(&response), "408", "{response}");
+    assert_eq!(
+        header_value(&response, "content-length"),
+        Some("20"),
+        "{response}"
+    );
+    assert_eq!(
+        header_value(&response, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert!(
+        response.ends_with("\r\n\r\n408 Request Timeout\n"),
+        "{response}"
+    );
     assert!(client.closed().await);
     running.shutdown().await;
 }

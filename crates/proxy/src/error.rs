@@ -56,14 +56,24 @@ impl ProxyError {
     }
 }
 
+/// The media type of the bodies Portcullis writes itself.
+pub(crate) const LOCAL_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// The body of a response Portcullis makes itself: `<code> <reason>` and a newline.
+pub(crate) fn local_body(status: StatusCode) -> Vec<u8> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut body = Vec::with_capacity(5 + reason.len());
+    body.extend_from_slice(status.as_str().as_bytes());
+    body.push(b' ');
+    body.extend_from_slice(reason.as_bytes());
+    body.push(b'\n');
+    body
+}
+
 /// A small local response for `status`, with `Server`, `Content-Type` and `Content-Length`
 /// (`Date` is added by the HTTP server).
 pub fn local_response(status: StatusCode) -> Response<ResBody> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
+    let text = local_body(status);
     let len = text.len();
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
     *response.status_mut() = status;
@@ -71,7 +81,7 @@ pub fn local_response(status: StatusCode) -> Response<ResBody> {
     headers.insert(header::SERVER, SERVER);
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static(LOCAL_CONTENT_TYPE),
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     response

@@ -16,6 +16,7 @@ use tokio::sync::futures::Notified;
 use super::codec::{self, Chunked, Field, Framing, HeadError, Kind, RequestHead, ResponseHead};
 use super::pool::Upstream;
 use super::{push_date, Buf, ClientIo, Deadline, Stop};
+use crate::error::{local_body, LOCAL_CONTENT_TYPE};
 use crate::forward::{next_endpoint, redirect_location, route, ConnInfo, Routed, MAX_ATTEMPTS};
 use crate::headers;
 use crate::log::{AccessLog, Entry};
@@ -844,12 +845,14 @@ fn push_local(
     location: Option<&str>,
 ) {
     let reason = status.canonical_reason().unwrap_or("");
+    let body = local_body(status);
     push_status_line(out, status.as_u16(), reason.as_bytes());
     out.extend_from_slice(b"Server: portcullis\r\nDate: ");
     push_date(out);
-    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\n");
-    // The body is "<code> <reason>\n".
-    push_content_length(out, (3 + 1 + reason.len() + 1) as u64);
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(LOCAL_CONTENT_TYPE.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    push_content_length(out, body.len() as u64);
     if let Some(location) = location {
         out.extend_from_slice(b"Location: ");
         out.extend_from_slice(location.as_bytes());
@@ -862,10 +865,7 @@ fn push_local(
     }
     out.extend_from_slice(b"\r\n");
     if !head_request {
-        push_decimal(out, u64::from(status.as_u16()));
-        out.push(b' ');
-        out.extend_from_slice(reason.as_bytes());
-        out.push(b'\n');
+        out.extend_from_slice(&body);
     }
 }
 
