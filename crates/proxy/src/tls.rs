@@ -82,11 +82,6 @@ impl TlsConfig {
             _ => self.server_order.clone(),
         }
     }
-
-    /// The configuration that prefers the server's suite order.
-    pub fn server_order(&self) -> &Arc<ServerConfig> {
-        &self.server_order
-    }
 }
 
 fn is_chacha(suite: CipherSuite) -> bool {
