@@ -9,9 +9,9 @@ mod diagnostic;
 mod parse;
 mod snapshot;
 
-pub use diagnostic::{Diagnostic, Severity};
+pub use diagnostic::{Diagnostic, Severity, Subject};
 pub use k8s_openapi;
-pub use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+pub use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 pub use parse::{parse_manifests, ManifestError, Parsed};

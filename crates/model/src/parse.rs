@@ -189,6 +189,7 @@ fn parse_object(mut map: Map<String, Value>, origin: &str) -> Result<Parsed, Man
         ("discovery.k8s.io", "EndpointSlice") => Kind::EndpointSlice,
         ("", "Endpoints") => Kind::Endpoints,
         ("", "Secret") => Kind::Secret,
+        ("", "ConfigMap") => Kind::ConfigMap,
         _ => {
             return Ok(Parsed::Skipped {
                 kind: if api_version.is_empty() {
@@ -238,6 +239,7 @@ fn parse_object(mut map: Map<String, Value>, origin: &str) -> Result<Parsed, Man
         Kind::EndpointSlice => typed(value).map(Object::EndpointSlice),
         Kind::Endpoints => typed(value).map(Object::Endpoints),
         Kind::Secret => typed(value).map(Object::Secret),
+        Kind::ConfigMap => typed(value).map(Object::ConfigMap),
     }
     .map_err(|(field, message)| invalid(&field, message))?;
     Ok(match converted_from {

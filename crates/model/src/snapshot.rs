@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,6 +22,8 @@ pub enum Kind {
     Endpoints,
     /// `v1` Secret.
     Secret,
+    /// `v1` ConfigMap (read for annotations that name one, such as `custom-headers`).
+    ConfigMap,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Endpoints => "Endpoints",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 }
@@ -100,6 +103,8 @@ pub enum Object {
     Endpoints(Endpoints),
     /// A Secret (`stringData` already folded into `data`).
     Secret(Secret),
+    /// A ConfigMap.
+    ConfigMap(ConfigMap),
 }
 
 impl Object {
@@ -112,6 +117,7 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Endpoints(_) => Kind::Endpoints,
             Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -124,6 +130,7 @@ impl Object {
             Object::EndpointSlice(o) => &o.metadata,
             Object::Endpoints(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -154,6 +161,8 @@ pub enum SharedObject {
     Endpoints(Arc<Endpoints>),
     /// A Secret.
     Secret(Arc<Secret>),
+    /// A ConfigMap.
+    ConfigMap(Arc<ConfigMap>),
 }
 
 impl From<Object> for SharedObject {
@@ -165,6 +174,7 @@ impl From<Object> for SharedObject {
             Object::EndpointSlice(o) => SharedObject::EndpointSlice(Arc::new(o)),
             Object::Endpoints(o) => SharedObject::Endpoints(Arc::new(o)),
             Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
+            Object::ConfigMap(o) => SharedObject::ConfigMap(Arc::new(o)),
         }
     }
 }
@@ -179,6 +189,7 @@ impl SharedObject {
             SharedObject::EndpointSlice(_) => Kind::EndpointSlice,
             SharedObject::Endpoints(_) => Kind::Endpoints,
             SharedObject::Secret(_) => Kind::Secret,
+            SharedObject::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -191,6 +202,7 @@ impl SharedObject {
             SharedObject::EndpointSlice(o) => &o.metadata,
             SharedObject::Endpoints(o) => &o.metadata,
             SharedObject::Secret(o) => &o.metadata,
+            SharedObject::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -218,6 +230,7 @@ impl PartialEq for SharedObject {
             (SharedObject::EndpointSlice(a), SharedObject::EndpointSlice(b)) => same(a, b),
             (SharedObject::Endpoints(a), SharedObject::Endpoints(b)) => same(a, b),
             (SharedObject::Secret(a), SharedObject::Secret(b)) => same(a, b),
+            (SharedObject::ConfigMap(a), SharedObject::ConfigMap(b)) => same(a, b),
             _ => false,
         }
     }
@@ -240,6 +253,8 @@ pub struct Snapshot {
     pub endpoints: BTreeMap<ObjectKey, Arc<Endpoints>>,
     /// Secrets by namespace/name.
     pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+    /// ConfigMaps by namespace/name.
+    pub config_maps: BTreeMap<ObjectKey, Arc<ConfigMap>>,
 }
 
 /// Whether two maps hold the same keys with equal objects (shared objects compare by pointer first).
@@ -261,6 +276,7 @@ impl PartialEq for Snapshot {
             && same_map(&self.endpoint_slices, &other.endpoint_slices)
             && same_map(&self.endpoints, &other.endpoints)
             && same_map(&self.secrets, &other.secrets)
+            && same_map(&self.config_maps, &other.config_maps)
     }
 }
 
@@ -280,6 +296,7 @@ impl Snapshot {
             SharedObject::EndpointSlice(o) => self.endpoint_slices.insert(key, o).is_some(),
             SharedObject::Endpoints(o) => self.endpoints.insert(key, o).is_some(),
             SharedObject::Secret(o) => self.secrets.insert(key, o).is_some(),
+            SharedObject::ConfigMap(o) => self.config_maps.insert(key, o).is_some(),
         }
     }
 
@@ -292,6 +309,7 @@ impl Snapshot {
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
             Kind::Endpoints => self.endpoints.remove(key).is_some(),
             Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(key).is_some(),
         }
     }
 
@@ -312,6 +330,7 @@ impl Snapshot {
             + self.endpoint_slices.len()
             + self.endpoints.len()
             + self.secrets.len()
+            + self.config_maps.len()
     }
 
     /// Whether the snapshot holds no objects.

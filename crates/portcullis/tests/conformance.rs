@@ -649,8 +649,8 @@ async fn run_case(case: Case) -> Vec<String> {
         }
         if address_absent {
             let explained = translation.diagnostics.iter().any(|d| {
-                d.kind == "Ingress"
-                    && d.object == format!("{NAMESPACE}/{}", manifest.name)
+                d.kind() == "Ingress"
+                    && d.object() == format!("{NAMESPACE}/{}", manifest.name)
                     && d.field.as_deref() == Some("spec.ingressClassName")
             });
             if !explained {

@@ -166,7 +166,7 @@ fn is_manifest(path: &Path) -> bool {
 }
 
 fn file_diag(severity: Severity, file: &Path, message: impl Into<String>) -> Diagnostic {
-    Diagnostic::new(severity, "File", file.display(), None, message)
+    Diagnostic::file(severity, file.display(), message)
 }
 
 impl FolderSource {
@@ -506,8 +506,8 @@ fn parse_file(path: &Path, text: &str) -> ParsedFile {
             Ok(Parsed::Converted { object, from }) => {
                 out.notes.push(Diagnostic::new(
                     Severity::Info,
-                    object.kind().as_str(),
-                    object.key(),
+                    object.kind(),
+                    &object.key(),
                     Some("apiVersion".into()),
                     format!("read as networking.k8s.io/v1 (written as {from})"),
                 ));
@@ -614,7 +614,7 @@ mod tests {
         assert!(second
             .diagnostics
             .iter()
-            .any(|d| d.severity == Severity::Error && d.object.ends_with("a.yaml")));
+            .any(|d| d.severity == Severity::Error && d.object().ends_with("a.yaml")));
 
         std::fs::remove_file(dir.path().join("sub/a.yaml")).unwrap();
         assert!(
@@ -696,7 +696,7 @@ mod tests {
         let load = src.load();
         assert_eq!(port_of(&load, "x"), 81);
         assert_eq!(load.diagnostics.len(), 1, "{:?}", load.diagnostics);
-        assert!(load.diagnostics[0].object.ends_with("b.yaml"));
+        assert!(load.diagnostics[0].object().ends_with("b.yaml"));
         assert!(load.diagnostics[0].message.contains("a.yaml"));
 
         std::fs::remove_file(root.join("b.yaml")).unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use model::k8s_openapi::api::core::v1::ServicePort;
 use model::k8s_openapi::api::networking::v1::IngressBackend;
-use model::{EndpointSlice, Endpoints, ObjectKey, Service, Snapshot};
+use model::{EndpointSlice, Endpoints, Kind, ObjectKey, Service, Snapshot};
 use table::{Backend, BackendTarget};
 
 use crate::{Diagnostic, Severity};
@@ -196,7 +196,7 @@ pub fn resolve(
     let mut diag = |severity, field: String, message: String| {
         diagnostics.push(Diagnostic::new(
             severity,
-            "Ingress",
+            Kind::Ingress,
             ingress,
             Some(field),
             message,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use model::{Ingress, ObjectKey, Snapshot};
+use model::{Ingress, Kind, ObjectKey, Snapshot};
 
 use crate::{Diagnostic, Options, Severity};
 
@@ -65,7 +65,7 @@ pub fn select<'a>(
                 if !ok {
                     diagnostics.push(Diagnostic::new(
                         Severity::Info,
-                        "Ingress",
+                        Kind::Ingress,
                         key,
                         Some("spec.ingressClassName".into()),
                         format!(
@@ -81,7 +81,7 @@ pub fn select<'a>(
             None => {
                 diagnostics.push(Diagnostic::new(
                     Severity::Info,
-                    "Ingress",
+                    Kind::Ingress,
                     key,
                     Some("spec.ingressClassName".into()),
                     "no class and no default IngressClass of ours; ignored (set ingressClassName, \

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use model::{Ingress, ObjectKey, Snapshot};
+use model::{Ingress, Kind, ObjectKey, Snapshot};
 use table::{Conflict, HostPattern, PathType, Route, RouteOrigin, RoutePolicy, TableBuilder};
 
 use crate::backend::{resolve, Objects, Resolved};
@@ -30,7 +30,7 @@ pub fn compile_tls(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let diag = |severity, field: String, message: String| {
-        Diagnostic::new(severity, "Ingress", key, Some(field), message)
+        Diagnostic::new(severity, Kind::Ingress, key, Some(field), message)
     };
     let Some(spec) = &ing.spec else { return };
     for (i, entry) in spec.tls.iter().flatten().enumerate() {
@@ -157,7 +157,7 @@ fn bool_annotation(
         _ => {
             diagnostics.push(Diagnostic::new(
                 Severity::Error,
-                "Ingress",
+                Kind::Ingress,
                 key,
                 Some(format!("metadata.annotations[{full}]")),
                 format!("{value:?} is not \"true\" or \"false\"; using {default}"),
@@ -234,7 +234,7 @@ impl Plan {
         let diag = |severity, field: String, message: String| {
             Step::Note(Diagnostic::new(
                 severity,
-                "Ingress",
+                Kind::Ingress,
                 key,
                 Some(field),
                 message,
@@ -381,7 +381,7 @@ impl Plan {
         diagnostics: &mut Vec<Diagnostic>,
     ) {
         let diag = |severity, field: String, message: String| {
-            Diagnostic::new(severity, "Ingress", key, Some(field), message)
+            Diagnostic::new(severity, Kind::Ingress, key, Some(field), message)
         };
         for step in &mut self.steps {
             match step {

@@ -17,7 +17,7 @@ pub use tls::{certificate_from_secret, covers, EXPIRY_WARNING_SECS};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use model::{Ingress, ObjectKey, Snapshot};
+use model::{Ingress, Kind, ObjectKey, Snapshot};
 use table::Table;
 
 /// Controller settings that change what translation produces.
@@ -124,7 +124,7 @@ impl Translator {
                 Ok(cert) => builder.set_default_certificate(cert),
                 Err(e) => diagnostics.push(Diagnostic::new(
                     Severity::Error,
-                    "Secret",
+                    Kind::Secret,
                     key,
                     None,
                     format!(

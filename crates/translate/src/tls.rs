@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use model::{ObjectKey, Secret, Snapshot};
+use model::{Kind, ObjectKey, Secret, Snapshot};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -137,7 +137,7 @@ impl<'a> SecretCache<'a> {
                 if ty != "kubernetes.io/tls" {
                     diagnostics.push(Diagnostic::new(
                         Severity::Warning,
-                        "Secret",
+                        Kind::Secret,
                         key,
                         Some("type".into()),
                         format!(
@@ -151,7 +151,7 @@ impl<'a> SecretCache<'a> {
         match &result {
             Err(e) if snapshot.secrets.contains_key(key) => diagnostics.push(Diagnostic::new(
                 Severity::Error,
-                "Secret",
+                Kind::Secret,
                 key,
                 Some("data".into()),
                 e.clone(),
@@ -162,7 +162,7 @@ impl<'a> SecretCache<'a> {
                     if left < 0 {
                         diagnostics.push(Diagnostic::new(
                             Severity::Error,
-                            "Secret",
+                            Kind::Secret,
                             key,
                             Some("data.tls.crt".into()),
                             "certificate has expired; clients will reject it",
@@ -170,7 +170,7 @@ impl<'a> SecretCache<'a> {
                     } else if left < EXPIRY_WARNING_SECS {
                         diagnostics.push(Diagnostic::new(
                             Severity::Warning,
-                            "Secret",
+                            Kind::Secret,
                             key,
                             Some("data.tls.crt".into()),
                             format!("certificate expires in {} day(s)", left / 86_400),

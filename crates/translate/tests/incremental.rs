@@ -447,6 +447,7 @@ fn apply(snapshot: &mut Snapshot, change: &Change) {
                     SECRETS[name % SECRETS.len()].to_string(),
                 ),
                 Kind::IngressClass => (String::new(), format!("c{}", name % 2)),
+                Kind::ConfigMap => (NAMESPACES[*ns].to_string(), format!("cm{name}")),
             };
             snapshot.remove(kind, &ObjectKey::new(ns, name));
         }
@@ -457,6 +458,7 @@ fn apply(snapshot: &mut Snapshot, change: &Change) {
             Kind::Endpoints => copy_nth(&mut snapshot.endpoints, *index),
             Kind::Secret => copy_nth(&mut snapshot.secrets, *index),
             Kind::IngressClass => copy_nth(&mut snapshot.ingress_classes, *index),
+            Kind::ConfigMap => copy_nth(&mut snapshot.config_maps, *index),
         },
         other => {
             let text = manifest(other).expect("a manifest");
