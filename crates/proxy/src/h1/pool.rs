@@ -75,9 +75,6 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Pooled connections are kept apart by endpoint and by TLS configuration (0: cleartext).
-type Key = (Target, u64);
-
 /// One upstream connection.
 pub(crate) struct Upstream {
     pub(crate) stream: Stream,
@@ -96,7 +93,9 @@ struct Idle {
 
 /// Idle keep-alive connections by endpoint.
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<Key, Vec<Idle>, BuildFast>>,
+    /// By endpoint; each connection remembers its TLS configuration, so cleartext and TLS
+    /// connections to one endpoint are told apart without a wider key.
+    idle: Mutex<HashMap<Target, Vec<Idle>, BuildFast>>,
     idle_timeout: Duration,
     max_idle: usize,
 }
@@ -114,9 +113,10 @@ impl Pool {
     /// that is still open.
     pub(crate) fn take(&self, target: &Target, tls: Option<&UpstreamTls>) -> Option<Upstream> {
         let mut idle = self.idle.lock().ok()?;
-        let key = (target.clone(), tls.map_or(0, |t| t.id));
-        let list = idle.get_mut(&key)?;
-        while let Some(entry) = list.pop() {
+        let tls = tls.map_or(0, |t| t.id);
+        let list = idle.get_mut(target)?;
+        while let Some(at) = list.iter().rposition(|e| e.conn.tls == tls) {
+            let entry = list.remove(at);
             if entry.since.elapsed() < self.idle_timeout && is_quiet(entry.conn.stream.tcp()) {
                 let mut conn = entry.conn;
                 conn.reused = true;
@@ -137,10 +137,9 @@ impl Pool {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        let key = (target.clone(), conn.tls);
-        let list = match idle.get_mut(&key) {
+        let list = match idle.get_mut(target) {
             Some(list) => list,
-            None => idle.entry(key).or_default(),
+            None => idle.entry(target.clone()).or_default(),
         };
         let expired = list
             .iter()
