@@ -1,20 +1,20 @@
-//! The Ingress conformance data in `shared/conformance/` run through the real proxy: every scenario
-//! of kubernetes-sigs/ingress-controller-conformance, the 2019 legacy checks, the Gateway API
-//! HTTPRoute cases that also fit Ingress, and the kubernetes.io pathType and wildcard tables.
+//! The Ingress conformance case tables in `tests/data/conformance/` run through the real proxy:
+//! every scenario of kubernetes-sigs/ingress-controller-conformance, the 2019 legacy checks, the
+//! Gateway API HTTPRoute cases that also fit Ingress, and the kubernetes.io pathType and wildcard
+//! tables.
 //!
 //! Each scenario gets its own manifest folder, echo pods on loopback ports and its own Portcullis
 //! with HTTP and HTTPS listeners; https requests (and http requests redirected to https) go over TLS
 //! with the scenario's self-signed Secret, like the suite's client.
 //! A test runs all of its scenarios and reports every failure at the end, so one failure does not
-//! hide the others. The data folder is `../shared/conformance` next to the workspace, or
-//! `PORTCULLIS_CONFORMANCE_DIR`.
+//! hide the others.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use http::uri::Authority;
@@ -45,32 +45,14 @@ const LEGACY_CLASS: &str = "ambassador";
 // The data
 // ---------------------------------------------------------------------------------------------
 
-fn data_dir() -> PathBuf {
-    let dir = match std::env::var_os("PORTCULLIS_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/conformance"
-        )),
-    };
-    assert!(
-        dir.join("scenarios.json").is_file(),
-        "the conformance data is missing: no scenarios.json in {}. It lives in shared/conformance \
-         next to the workspace; set PORTCULLIS_CONFORMANCE_DIR to its folder if it is elsewhere.",
-        dir.display()
-    );
-    dir
-}
+/// The case tables, as copied into the repository (`tests/data/conformance/`, see its README).
+const SCENARIOS: &str = include_str!("data/conformance/scenarios.json");
+const PATH_EXAMPLES: &str = include_str!("data/conformance/path_examples.json");
+const GATEWAY_CASES: &str = include_str!("data/conformance/gateway_api_extra_cases.json");
 
-fn read_json<T: DeserializeOwned>(file: &str) -> T {
-    let path = data_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "{} does not have the shape this runner knows (a new kind of expectation?): {e}",
-            path.display()
-        )
+fn parse_table<T: DeserializeOwned>(file: &str, text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        panic!("{file} does not have the shape this runner knows (a new kind of expectation?): {e}")
     })
 }
 
@@ -879,7 +861,7 @@ fn check_response(expect: &Expect, exchange: &Exchange) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_scenarios() {
-    let scenarios: Scenarios = read_json("scenarios.json");
+    let scenarios: Scenarios = parse_table("scenarios.json", SCENARIOS);
     let mut failures = Vec::new();
     let mut ran = 0;
     for case in scenarios.cases {
@@ -1041,7 +1023,7 @@ async fn run_legacy_manifest(manifest: LegacyManifest, checks: Vec<LegacyCheck>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_legacy_checks() {
-    let scenarios: Scenarios = read_json("scenarios.json");
+    let scenarios: Scenarios = parse_table("scenarios.json", SCENARIOS);
     let legacy = scenarios.legacy_checks;
     let mut failures = Vec::new();
     let mut ran = 0;
@@ -1397,7 +1379,7 @@ fn check_gateway_response(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_api_cases_as_ingress() {
-    let data: GatewayCases = read_json("gateway_api_extra_cases.json");
+    let data: GatewayCases = parse_table("gateway_api_extra_cases.json", GATEWAY_CASES);
     let mut failures = Vec::new();
     let mut ran = 0;
     for test in data.tests {
@@ -1551,7 +1533,7 @@ async fn run_host_row(row: HostRow) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_docs_path_and_host_examples() {
-    let data: PathExamples = read_json("path_examples.json");
+    let data: PathExamples = parse_table("path_examples.json", PATH_EXAMPLES);
     let mut failures = Vec::new();
     let mut ran = 0;
     for row in data.path_examples {
