@@ -1,8 +1,10 @@
 //! End to end through a real browser: `portcullis demo` serves `examples/multi/` and headless Chromium,
 //! driven over ChromeDriver's W3C WebDriver API, uses the Fibonacci page through the proxy.
 //!
-//! Needs the Debian packages `chromium` and `chromium-driver`. Without them the test is skipped, unless
-//! `CI` is set, where a missing browser is a failure.
+//! Needs the Debian packages `chromium` and `chromium-driver`. Without them a local run prints
+//! `skipped: …`; under CI (`CI` set) a missing browser fails the test.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -36,7 +38,12 @@ const BACKEND_PORTS: [u16; 2] = [3000, 5000];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fib_page_works_through_the_proxy() {
-    if !browser_installed() {
+    let install = "apt-get install chromium chromium-driver";
+    if !support::tools::files_ready(
+        "fib_page_works_through_the_proxy",
+        &[CHROMIUM, CHROMEDRIVER],
+        install,
+    ) {
         return;
     }
 
@@ -136,27 +143,6 @@ async fn scenario(session: Session, proxy_url: String) {
         !seen.split(',').any(|index| index.trim() == "41"),
         "a refused index is not recorded: {seen:?}"
     );
-}
-
-fn browser_installed() -> bool {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
-        .into_iter()
-        .filter(|path| !Path::new(path).exists())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "browser test: {} not found; CI must install the Debian packages chromium and chromium-driver",
-            missing.join(" and ")
-        );
-    }
-    eprintln!(
-        "skipping browser test: {} not found; install chromium chromium-driver to run it",
-        missing.join(" and ")
-    );
-    false
 }
 
 /// A child process that is killed, with everything it started, when the guard is dropped.

@@ -529,25 +529,6 @@ async fn broken_secret_falls_back_without_affecting_other_hosts() {
     site.running.shutdown().await;
 }
 
-fn tool(name: &str) -> bool {
-    let found = std::process::Command::new(name)
-        .arg("--version")
-        .output()
-        .is_ok()
-        || std::process::Command::new(name)
-            .arg("version")
-            .output()
-            .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is required in CI (see .ci/run)"
-        );
-        eprintln!("skipping: {name} is not installed");
-    }
-    found
-}
-
 fn write_ca(site: &Site) -> std::path::PathBuf {
     let path = site.dir.join(".ca.pem");
     std::fs::write(&path, site.pki.issuer.pem()).expect("write ca");
@@ -556,7 +537,8 @@ fn write_ca(site: &Site) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_and_openssl_clients() {
-    if !tool("curl") || !tool("openssl") {
+    let install = "apt-get install curl openssl";
+    if !support::tools::programs_ready("curl_and_openssl_clients", &["curl", "openssl"], install) {
         return;
     }
     let site = start_site(None).await;
@@ -623,7 +605,8 @@ async fn curl_and_openssl_clients() {
 /// CA's library only makes ECDSA and Ed25519 keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_certificate_is_served() {
-    if !tool("openssl") {
+    let install = "apt-get install openssl";
+    if !support::tools::programs_ready("rsa_certificate_is_served", &["openssl"], install) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
