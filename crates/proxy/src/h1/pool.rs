@@ -222,10 +222,12 @@ mod tests {
             .take(&target, None)
             .expect("an open idle connection is reused");
         assert!(again.reused);
-        pool.put(&target, again);
 
+        // The peer closes; once its FIN has arrived the connection goes back to the pool.
         drop(peer);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut probe = [0u8; 1];
+        assert_eq!(again.stream.tcp().peek(&mut probe).await.unwrap(), 0);
+        pool.put(&target, again);
         assert!(
             pool.take(&target, None).is_none(),
             "a closed connection is dropped"
@@ -233,24 +235,62 @@ mod tests {
 
         let conn = pool.connect_plain(&target).await.unwrap();
         let (mut peer, _) = listener.accept().await.unwrap();
-        pool.put(&target, conn);
         peer.write_all(b"unexpected").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(conn.stream.tcp().peek(&mut probe).await.unwrap(), 1);
+        pool.put(&target, conn);
         assert!(
             pool.take(&target, None).is_none(),
             "a chatty connection is dropped"
         );
     }
 
+    /// Makes the idle cleartext connections to `target` look `age` older than they are.
+    fn age(pool: &Pool, target: &Target, age: Duration) {
+        let mut idle = pool.idle.lock().unwrap();
+        for entry in idle.get_mut(&(target.clone(), 0)).unwrap() {
+            entry.since = entry.since.checked_sub(age).unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn idle_connections_expire() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = Target::Addr(listener.local_addr().unwrap());
-        let pool = Pool::new(Duration::from_millis(20), 4);
+        let idle_timeout = Duration::from_secs(60);
+        let pool = Pool::new(idle_timeout, 4);
         let conn = pool.connect_plain(&target).await.unwrap();
         let _peer = listener.accept().await.unwrap();
         pool.put(&target, conn);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        assert!(pool.take(&target, None).is_none());
+
+        age(&pool, &target, idle_timeout - Duration::from_secs(1));
+        let conn = pool
+            .take(&target, None)
+            .expect("not idle for long enough to expire");
+        pool.put(&target, conn);
+
+        age(&pool, &target, idle_timeout);
+        assert!(pool.take(&target, None).is_none(), "idle past the timeout");
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_dropped_when_another_is_put() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target::Addr(listener.local_addr().unwrap());
+        let idle_timeout = Duration::from_secs(60);
+        let pool = Pool::new(idle_timeout, 1);
+        let old = pool.connect_plain(&target).await.unwrap();
+        let _old_peer = listener.accept().await.unwrap();
+        pool.put(&target, old);
+        age(&pool, &target, idle_timeout);
+
+        // With room for one idle connection, the fresh one takes the expired one's place.
+        let fresh = pool.connect_plain(&target).await.unwrap();
+        let fresh_addr = fresh.stream.tcp().local_addr().unwrap();
+        let _fresh_peer = listener.accept().await.unwrap();
+        pool.put(&target, fresh);
+        let taken = pool
+            .take(&target, None)
+            .expect("the fresh connection is kept");
+        assert_eq!(taken.stream.tcp().local_addr().unwrap(), fresh_addr);
     }
 }
