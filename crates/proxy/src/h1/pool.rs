@@ -247,7 +247,7 @@ mod tests {
     /// Makes the idle cleartext connections to `target` look `age` older than they are.
     fn age(pool: &Pool, target: &Target, age: Duration) {
         let mut idle = pool.idle.lock().unwrap();
-        for entry in idle.get_mut(&(target.clone(), 0)).unwrap() {
+        for entry in idle.get_mut(target).unwrap() {
             entry.since = entry.since.checked_sub(age).unwrap();
         }
     }
