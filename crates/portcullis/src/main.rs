@@ -79,9 +79,6 @@ fn parse_object_key(s: &str) -> Result<model::ObjectKey, String> {
     }
 }
 
-/// The class and controller `--nginx-compat` serves.
-const NGINX_CLASS: &str = "nginx";
-const NGINX_CONTROLLER: &str = "k8s.io/ingress-nginx";
 const DEFAULT_CLASS: &str = "portcullis";
 const DEFAULT_CONTROLLER: &str = "portcullis.io/ingress-controller";
 
@@ -91,10 +88,10 @@ impl ClassArgs {
         let mut controller = self.controller_class.clone();
         if self.nginx_compat {
             if classes == [DEFAULT_CLASS] {
-                classes = vec![NGINX_CLASS.to_string()];
+                classes = vec![translate::NGINX_CLASS.to_string()];
             }
             if controller == DEFAULT_CONTROLLER {
-                controller = NGINX_CONTROLLER.to_string();
+                controller = translate::NGINX_CONTROLLER.to_string();
             }
         }
         translate::Options {
@@ -347,7 +344,7 @@ fn serve(args: &ServeArgs, mut settings: Settings, demo: Option<Demo>) -> anyhow
                 built_ins.client
             );
             println!(
-                "  /api   -> multi-server (built-in JSON API on {})",
+                "  /api   -> multi-server (built-in JSON API on {}; /api/values/all reaches it as /values/all)",
                 built_ins.api
             );
             println!(
@@ -441,7 +438,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         http_addr: args.http_addr,
         https_addr: None,
         admin_addr: Some(args.admin_addr),
-        translate: translate::Options::default(),
+        translate: translate::Options::nginx_compat(),
         proxy: args.serve.proxy_config()?,
     };
     let demo = Demo {

@@ -148,7 +148,7 @@ impl<'a> Reader<'a> {
     }
 
     /// [`Reader::parse`], saying `fallback` (what happens instead) when the value is rejected.
-    fn parse_or<T>(
+    pub(crate) fn parse_or<T>(
         &mut self,
         name: &str,
         parse: impl FnOnce(&'a str) -> Result<T, String>,
