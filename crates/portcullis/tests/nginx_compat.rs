@@ -728,3 +728,79 @@ async fn an_ingress_with_a_snippet_is_not_served_at_all() {
             && d.message.contains("never executes or pastes")
     }));
 }
+
+#[test]
+fn check_reports_the_annotations_in_use_and_route_explains_the_rewrite() {
+    let dir = tempfile::tempdir().expect("a temporary manifest folder");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/multi");
+    for entry in std::fs::read_dir(&example).expect("examples/multi") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_owned();
+        std::fs::copy(&path, dir.path().join(name)).expect("copy");
+    }
+    let extra = annotate(
+        &ingress_yaml(
+            NAMESPACE,
+            "extra",
+            "nginx",
+            None,
+            &[IngressRule::new(
+                Some("extra.example"),
+                vec![IngressPath::new("/", "Prefix", SERVER, 5000)],
+            )],
+        ),
+        &[
+            ("rewrite-target", "/"),
+            ("configuration-snippet", "return 200;"),
+            ("canary", "true"),
+            ("made-up", "1"),
+        ],
+    );
+    write_manifest(dir.path(), "extra.yaml", &extra);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .output()
+            .expect("portcullis runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let dir_arg = dir.path().to_str().expect("utf-8 path");
+    let (code, out) = run(&["check", "--nginx-compat", dir_arg]);
+    assert_eq!(code, Some(1), "the refused snippet is an error:\n{out}");
+    // Columns are aligned to the longest name; compare words.
+    let words: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for line in [
+        "rewrite-target 2 Ingress(es) partly:",
+        "use-regex 1 Ingress(es) partly:",
+        "configuration-snippet 1 Ingress(es) refused:",
+        "canary 1 Ingress(es) not yet",
+        "made-up 1 Ingress(es) unknown:",
+        "5 annotation(s): 0 supported, 2 partly, 1 refused, 1 not yet, 1 unknown",
+    ] {
+        assert!(
+            words.iter().any(|w| w.starts_with(line)),
+            "missing {line:?} in:\n{out}"
+        );
+    }
+    let (code, out) = run(&[
+        "route",
+        "--nginx-compat",
+        dir_arg,
+        "http://multi.example/API/values/all?x=1",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("route: Ingress default/ingress-service spec.rules[0].http.paths[1]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("forward: GET /values/all?x=1 to 127.0.0.1:5000 (backend default/server-cluster-ip-service:5000) over HTTP/1.1"),
+        "{out}"
+    );
+}
