@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use support::{
-    deploy, ingress_yaml, quiet_proxy, send, send_h2, spawn_http1, start_with_options,
+    deploy, ingress_yaml, quiet_proxy, send, send_both, send_h2, spawn_http1, start_with_options,
     write_manifest, IngressPath, IngressRule, ServiceSpec, TestRequest, TestResponse, NAMESPACE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -126,11 +126,7 @@ async fn the_course_apps_final_manifest_routes_as_under_ingress_nginx() {
                 .body(body.clone());
         }
         let want_service = case.backend.split(':').next().unwrap_or_default();
-        for (proto, response) in [
-            ("HTTP/1.1", send(running.http_addr, &request).await),
-            ("HTTP/2", send_h2(running.http_addr, &request).await),
-        ] {
-            let response = response.unwrap_or_else(|e| panic!("{proto} {}: {e}", case.path));
+        for (proto, response) in send_both(running.http_addr, &request).await {
             let echo = response.echo().unwrap_or_else(|| {
                 panic!(
                     "{proto} {} {}: not an echo reply: {} {}",
@@ -278,16 +274,7 @@ async fn the_course_apps_2018_manifest_routes_as_ingress_nginx_from_0_22_on() {
 async fn https_get(addr: std::net::SocketAddr, host: &str, target: &str) -> TestResponse {
     use std::sync::Arc;
     use tokio_rustls::rustls::pki_types::ServerName;
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    config
-        .dangerous()
-        .set_certificate_verifier(support::SkipVerify::new());
+    let config = support::pki::insecure_client_config(&[b"http/1.1"]);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from(host.to_string()).expect("name");
@@ -433,11 +420,7 @@ async fn cors_preflights_are_answered_and_responses_carry_the_headers() {
         .host("listed.example")
         .header("Origin", "https://acme.tenants.example")
         .header("Access-Control-Request-Method", "POST");
-    for (proto, response) in [
-        ("HTTP/1.1", send(addr, &preflight).await),
-        ("HTTP/2", send_h2(addr, &preflight).await),
-    ] {
-        let response = response.expect("preflight");
+    for (proto, response) in send_both(addr, &preflight).await {
         assert_eq!(response.status, StatusCode::NO_CONTENT, "{proto}");
         assert!(response.body.is_empty(), "{proto}");
         assert_eq!(
@@ -526,11 +509,7 @@ async fn bodies_over_proxy_body_size_get_413_fixed_length_or_chunked() {
     let over = TestRequest::new(Method::POST, "/up")
         .host("small.example")
         .body(vec![b'a'; 1025]);
-    for (proto, response) in [
-        ("HTTP/1.1", send(addr, &over).await),
-        ("HTTP/2", send_h2(addr, &over).await),
-    ] {
-        let response = response.expect("a response");
+    for (proto, response) in send_both(addr, &over).await {
         assert_eq!(
             response.status,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -658,11 +637,7 @@ async fn upstream_vhost_prefix_header_and_custom_response_headers() {
     let running = start_with_options(dir.path(), options, quiet_proxy(), false).await;
 
     let request = TestRequest::get("app.example", "/api/items/7?full=1");
-    for (proto, response) in [
-        ("HTTP/1.1", send(running.http_addr, &request).await),
-        ("HTTP/2", send_h2(running.http_addr, &request).await),
-    ] {
-        let response = response.expect("a response");
+    for (proto, response) in send_both(running.http_addr, &request).await {
         let echo = response
             .echo()
             .unwrap_or_else(|| panic!("{proto}: {}", response.text()));

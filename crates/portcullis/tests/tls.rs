@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
+use support::pki::{client_config, Leaf, Pki};
 use support::{deploy, write_manifest, ServiceSpec};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -21,51 +22,6 @@ use tokio_rustls::TlsConnector;
 
 /// The subject of the certificate Portcullis generates at start-up for names nothing covers.
 const DEFAULT_CERTIFICATE: &str = "Portcullis Default Certificate";
-
-/// A throwaway certificate authority and the leaf certificates it signs.
-struct Pki {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-struct Leaf {
-    crt: String,
-    key: String,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Portcullis Test CA");
-        let key = rcgen::KeyPair::generate().expect("ca key");
-        Pki {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("ca"),
-        }
-    }
-
-    fn leaf(&self, names: &[&str], cn: &str) -> Leaf {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("leaf params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        Leaf {
-            crt: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).expect("root");
-        roots
-    }
-}
 
 fn secret_yaml(name: &str, leaf: &Leaf) -> String {
     let indent = |t: &str| {
@@ -115,7 +71,7 @@ async fn start_site(redirect_port: Option<u16>) -> Site {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
     let backends = deploy(&path, "default", &[ServiceSpec::new("web", 80)]).await;
-    let pki = Pki::new();
+    let pki = Pki::new("Portcullis Test CA");
     write_manifest(
         &path,
         "a.yaml",
@@ -178,17 +134,6 @@ async fn start_site(redirect_port: Option<u16>) -> Site {
         running,
         _backends: backends,
     }
-}
-
-fn client_config(roots: RootCertStore, alpn: &[&[u8]]) -> ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
 }
 
 async fn handshake(

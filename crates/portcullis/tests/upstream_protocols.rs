@@ -16,55 +16,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
+use support::pki::{insecure_client_config, Pki};
 use support::{
-    endpoint_slice_yaml, ingress_yaml, quiet_proxy, send, send_h2, service_yaml,
+    endpoint_slice_yaml, ingress_yaml, quiet_proxy, send, send_both, service_yaml,
     start_with_options, write_manifest, Echoed, IngressPath, IngressRule, TestRequest, NAMESPACE,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-/// A certificate authority for the upstreams' certificates.
-struct Pki {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Upstream Test CA");
-        let key = rcgen::KeyPair::generate().expect("ca key");
-        Pki {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("ca"),
-        }
-    }
-
-    /// A server configuration for `name`, offering `alpn`.
-    fn server(&self, name: &str, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
-        let params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        let chain = vec![CertificateDer::from(cert.der().to_vec())];
-        let key = PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server config");
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
-
-    fn ca_pem(&self) -> String {
-        self.issuer.pem()
-    }
-}
 
 /// An HTTPS echo server: answers with the request's path and Host as JSON.
 async fn spawn_https_echo(config: Arc<rustls::ServerConfig>) -> SocketAddr {
@@ -142,11 +101,12 @@ fn annotated(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstreams_with_verification_off_and_on() {
-    let pki = Pki::new();
+    let pki = Pki::new("Upstream Test CA");
     let upstream = spawn_https_echo(pki.server("app.internal", &[])).await;
     let dir = tempfile::tempdir().expect("a temporary manifest folder");
     let ca = pki
-        .ca_pem()
+        .issuer
+        .pem()
         .lines()
         .map(|l| format!("    {l}\n"))
         .collect::<String>();
@@ -199,11 +159,7 @@ async fn https_upstreams_with_verification_off_and_on() {
 
     for host in ["unverified.example", "verified.example"] {
         let request = TestRequest::get(host, "/tls/path?q=1");
-        for (proto, response) in [
-            ("HTTP/1.1", send(addr, &request).await),
-            ("HTTP/2", send_h2(addr, &request).await),
-        ] {
-            let response = response.expect("a response");
+        for (proto, response) in send_both(addr, &request).await {
             let echo = response.echo().unwrap_or_else(|| {
                 panic!("{proto} {host}: {} {}", response.status, response.text())
             });
@@ -215,11 +171,7 @@ async fn https_upstreams_with_verification_off_and_on() {
     // A certificate for another name, or no trusted CA, fails verification: 502, not a bypass.
     for host in ["wrong.example", "untrusted.example"] {
         let request = TestRequest::get(host, "/");
-        for (proto, response) in [
-            ("HTTP/1.1", send(addr, &request).await),
-            ("HTTP/2", send_h2(addr, &request).await),
-        ] {
-            let response = response.expect("a response");
+        for (proto, response) in send_both(addr, &request).await {
             assert_eq!(
                 response.status,
                 StatusCode::BAD_GATEWAY,
@@ -353,17 +305,7 @@ async fn h2_client(
             sender
         }
         Some(name) => {
-            let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-            config
-                .dangerous()
-                .set_certificate_verifier(support::SkipVerify::new());
-            config.alpn_protocols = vec![b"h2".to_vec()];
+            let config = insecure_client_config(&[b"h2"]);
             let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(ServerName::try_from(name.to_string()).expect("name"), tcp)
                 .await
@@ -446,7 +388,7 @@ async fn grpc_call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_and_streaming_calls_over_h2c_and_tls() {
-    let pki = Pki::new();
+    let pki = Pki::new("Upstream Test CA");
     let plain = spawn_grpc(None).await;
     let secure = spawn_grpc(Some(pki.server("grpc.internal", &[b"h2"]))).await;
     let dir = tempfile::tempdir().expect("a temporary manifest folder");

@@ -6,6 +6,7 @@
 //! Every test binary compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -565,17 +566,9 @@ pub async fn start_with_options(
     proxy: ProxyConfig,
     https: bool,
 ) -> Running {
-    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
-    portcullis::start(Settings {
-        manifests: vec![dir.to_path_buf()],
-        http_addr: loopback,
-        https_addr: https.then_some(loopback),
-        admin_addr: None,
-        translate,
-        proxy,
-    })
-    .await
-    .expect("Portcullis starts")
+    portcullis::start(settings(dir, translate, proxy, https))
+        .await
+        .expect("Portcullis starts")
 }
 
 /// Starts Portcullis on `dir` serving a given class with a given proxy configuration, optionally with an
@@ -593,15 +586,29 @@ async fn start_listeners(
 ) -> Running {
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
     portcullis::start(Settings {
-        manifests: vec![dir.to_path_buf()],
-        http_addr: loopback,
-        https_addr: https.then_some(loopback),
         admin_addr: admin.then_some(loopback),
-        translate: class_options(class),
-        proxy,
+        ..settings(dir, class_options(class), proxy, https)
     })
     .await
     .expect("Portcullis starts")
+}
+
+/// Settings serving `dir` on fresh loopback ports (HTTPS when asked), no admin server.
+fn settings(
+    dir: &Path,
+    translate: translate::Options,
+    proxy: ProxyConfig,
+    https: bool,
+) -> Settings {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+    Settings {
+        manifests: vec![dir.to_path_buf()],
+        http_addr: loopback,
+        https_addr: https.then_some(loopback),
+        admin_addr: None,
+        translate,
+        proxy,
+    }
 }
 
 /// Reads `dir` the way Portcullis does and translates it for `class`.
@@ -884,6 +891,23 @@ pub async fn send_h2(addr: SocketAddr, request: &TestRequest) -> Result<TestResp
                 request.method
             )
         })?
+}
+
+/// Sends the same request over HTTP/1.1 and over HTTP/2 (h2c), each on a new connection; panics
+/// when either gets no response.
+pub async fn send_both(
+    addr: SocketAddr,
+    request: &TestRequest,
+) -> [(&'static str, TestResponse); 2] {
+    let h1 = send(addr, request).await;
+    let h2 = send_h2(addr, request).await;
+    let expect = |proto: &str, r: Result<TestResponse, String>| {
+        r.unwrap_or_else(|e| panic!("{proto} {} {}: {e}", request.method, request.target))
+    };
+    [
+        ("HTTP/1.1", expect("HTTP/1.1", h1)),
+        ("HTTP/2", expect("HTTP/2", h2)),
+    ]
 }
 
 /// Sends a request like [`send`] and follows plain-HTTP redirects the way the conformance suite
