@@ -1,0 +1,113 @@
+//! Cluster mode: the Kubernetes API source → translate → publish, with `/readyz` following the
+//! initial lists. The data plane is the same as in folder mode; it accepts nothing until every
+//! initial list has synced and the first table is published.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use model::Diagnostic;
+use source::cluster::{Access, ClusterConfig, ClusterSource, SyncState};
+use table::Published;
+use tokio::sync::watch;
+
+use crate::admin::AdminState;
+use crate::app::{self, Running, Settings};
+
+/// What cluster mode needs beyond [`Settings`].
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// How to reach the API server.
+    pub access: Access,
+    /// What to watch and how.
+    pub source: ClusterConfig,
+}
+
+/// Connects to the API server, starts watching, and serves once every initial list has synced.
+/// `settings.manifests` is not read.
+pub async fn start(settings: Settings, cluster: ClusterSettings) -> anyhow::Result<Running> {
+    let client = source::cluster::connect(&cluster.access).await?;
+    let published = Arc::new(Published::new());
+    let admin_state = Arc::new(AdminState::new(published.clone(), Vec::new()));
+    let source = ClusterSource::start(client, cluster.source);
+    let sync = source.sync_state();
+    admin_state.set_readiness(sync.borrow().to_string());
+    let (gen_tx, generations) = watch::channel(0);
+    let mut running = app::launch(
+        &settings,
+        published.clone(),
+        admin_state.clone(),
+        generations,
+    )
+    .await?;
+    running
+        .background
+        .push(tokio::spawn(follow_readiness(sync, admin_state.clone())));
+    running.background.push(tokio::spawn(translate_updates(
+        source,
+        settings.translate.clone(),
+        published,
+        admin_state,
+        gen_tx,
+    )));
+    Ok(running)
+}
+
+/// Keeps `/readyz`'s account of the initial lists current.
+async fn follow_readiness(mut sync: watch::Receiver<SyncState>, admin: Arc<AdminState>) {
+    while sync.changed().await.is_ok() {
+        let text = sync.borrow_and_update().to_string();
+        admin.set_readiness(text);
+    }
+}
+
+/// Logs the diagnostics not logged after the previous translation (endpoint changes translate
+/// often; what they leave unchanged was said already).
+fn log_new(diagnostics: &[Diagnostic], seen: &mut BTreeSet<String>) {
+    let now: BTreeSet<String> = diagnostics.iter().map(ToString::to_string).collect();
+    let fresh: Vec<Diagnostic> = diagnostics
+        .iter()
+        .filter(|d| !seen.contains(&d.to_string()))
+        .cloned()
+        .collect();
+    app::log_diagnostics(&fresh);
+    *seen = now;
+}
+
+/// Translates every snapshot the source hands on whose routing inputs changed, and publishes it.
+async fn translate_updates(
+    source: ClusterSource,
+    options: translate::Options,
+    published: Arc<Published>,
+    admin: Arc<AdminState>,
+    generations: watch::Sender<u64>,
+) {
+    let mut updates = source.updates();
+    let mut translator = Some(translate::Translator::new());
+    let mut translated = None;
+    let mut seen = BTreeSet::new();
+    while updates.changed().await.is_ok() {
+        let Some(update) = updates.borrow_and_update().clone() else {
+            continue;
+        };
+        if translated == Some(update.routing_revision) {
+            continue;
+        }
+        let snapshot = update.snapshot.clone();
+        let mut t = translator.take().unwrap_or_default();
+        let (options_copy, published_copy) = (options.clone(), published.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let out = app::publish(&snapshot, &[], &options_copy, &mut t, &published_copy);
+            (t, out)
+        })
+        .await;
+        let Ok((t, (generation, diagnostics, _served))) = result else {
+            tracing::error!("translation failed; the last table stays in service");
+            continue;
+        };
+        translator = Some(t);
+        translated = Some(update.routing_revision);
+        log_new(&diagnostics, &mut seen);
+        admin.set_diagnostics(diagnostics);
+        let _ = generations.send(generation);
+    }
+}
