@@ -1,12 +1,17 @@
 //! Cluster mode: the Kubernetes API source → translate → publish, with `/readyz` following the
-//! initial lists. The data plane is the same as in folder mode; it accepts nothing until every
+//! initial lists, and — on the replica that leads — Ingress status from the same translation that
+//! was published. The data plane is the same as in folder mode; it accepts nothing until every
 //! initial list has synced and the first table is published.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use model::Diagnostic;
-use source::cluster::{Access, ClusterConfig, ClusterSource, SyncState};
+use source::cluster::{
+    Access, ClusterConfig, ClusterSource, Election, ElectionConfig, Served, StatusConfig,
+    StatusWriter, SyncState,
+};
 use table::Published;
 use tokio::sync::watch;
 
@@ -20,7 +25,16 @@ pub struct ClusterSettings {
     pub access: Access,
     /// What to watch and how.
     pub source: ClusterConfig,
+    /// What to write into Ingress status.
+    pub status: StatusConfig,
+    /// Take our addresses out of Ingress status on shutdown (`--update-status-on-shutdown`).
+    pub update_status_on_shutdown: bool,
+    /// Leader election; an empty Lease namespace means the client's default namespace.
+    pub election: ElectionConfig,
 }
+
+/// How long shutdown waits for the status clean-up and the Lease hand-over.
+const SHUTDOWN_API_WAIT: Duration = Duration::from_secs(5);
 
 /// Connects to the API server, starts watching, and serves once every initial list has synced.
 /// `settings.manifests` is not read.
@@ -28,7 +42,24 @@ pub async fn start(settings: Settings, cluster: ClusterSettings) -> anyhow::Resu
     let client = source::cluster::connect(&cluster.access).await?;
     let published = Arc::new(Published::new());
     let admin_state = Arc::new(AdminState::new(published.clone(), Vec::new()));
-    let source = ClusterSource::start(client, cluster.source);
+    let retry = cluster.source.retry;
+    let source = ClusterSource::start(client.clone(), cluster.source);
+    let mut election = cluster.election;
+    if election.lease.namespace.is_empty() {
+        election.lease.namespace = client.default_namespace().to_string();
+    }
+    let election = Election::start(client.clone(), election);
+    let leading = election.leading();
+    let (served_tx, served) = watch::channel(None);
+    let status = cluster.status.enabled().then(|| {
+        StatusWriter::start(
+            client.clone(),
+            cluster.status,
+            served,
+            leading.clone(),
+            retry,
+        )
+    });
     let sync = source.sync_state();
     admin_state.set_readiness(sync.borrow().to_string());
     let (gen_tx, generations) = watch::channel(0);
@@ -48,7 +79,25 @@ pub async fn start(settings: Settings, cluster: ClusterSettings) -> anyhow::Resu
         published,
         admin_state,
         gen_tx,
+        served_tx,
     )));
+    let clear = cluster.update_status_on_shutdown;
+    running.on_shutdown = Some(Box::new(move || {
+        Box::pin(async move {
+            let hand_over = async {
+                if let Some(status) = status {
+                    status.stop(clear && *leading.borrow()).await;
+                }
+                election.release().await;
+            };
+            if tokio::time::timeout(SHUTDOWN_API_WAIT, hand_over)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the Kubernetes API did not answer in time during shutdown");
+            }
+        })
+    }));
     Ok(running)
 }
 
@@ -80,16 +129,23 @@ async fn translate_updates(
     published: Arc<Published>,
     admin: Arc<AdminState>,
     generations: watch::Sender<u64>,
+    served: watch::Sender<Option<Served>>,
 ) {
     let mut updates = source.updates();
     let mut translator = Some(translate::Translator::new());
     let mut translated = None;
     let mut seen = BTreeSet::new();
+    let mut last: Option<Served> = None;
     while updates.changed().await.is_ok() {
         let Some(update) = updates.borrow_and_update().clone() else {
             continue;
         };
         if translated == Some(update.routing_revision) {
+            // Only status or bookkeeping changed: same table, newer objects for the status writer.
+            if let Some(last) = &mut last {
+                last.snapshot = update.snapshot.clone();
+                served.send_replace(Some(last.clone()));
+            }
             continue;
         }
         let snapshot = update.snapshot.clone();
@@ -100,14 +156,21 @@ async fn translate_updates(
             (t, out)
         })
         .await;
-        let Ok((t, (generation, diagnostics, _served))) = result else {
+        let Ok((t, (generation, diagnostics, ingresses))) = result else {
             tracing::error!("translation failed; the last table stays in service");
             continue;
         };
         translator = Some(t);
         translated = Some(update.routing_revision);
         log_new(&diagnostics, &mut seen);
-        admin.set_diagnostics(diagnostics);
+        admin.set_diagnostics(diagnostics.clone());
         let _ = generations.send(generation);
+        let current = Served {
+            snapshot: update.snapshot.clone(),
+            ingresses: Arc::new(ingresses.into_iter().collect::<BTreeSet<_>>()),
+            diagnostics: Arc::new(diagnostics),
+        };
+        served.send_replace(Some(current.clone()));
+        last = Some(current);
     }
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use model::ObjectKey;
 use portcullis::cluster::ClusterSettings;
-use source::cluster::{Access, ClusterConfig, ClusterSource};
+use source::cluster::{Access, ClusterConfig, ClusterSource, ElectionConfig, StatusConfig};
 
 /// How to reach a cluster: shared by `run`, `check` and `route`.
 #[derive(Args, Clone, Debug)]
@@ -64,19 +65,73 @@ impl ConnectArgs {
     }
 }
 
+fn parse_service(s: &str) -> Result<ObjectKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
+}
+
 /// Cluster-mode flags of `run`.
 #[derive(Args, Clone, Debug)]
 pub struct ClusterArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// Write these addresses (IPs or host names) into status.loadBalancer of every Ingress
+    /// served.
+    #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
+    pub publish_status_address: Vec<String>,
+    /// Write the load-balancer addresses (or external IPs) of this Service into status of every
+    /// Ingress served.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service)]
+    pub publish_service: Option<ObjectKey>,
+    /// On shutdown, take our addresses out of the status of the Ingresses served (default: leave
+    /// them in place, as the next replica or version writes the same).
+    #[arg(long)]
+    pub update_status_on_shutdown: bool,
+    /// Name of the Lease (in $POD_NAMESPACE) that elects the replica writing status and events.
+    #[arg(long, value_name = "NAME", default_value = "portcullis-leader")]
+    pub election_id: String,
+}
+
+/// This replica's name in the election: `$POD_NAME`, else the host name, else the process id.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| format!("portcullis-{}", std::process::id()))
 }
 
 impl ClusterArgs {
     /// The cluster-mode settings for `access`.
     pub fn settings(&self, access: Access) -> anyhow::Result<ClusterSettings> {
+        anyhow::ensure!(
+            self.publish_status_address.is_empty() || self.publish_service.is_none(),
+            "--publish-status-address and --publish-service are alternatives: give one"
+        );
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_default();
         Ok(ClusterSettings {
             access,
             source: self.connect.source_config(),
+            status: StatusConfig {
+                addresses: self
+                    .publish_status_address
+                    .iter()
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect(),
+                publish_service: self.publish_service.clone(),
+            },
+            update_status_on_shutdown: self.update_status_on_shutdown,
+            election: ElectionConfig::new(ObjectKey::new(namespace, &self.election_id), identity()),
         })
     }
 }

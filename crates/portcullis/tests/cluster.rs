@@ -2,95 +2,22 @@
 //! the proxy — readiness gated on the initial lists, changes of each kind reaching the table,
 //! endpoint changes that skip the debounce, and an API server that goes away and comes back.
 
+mod cluster_support;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
+use cluster_support::{
+    cluster_settings, readyz, start, until_served, until_status, wait_table, CONTROLLER, WAIT,
+};
 use http::StatusCode;
-use portcullis::cluster::ClusterSettings;
-use portcullis::{Running, Settings};
 use serde_json::json;
-use source::cluster::{Access, ClusterConfig, Retry};
+use source::cluster::ClusterConfig;
 use support::{send, spawn_simple_echo, TestRequest};
 use testkube::objects::{base64, endpoint_slice, ingress, ingress_class, secret, service};
 use testkube::ApiServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const WAIT: Duration = Duration::from_secs(20);
-const CONTROLLER: &str = "portcullis.io/ingress-controller";
-
-fn source_config() -> ClusterConfig {
-    ClusterConfig {
-        debounce: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        retry: Retry {
-            min: Duration::from_millis(20),
-            max: Duration::from_millis(300),
-        },
-        ..ClusterConfig::default()
-    }
-}
-
-async fn start(api: &ApiServer, dir: &Path, token: &str, config: ClusterConfig) -> Running {
-    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
-    let settings = Settings {
-        manifests: Vec::new(),
-        http_addr: loopback,
-        https_addr: None,
-        admin_addr: Some(loopback),
-        translate: translate::Options::default(),
-        proxy: proxy::ProxyConfig {
-            workers: 1,
-            ..support::quiet_proxy()
-        },
-    };
-    let cluster = ClusterSettings {
-        access: Access::Kubeconfig(api.kubeconfig(dir, token)),
-        source: config,
-    };
-    portcullis::cluster::start(settings, cluster)
-        .await
-        .expect("Portcullis starts in cluster mode")
-}
-
-/// Polls `host`+`path` through the proxy until the echo named `service` answers.
-async fn until_served(running: &Running, host: &str, path: &str, service: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last = String::new();
-    while tokio::time::Instant::now() < deadline {
-        match send(running.http_addr, &TestRequest::get(host, path)).await {
-            Ok(r) if r.served_by() == service => return,
-            Ok(r) => last = r.served_by(),
-            Err(e) => last = e,
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("{host}{path} not served by {service} within {WAIT:?} (last: {last})");
-}
-
-/// Polls until a request for `host`+`path` gets `status`.
-async fn until_status(running: &Running, host: &str, path: &str, status: StatusCode) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(r) = send(running.http_addr, &TestRequest::get(host, path)).await {
-            if r.status == status {
-                return;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("{host}{path} never answered {status}");
-}
-
-async fn readyz(running: &Running) -> (StatusCode, String) {
-    let admin = running.admin_addr.expect("admin server");
-    let r = send(admin, &TestRequest::get("admin", "/readyz"))
-        .await
-        .expect("/readyz answers");
-    (r.status, r.text())
-}
 
 /// An app Service `name` in `default`, its endpoints at `addr`, and an Ingress routing `host`.
 fn deploy(api: &ApiServer, name: &str, host: &str, addr: SocketAddr) {
@@ -120,7 +47,7 @@ async fn nothing_is_served_until_every_initial_list_has_synced() {
     api.apply(ingress_class("portcullis", CONTROLLER));
     deploy(&api, "web", "web.example", web.addr());
     api.reject_token("gated");
-    let running = start(&api, dir.path(), "gated", source_config()).await;
+    let running = start(cluster_settings(&api, dir.path(), "gated")).await;
 
     // The lists are refused: not ready, and says what it waits for.
     let (status, text) = readyz(&running).await;
@@ -166,7 +93,7 @@ async fn changes_of_every_kind_reach_the_table() {
     );
     api.apply(ingress_class("portcullis", CONTROLLER));
     deploy(&api, "web", "web.example", web.addr());
-    let running = start(&api, dir.path(), "changes", source_config()).await;
+    let running = start(cluster_settings(&api, dir.path(), "changes")).await;
     until_served(&running, "web.example", "/", "web").await;
 
     // Ingress added, then changed to another Service, then deleted.
@@ -264,25 +191,6 @@ async fn changes_of_every_kind_reach_the_table() {
     running.shutdown().await;
 }
 
-async fn wait_table(running: &Running, check: impl Fn(&table::Table) -> bool) {
-    let mut generations = running.generations.clone();
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            if check(&running.published.load()) {
-                return;
-            }
-            if generations.changed().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(
-        found.is_ok() && check(&running.published.load()),
-        "the table never got there"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_change_reaches_the_proxy_without_waiting_for_the_debounce() {
     let api = ApiServer::start().await;
@@ -297,9 +205,13 @@ async fn an_endpoint_change_reaches_the_proxy_without_waiting_for_the_debounce()
     let config = ClusterConfig {
         debounce: Duration::from_secs(3600),
         max_delay: Duration::from_secs(3600),
-        ..source_config()
+        ..cluster_support::source_config()
     };
-    let running = start(&api, dir.path(), "endpoints", config).await;
+    let running = start(portcullis::cluster::ClusterSettings {
+        source: config,
+        ..cluster_settings(&api, dir.path(), "endpoints")
+    })
+    .await;
     until_served(&running, "web.example", "/", "old").await;
     api.apply(endpoint_slice("default", "web-1", "web", &[new.addr()]));
     until_served(&running, "web.example", "/", "new").await;
@@ -316,7 +228,7 @@ async fn serving_goes_on_while_the_api_server_is_away_and_catches_up_after() {
     );
     api.apply(ingress_class("portcullis", CONTROLLER));
     deploy(&api, "web", "web.example", web.addr());
-    let running = start(&api, dir.path(), "outage", source_config()).await;
+    let running = start(cluster_settings(&api, dir.path(), "outage")).await;
     until_served(&running, "web.example", "/", "web").await;
 
     api.stop().await;

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::resources::{parse_path, Target};
-use crate::store::{Failure, Filter};
+use crate::store::{Failure, Filter, Store};
 use crate::Shared;
 
 /// A whole JSON answer, or the lines of a watch as they happen.
@@ -167,7 +167,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Answer> {
         code,
     };
     if shared.is_rejected(token.as_deref()) {
-        shared.log(record(401));
+        shared.store().requests.push(record(401));
+        shared.changed();
         return failure(&Failure::new(401, "Unauthorized", "Unauthorized"));
     }
     let content_type = req
@@ -180,8 +181,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Answer> {
         Ok(b) => b.to_bytes(),
         Err(_) => return failure(&Failure::new(400, "BadRequest", "unreadable body")),
     };
+    // The request is recorded under the same lock as what it changed: a test that sees the
+    // change also sees the request.
+    let mut store = shared.store();
     let response = answer(
-        shared,
+        &mut store,
         verb,
         &target,
         &query,
@@ -193,12 +197,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Answer> {
         Ok(r) => r.status().as_u16(),
         Err(f) => f.code,
     };
-    shared.log(record(code));
+    store.requests.push(record(code));
+    drop(store);
+    shared.changed();
     response.unwrap_or_else(|f| failure(&f))
 }
 
 fn answer(
-    shared: &Shared,
+    store: &mut Store,
     verb: &'static str,
     target: &Target,
     query: &HashMap<String, String>,
@@ -231,7 +237,6 @@ fn answer(
         serde_json::from_slice(body)
             .map_err(|e| Failure::new(400, "BadRequest", format!("invalid JSON: {e}")))
     };
-    let mut store = shared.store();
     match verb {
         "get" => store
             .get(resource, &key)
@@ -317,15 +322,11 @@ fn answer(
             object["apiVersion"] = json!(resource.api_version());
             object["kind"] = json!(resource.kind);
             let created = store.create(resource, object)?;
-            drop(store);
-            shared.changed();
             Ok(json_response(201, &created))
         }
         "update" => {
             let object = parse()?;
             let updated = store.update(resource, &key, object, status_only)?;
-            drop(store);
-            shared.changed();
             Ok(json_response(200, &updated))
         }
         "patch" => {
@@ -339,14 +340,10 @@ fn answer(
                 ));
             }
             let patched = store.patch(resource, &key, &parse()?, status_only)?;
-            drop(store);
-            shared.changed();
             Ok(json_response(200, &patched))
         }
         "delete" => {
             let deleted = store.delete(resource, &key)?;
-            drop(store);
-            shared.changed();
             Ok(json_response(200, &deleted))
         }
         _ => Err(Failure::new(405, "MethodNotAllowed", "method not allowed")),

@@ -52,7 +52,6 @@ pub struct Request {
 /// What the request handlers and the test controls share.
 pub(crate) struct Shared {
     store: Mutex<Store>,
-    requests: Mutex<Vec<Request>>,
     rejected: Mutex<HashSet<String>>,
     /// Bumped after every change to objects and every request, for tests to wait on.
     changes: watch::Sender<u64>,
@@ -66,14 +65,6 @@ impl Shared {
     pub(crate) fn is_rejected(&self, token: Option<&str>) -> bool {
         let rejected = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
         token.is_some_and(|t| rejected.contains(t))
-    }
-
-    pub(crate) fn log(&self, request: Request) {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(request);
-        self.changes.send_modify(|n| *n += 1);
     }
 
     pub(crate) fn changed(&self) {
@@ -134,7 +125,6 @@ impl ApiServer {
         let server = ApiServer {
             shared: Arc::new(Shared {
                 store: Mutex::new(Store::default()),
-                requests: Mutex::new(Vec::new()),
                 rejected: Mutex::new(HashSet::new()),
                 changes: watch::channel(0).0,
             }),
@@ -289,11 +279,7 @@ impl ApiServer {
 
     /// Every request answered so far, in order.
     pub fn requests(&self) -> Vec<Request> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.store().requests.clone()
     }
 
     /// Waits until `check` returns `Some`, re-checking after every request and change, for at

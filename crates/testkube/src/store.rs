@@ -175,6 +175,9 @@ pub struct Store {
     watches: Vec<Watch>,
     pages: HashMap<u64, Paged>,
     next_page: u64,
+    /// Every request answered, in order (recorded under the same lock as what it changed, so a
+    /// test that sees a change also sees the request that made it).
+    pub(crate) requests: Vec<crate::Request>,
 }
 
 /// One JSON line of a watch stream.

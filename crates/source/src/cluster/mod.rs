@@ -8,7 +8,9 @@
 
 mod aggregate;
 mod backoff;
+mod leader;
 mod refs;
+mod status;
 mod watches;
 
 use std::fmt;
@@ -23,7 +25,9 @@ use kube::{Api, Client};
 use model::{EndpointSlice, Ingress, IngressClass, Kind, Object, Secret, Service, Snapshot};
 use tokio::sync::{mpsc, watch};
 
+pub use leader::{Election, ElectionConfig};
 pub use refs::{references, Reference};
+pub use status::{service_addresses, Served, StatusConfig, StatusWriter};
 pub use watches::Retry;
 
 use aggregate::Aggregator;
