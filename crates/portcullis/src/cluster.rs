@@ -1,6 +1,6 @@
 //! Cluster mode: the Kubernetes API source → translate → publish, with `/readyz` following the
-//! initial lists, and — on the replica that leads — Ingress status from the same translation that
-//! was published. The data plane is the same as in folder mode; it accepts nothing until every
+//! initial lists, and — on the replica that leads — Ingress status and Events from the same
+//! translation that was published. The data plane is the same as in folder mode; it accepts nothing until every
 //! initial list has synced and the first table is published.
 
 use std::collections::BTreeSet;
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use model::Diagnostic;
 use source::cluster::{
-    Access, ClusterConfig, ClusterSource, Election, ElectionConfig, Served, StatusConfig,
-    StatusWriter, SyncState,
+    Access, ClusterConfig, ClusterSource, Election, ElectionConfig, EventConfig, EventRecorder,
+    Served, StatusConfig, StatusWriter, SyncState,
 };
 use table::Published;
 use tokio::sync::watch;
@@ -31,6 +31,9 @@ pub struct ClusterSettings {
     pub update_status_on_shutdown: bool,
     /// Leader election; an empty Lease namespace means the client's default namespace.
     pub election: ElectionConfig,
+    /// Events from diagnostics; an empty controller or instance is filled in from the controller
+    /// class and the election identity.
+    pub events: EventConfig,
 }
 
 /// How long shutdown waits for the status clean-up and the Lease hand-over.
@@ -48,9 +51,17 @@ pub async fn start(settings: Settings, cluster: ClusterSettings) -> anyhow::Resu
     if election.lease.namespace.is_empty() {
         election.lease.namespace = client.default_namespace().to_string();
     }
+    let mut events = cluster.events;
+    if events.controller.is_empty() {
+        events.controller = settings.translate.controller_class.clone();
+    }
+    if events.instance.is_empty() {
+        events.instance = election.identity.clone();
+    }
     let election = Election::start(client.clone(), election);
     let leading = election.leading();
     let (served_tx, served) = watch::channel(None);
+    let recorder = EventRecorder::start(client.clone(), events, served.clone(), leading.clone());
     let status = cluster.status.enabled().then(|| {
         StatusWriter::start(
             client.clone(),
@@ -84,6 +95,7 @@ pub async fn start(settings: Settings, cluster: ClusterSettings) -> anyhow::Resu
     let clear = cluster.update_status_on_shutdown;
     running.on_shutdown = Some(Box::new(move || {
         Box::pin(async move {
+            drop(recorder);
             let hand_over = async {
                 if let Some(status) = status {
                     status.stop(clear && *leading.borrow()).await;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Args;
 use model::ObjectKey;
 use portcullis::cluster::ClusterSettings;
-use source::cluster::{Access, ClusterConfig, ClusterSource, ElectionConfig, StatusConfig};
+use source::cluster::{
+    Access, ClusterConfig, ClusterSource, ElectionConfig, EventConfig, StatusConfig,
+};
 
 /// How to reach a cluster: shared by `run`, `check` and `route`.
 #[derive(Args, Clone, Debug)]
@@ -132,6 +134,7 @@ impl ClusterArgs {
             },
             update_status_on_shutdown: self.update_status_on_shutdown,
             election: ElectionConfig::new(ObjectKey::new(namespace, &self.election_id), identity()),
+            events: EventConfig::new(String::new(), String::new()),
         })
     }
 }

@@ -11,7 +11,7 @@ use model::ObjectKey;
 use portcullis::cluster::ClusterSettings;
 use portcullis::{Running, Settings};
 use serde_json::Value;
-use source::cluster::{Access, ClusterConfig, ElectionConfig, Retry, StatusConfig};
+use source::cluster::{Access, ClusterConfig, ElectionConfig, EventConfig, Retry, StatusConfig};
 use testkube::ApiServer;
 
 use crate::support::{send, TestRequest};
@@ -53,6 +53,7 @@ pub fn cluster_settings(api: &ApiServer, dir: &Path, token: &str) -> ClusterSett
                 token.to_string(),
             )
         },
+        events: EventConfig::new(String::new(), String::new()),
     }
 }
 
@@ -185,5 +186,30 @@ pub fn status_writes(api: &ApiServer) -> Vec<(Option<String>, String)> {
         .into_iter()
         .filter(|r| r.resource == "ingresses/status" && (r.verb == "update" || r.verb == "patch"))
         .map(|r| (r.token, r.name.unwrap_or_default()))
+        .collect()
+}
+
+/// The Events on the server about `kind` `namespace/name`: (reason, note, series count, token of
+/// the replica that created it).
+pub fn events_about(
+    api: &ApiServer,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String, u64)> {
+    api.list("events.k8s.io/v1", "Event")
+        .iter()
+        .filter(|e| {
+            e["regarding"]["kind"] == kind
+                && e["regarding"]["namespace"].as_str().unwrap_or("") == namespace
+                && e["regarding"]["name"] == name
+        })
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["note"].as_str().unwrap_or("").to_string(),
+                e["series"]["count"].as_u64().unwrap_or(1),
+            )
+        })
         .collect()
 }

@@ -8,6 +8,7 @@
 
 mod aggregate;
 mod backoff;
+mod events;
 mod leader;
 mod refs;
 mod status;
@@ -25,6 +26,7 @@ use kube::{Api, Client};
 use model::{EndpointSlice, Ingress, IngressClass, Kind, Object, Secret, Service, Snapshot};
 use tokio::sync::{mpsc, watch};
 
+pub use events::{EventConfig, EventRecorder};
 pub use leader::{Election, ElectionConfig};
 pub use refs::{references, Reference};
 pub use status::{service_addresses, Served, StatusConfig, StatusWriter};
