@@ -45,14 +45,10 @@ enum Command {
 struct ClassArgs {
     /// Ingress class to serve (repeatable); matches spec.ingressClassName or the
     /// kubernetes.io/ingress.class annotation.
-    #[arg(long = "ingress-class", value_name = "NAME", default_values_t = ["portcullis".to_string()])]
+    #[arg(long = "ingress-class", value_name = "NAME", default_values_t = [DEFAULT_CLASS.to_string()])]
     ingress_class: Vec<String>,
     /// IngressClass spec.controller value that marks a class as ours.
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = "portcullis.io/ingress-controller"
-    )]
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTROLLER)]
     controller_class: String,
     /// Also serve Ingresses that name no class.
     #[arg(long)]
@@ -61,6 +57,21 @@ struct ClassArgs {
     /// (default: a self-signed certificate generated at start-up).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object_key)]
     default_ssl_certificate: Option<model::ObjectKey>,
+    /// Serve an ingress-nginx cluster's Ingresses as they are: class `nginx` and controller
+    /// `k8s.io/ingress-nginx` (unless --ingress-class / --controller-class say otherwise).
+    #[arg(long)]
+    nginx_compat: bool,
+    /// Prefix of the ingress-nginx annotations read.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = translate::annotations::DEFAULT_PREFIX
+    )]
+    annotations_prefix: String,
+    /// Response headers the `custom-headers` annotation may set (comma-separated); with none
+    /// listed, routes using it are answered with 503, as in ingress-nginx.
+    #[arg(long, value_name = "HEADER,...", value_delimiter = ',')]
+    global_allowed_response_headers: Vec<String>,
 }
 
 fn parse_object_key(s: &str) -> Result<model::ObjectKey, String> {
@@ -72,14 +83,37 @@ fn parse_object_key(s: &str) -> Result<model::ObjectKey, String> {
     }
 }
 
+/// The class and controller `--nginx-compat` serves.
+const NGINX_CLASS: &str = "nginx";
+const NGINX_CONTROLLER: &str = "k8s.io/ingress-nginx";
+const DEFAULT_CLASS: &str = "portcullis";
+const DEFAULT_CONTROLLER: &str = "portcullis.io/ingress-controller";
+
 impl ClassArgs {
     fn options(&self) -> translate::Options {
+        let mut classes = self.ingress_class.clone();
+        let mut controller = self.controller_class.clone();
+        if self.nginx_compat {
+            if classes == [DEFAULT_CLASS] {
+                classes = vec![NGINX_CLASS.to_string()];
+            }
+            if controller == DEFAULT_CONTROLLER {
+                controller = NGINX_CONTROLLER.to_string();
+            }
+        }
         translate::Options {
-            ingress_classes: self.ingress_class.clone(),
-            controller_class: self.controller_class.clone(),
+            ingress_classes: classes,
+            controller_class: controller,
             watch_ingress_without_class: self.watch_ingress_without_class,
             default_certificate: self.default_ssl_certificate.clone(),
             now: None,
+            annotations_prefix: self.annotations_prefix.trim_end_matches('/').to_string(),
+            allowed_response_headers: self
+                .global_allowed_response_headers
+                .iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
         }
     }
 }
@@ -121,6 +155,14 @@ struct ServeArgs {
     /// Port named in HTTP→HTTPS redirects (default 443, which is left out of the URL).
     #[arg(long, value_name = "PORT")]
     https_redirect_port: Option<u16>,
+    /// Largest request body for routes whose Ingress sets no `proxy-body-size` (nginx size
+    /// syntax: 1m, 512k, 0 for no limit); larger ones get 413, as in ingress-nginx.
+    #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = parse_size)]
+    proxy_body_size: u64,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    translate::annotations::values::size(s).map_err(|e| format!("{s:?} {e}"))
 }
 
 impl ServeArgs {
@@ -133,6 +175,7 @@ impl ServeArgs {
             body_idle_timeout: Duration::from_secs(self.body_idle_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             https_redirect_port: self.https_redirect_port,
+            max_body_size: self.proxy_body_size,
             workers: self
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

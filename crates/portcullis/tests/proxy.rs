@@ -539,11 +539,13 @@ async fn large_request_body_is_streamed_to_the_backend() {
 
     let dir = temp_folder();
     write_service(dir.path(), "sink", &[(counter.addr, true)]);
-    write_manifest(
-        dir.path(),
-        "ingress.yaml",
-        &ingress_to("upload.example", "sink"),
+    // ingress-nginx's default body limit (1m) would refuse this upload; the annotation lifts it.
+    let ingress = ingress_to("upload.example", "sink").replacen(
+        "metadata:\n",
+        "metadata:\n  annotations:\n    nginx.ingress.kubernetes.io/proxy-body-size: \"0\"\n",
+        1,
     );
+    write_manifest(dir.path(), "ingress.yaml", &ingress);
     let running = start(dir.path(), CLASS).await;
 
     let body = GeneratedBody::new(LARGE, 64 * 1024).gated(1024 * 1024, first_rx);

@@ -9,6 +9,11 @@ use crate::upstream::{PooledBody, UpstreamError};
 /// The body type the proxy answers with: a streamed upstream body or a small local one.
 pub type ResBody = Either<PooledBody, Full<Bytes>>;
 
+/// nginx's "client closed request" code, for the access log.
+fn client_closed() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
 /// The `Server` header value on every response Portcullis makes or forwards without one.
 pub const SERVER: HeaderValue = HeaderValue::from_static("portcullis");
 
@@ -36,6 +41,21 @@ pub enum ProxyError {
     /// The request itself is unusable (e.g. a malformed header).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request head is larger than the proxy accepts, or has too many fields.
+    #[error("request head too large")]
+    HeadTooLarge,
+    /// The request body is larger than the route allows (`proxy-body-size`).
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The client stopped sending its request body.
+    #[error("request body stalled")]
+    RequestTimeout,
+    /// The client went away before the response (logged only, as nginx's 499).
+    #[error("client closed the request")]
+    ClientClosed,
+    /// The route cannot be served as configured; the text says why.
+    #[error("route denied: {0}")]
+    Denied(String),
 }
 
 impl ProxyError {
@@ -47,6 +67,11 @@ impl ProxyError {
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientClosed => client_closed(),
+            ProxyError::Denied(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -84,14 +109,5 @@ pub fn local_response(status: StatusCode) -> Response<ResBody> {
         HeaderValue::from_static(LOCAL_CONTENT_TYPE),
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    response
-}
-
-/// A redirect to `location` with a small body.
-pub fn redirect_response(status: StatusCode, location: &str) -> Response<ResBody> {
-    let mut response = local_response(status);
-    if let Ok(v) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
     response
 }

@@ -1,21 +1,24 @@
-//! One request: route lookup, endpoint choice, header rewriting, forwarding, upgrade tunnelling.
+//! One request on the HTTP/2 path (hyper): the shared decision, the edits it names applied to
+//! `http` parts, forwarding over the upstream pool, upgrade tunnelling.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::Either;
-use hyper::body::Incoming;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
-use table::BackendTarget;
 
-use crate::error::{ResBody, SERVER};
+use crate::decide::{Attempts, Decision, Failed, Forward, Local, View};
+use crate::error::{local_response, ResBody, SERVER};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::log::{AccessLog, Entry};
-use crate::upstream::{SendError, Target};
+use crate::upstream::{RequestBody, Route, SendError, UpstreamError};
 use crate::{Proxy, ProxyError};
 
 /// What the proxy knows about the client connection a request arrived on, with the header
@@ -114,6 +117,21 @@ fn request_host(req: &Request<Incoming>) -> &str {
         .unwrap_or("")
 }
 
+/// A response Portcullis makes itself, as an `http` response.
+pub(crate) fn local_to_response(local: &Local) -> Response<ResBody> {
+    let mut response = local_response(local.status);
+    if !local.body {
+        *response.body_mut() = Either::Right(Full::new(Bytes::new()));
+        let headers = response.headers_mut();
+        headers.remove(header::CONTENT_TYPE);
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    for (name, value) in &local.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
 async fn forward(
     proxy: &Proxy,
     conn: &ConnInfo,
@@ -132,106 +150,83 @@ async fn forward(
             .unwrap_or_else(|| HeaderValue::from_static("")),
     };
     let host_str = host.to_str().map_err(|_| ProxyError::BadRequest("host"))?;
-
-    // Everything that needs the table happens here, without holding it across an await.
-    let mut backend_name = None;
-    let target = match route(
-        proxy,
-        conn.scheme,
-        host_str,
-        req.uri().path(),
-        logged.is_some().then_some(&mut backend_name),
-    )? {
-        Routed::Redirect => {
-            return Ok(https_redirect(
-                host_str,
-                req.uri(),
-                proxy.config.https_redirect_port,
-            ))
-        }
-        Routed::Upstream(target) => target,
+    let content_length = req.body().size_hint().exact().or_else(|| {
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    });
+    let decision = proxy.decide(&View {
+        https: conn.scheme == "https",
+        method: req.method(),
+        host: host_str,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        content_length,
+        headers: req.headers(),
+    });
+    let fwd = match decision? {
+        Decision::Local(local) => return Ok(local_to_response(&local)),
+        Decision::Forward(fwd) => fwd,
     };
     if let Some(l) = logged {
-        l.backend = backend_name;
-        l.upstream = Some(target.to_string());
+        l.backend = Some(fwd.backend.name.clone());
+        l.upstream = Some(fwd.target.to_string());
     }
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let h2 = fwd.protocol().is_h2();
 
     let (mut parts, body) = req.into_parts();
-    if parts.uri.authority().is_some() {
-        // HTTP/2 and absolute-form requests carry the host in the URI; HTTP/1.1 upstreams need Host.
-        parts.headers.insert(header::HOST, host.clone());
-    }
-    if parts.version == Version::HTTP_2 {
+    if parts.version == Version::HTTP_2 && !h2 {
         join_cookies(&mut parts.headers);
     }
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if h2 {
+        // gRPC needs `te: trailers` end to end; it is the one hop-by-hop field HTTP/2 allows.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers::set_forwarded(
         &mut parts.headers,
         &conn.client_ip,
-        host,
+        host.clone(),
         conn.scheme,
         &conn.local_port,
     );
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
-    parts.version = Version::HTTP_11;
-    // HTTP/1.1 upstreams get the origin form; the host travels in the Host header.
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .map_or_else(|| Uri::from_static("/"), Uri::from);
+    for (name, value) in fwd.request_fields() {
+        parts.headers.insert(name, value.clone());
     }
+    let upstream_host = fwd.upstream_host().cloned();
+    parts.uri = upstream_uri(
+        &parts.uri,
+        &fwd,
+        h2,
+        upstream_host.as_ref().unwrap_or(&host),
+    )?;
+    if h2 {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        parts
+            .headers
+            .insert(header::HOST, upstream_host.unwrap_or(host));
+    }
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let body = RequestBody::new(body, fwd.limits.body, exceeded.clone());
     let upstream_req = Request::from_parts(parts, body);
-    let upstream_label = target.to_string();
 
-    let exchange = async {
-        let mut target = target;
-        let mut req = upstream_req;
-        let mut failed: Vec<SocketAddr> = Vec::new();
-        loop {
-            match proxy.pool.send(target.clone(), req).await {
-                Ok(response) => return Ok(response),
-                // Nothing reached this endpoint: like nginx's proxy_next_upstream, try another
-                // ready endpoint of the route (looked up again in the current table).
-                Err(SendError::NotSent(source, unsent)) => {
-                    if let Target::Addr(addr) = target {
-                        failed.push(addr);
-                    }
-                    match next_endpoint(proxy, host_str_of(&unsent), unsent.uri().path(), &failed) {
-                        Some(next) if failed.len() < MAX_ATTEMPTS => {
-                            tracing::debug!(%source, failed = %target, next = %next, "trying another endpoint");
-                            target = Target::Addr(next);
-                            req = *unsent;
-                        }
-                        _ => {
-                            return Err(ProxyError::Upstream {
-                                addr: target.to_string(),
-                                source,
-                            })
-                        }
-                    }
-                }
-                Err(SendError::Failed(source)) => {
-                    return Err(ProxyError::Upstream {
-                        addr: target.to_string(),
-                        source,
-                    })
-                }
-            }
-        }
+    let exchange = send(proxy, &fwd, upstream_req, h2);
+    let mut response = match tokio::time::timeout(fwd.limits.read, exchange).await {
+        Err(_) => return Err(ProxyError::Timeout(fwd.target.to_string())),
+        Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => return Err(ProxyError::PayloadTooLarge),
+        Ok(result) => result?,
     };
-    let timeout_target = upstream_label;
-    let mut response =
-        match tokio::time::timeout(proxy.config.response_header_timeout, exchange).await {
-            Err(_) => return Err(ProxyError::Timeout(timeout_target)),
-            Ok(result) => result?,
-        };
 
     match client_upgrade {
         Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -254,6 +249,12 @@ async fn forward(
         }
         _ => headers::strip_hop_by_hop(response.headers_mut(), false),
     }
+    if fwd.has_response_fields() {
+        let headers = response.headers_mut();
+        for (name, value) in fwd.response_fields() {
+            headers.insert(name, value);
+        }
+    }
     response
         .headers_mut()
         .entry(header::SERVER)
@@ -261,94 +262,83 @@ async fn forward(
     Ok(response.map(Either::Left))
 }
 
-/// Where the table sends a request.
-pub(crate) enum Routed {
-    /// To the same host and path over HTTPS.
-    Redirect,
-    /// To this upstream.
-    Upstream(Target),
-}
-
-/// Looks up the route for `host` and `path` and picks its upstream, or says the request goes to
-/// HTTPS. `backend_name`, when given, receives the backend's name (for the access log). The
-/// table is not held beyond this call.
-pub(crate) fn route(
-    proxy: &Proxy,
-    scheme: &str,
-    host: &str,
-    path: &str,
-    backend_name: Option<&mut Option<String>>,
-) -> Result<Routed, ProxyError> {
-    let table = proxy.published.load();
-    let found = table.lookup(host, path).ok_or(ProxyError::NoRoute)?;
-    if found.route.policy.https_redirect && scheme == "http" {
-        return Ok(Routed::Redirect);
-    }
-    let backend = table.backend(found.route.backend);
-    let target = match &backend.target {
-        BackendTarget::Endpoints { .. } => backend
-            .pick()
-            .map(Target::Addr)
-            .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
-        BackendTarget::ExternalName { host, port } => Target::Name(host.as_str().into(), *port),
-        BackendTarget::Unavailable { .. } => {
-            return Err(ProxyError::NoEndpoint(backend.name.clone()))
-        }
+/// The request target sent upstream: origin form for HTTP/1.1 (the host travels in `Host`),
+/// absolute form for HTTP/2 (scheme and `:authority`); the path rewritten when the decision says.
+fn upstream_uri(
+    received: &Uri,
+    fwd: &Forward,
+    h2: bool,
+    authority: &HeaderValue,
+) -> Result<Uri, ProxyError> {
+    let path = match &fwd.path {
+        Some(p) => p.as_str(),
+        None => received.path_and_query().map_or("/", |pq| pq.as_str()),
     };
-    if let Some(name) = backend_name {
-        *name = Some(backend.name.clone());
+    if !h2 {
+        if fwd.path.is_none() && received.scheme().is_none() && received.authority().is_none() {
+            return Ok(received.clone());
+        }
+        return Uri::try_from(path).map_err(|_| ProxyError::BadRequest("rewritten path"));
     }
-    Ok(Routed::Upstream(target))
+    let authority = authority
+        .to_str()
+        .map_err(|_| ProxyError::BadRequest("host"))?;
+    let scheme = if fwd.tls { "https" } else { "http" };
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("host"))
 }
 
-/// The 308 that sends a plain-HTTP request to the same host, path and query over HTTPS.
-fn https_redirect(host: &str, uri: &Uri, port: Option<u16>) -> Response<ResBody> {
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let location = redirect_location(host, target, port);
-    crate::error::redirect_response(StatusCode::PERMANENT_REDIRECT, &location)
-}
-
-/// The HTTPS URL for `host` (its port dropped) and `target` (path and query), naming `port`
-/// unless it is the default.
-pub(crate) fn redirect_location(host: &str, target: &str, port: Option<u16>) -> String {
-    let name = strip_port(host);
-    match port {
-        Some(p) if p != 443 => format!("https://{name}:{p}{target}"),
-        _ => format!("https://{name}{target}"),
-    }
-}
-
-/// How many endpoints one request may try when connections are refused.
-pub(crate) const MAX_ATTEMPTS: usize = 3;
-
-/// The Host header of a request being forwarded (always set by then).
-fn host_str_of(req: &Request<Incoming>) -> &str {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-}
-
-/// Another ready endpoint for the request's route, not among `failed`.
-pub(crate) fn next_endpoint(
+/// Sends the request, moving on to another endpoint while nothing was sent and the route's
+/// retry rules allow it.
+async fn send(
     proxy: &Proxy,
-    host: &str,
-    path: &str,
-    failed: &[SocketAddr],
-) -> Option<SocketAddr> {
-    let table = proxy.published.load();
-    let found = table.lookup(host, path)?;
-    table.backend(found.route.backend).pick_excluding(failed)
-}
-
-/// A host without its `:port` (IPv6 literals keep their brackets).
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |i| &host[..=i]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
+    fwd: &Forward,
+    req: Request<RequestBody>,
+    h2: bool,
+) -> Result<Response<crate::upstream::PooledBody>, ProxyError> {
+    let route = Route {
+        h2,
+        tls: fwd.upstream_tls(),
+        backend: &fwd.backend.name,
+        connect_timeout: fwd.limits.connect,
+    };
+    let method = req.method().clone();
+    let mut target = fwd.target.clone();
+    let mut req = req;
+    let mut attempts = Attempts::new();
+    loop {
+        match proxy.pool.send(target.clone(), req, route).await {
+            Ok(response) => return Ok(response),
+            Err(SendError::NotSent(source, unsent)) => {
+                let why = match source {
+                    UpstreamError::ConnectTimeout => Failed::ConnectTimeout,
+                    _ => Failed::Connect,
+                };
+                match attempts.next(fwd, &target, why, &method, false) {
+                    Some(next) => {
+                        tracing::debug!(%source, failed = %target, %next, "trying another endpoint");
+                        target = next;
+                        req = *unsent;
+                    }
+                    None => {
+                        return Err(ProxyError::Upstream {
+                            addr: target.to_string(),
+                            source,
+                        })
+                    }
+                }
+            }
+            Err(SendError::Failed(source)) => {
+                return Err(ProxyError::Upstream {
+                    addr: target.to_string(),
+                    source,
+                })
+            }
+        }
     }
 }
 
@@ -365,27 +355,5 @@ fn join_cookies(headers: &mut http::HeaderMap) {
         .join("; ");
     if let Ok(v) = HeaderValue::from_str(&joined) {
         headers.insert(header::COOKIE, v);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirect_keeps_path_and_query_and_drops_port() {
-        let uri: Uri = "/a//b?x=1&y".parse().unwrap();
-        let r = https_redirect("Example.com:8080", &uri, None);
-        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
-        assert_eq!(
-            r.headers()[header::LOCATION],
-            "https://Example.com/a//b?x=1&y"
-        );
-        let r = https_redirect("[::1]:8080", &uri, Some(8443));
-        assert_eq!(
-            r.headers()[header::LOCATION],
-            "https://[::1]:8443/a//b?x=1&y"
-        );
-        assert_eq!(strip_port("plain"), "plain");
     }
 }

@@ -6,6 +6,7 @@
 //! keyed by endpoint address, so publishing a new table drops nothing.
 #![forbid(unsafe_code)]
 
+mod decide;
 mod error;
 mod forward;
 mod h1;
@@ -51,6 +52,8 @@ pub struct ProxyConfig {
     pub https_redirect_port: Option<u16>,
     /// How long a client gets to complete a TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Largest request body in bytes for routes that set none (`proxy-body-size`); 0 = no limit.
+    pub max_body_size: u64,
     /// Number of data-plane worker threads, each with its own listening sockets and upstream
     /// connection pool.
     pub workers: usize,
@@ -69,6 +72,7 @@ impl Default for ProxyConfig {
             access_log: AccessLog::Text,
             https_redirect_port: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            max_body_size: 1 << 20,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -93,16 +97,8 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// A proxy that routes by whatever table is published in `published`.
     pub fn new(published: Arc<Published>, config: ProxyConfig) -> Self {
-        let pool = Pool::new(
-            config.connect_timeout,
-            config.upstream_idle_timeout,
-            config.upstream_max_idle,
-        );
-        let h1_pool = h1::pool::Pool::new(
-            config.connect_timeout,
-            config.upstream_idle_timeout,
-            config.upstream_max_idle,
-        );
+        let pool = Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
+        let h1_pool = h1::pool::Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
         Proxy {
             published,
             pool,

@@ -1,13 +1,15 @@
-//! Upstream connections: a keep-alive pool per worker, keyed by endpoint, over hyper's HTTP/1.1
-//! client connections.
+//! Upstream connections of the HTTP/2 path: hyper client connections per worker, keyed by
+//! endpoint and TLS configuration — HTTP/1.1 connections kept idle for reuse, HTTP/2
+//! connections (gRPC and other HTTP/2 backends) shared by concurrent streams.
 //!
-//! A connection goes back to the pool when its response body has been read to the end, so a
-//! pooled connection is always idle. A request that could not be written on a pooled connection
-//! (the upstream closed it meanwhile) is retried once on a fresh connection.
+//! An HTTP/1.1 connection goes back to the pool when its response body has been read to the end,
+//! so a pooled connection is always idle. A request that could not be written on a pooled
+//! connection (the upstream closed it meanwhile) is retried once on a fresh connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,11 +17,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use table::fasthash::BuildFast;
+use table::UpstreamTls;
 
 /// Where an upstream is: an endpoint address, or a DNS name (ExternalName Services), resolved on
 /// each new connection so DNS changes are followed.
@@ -59,6 +64,34 @@ pub(crate) async fn connect_tcp(
     Ok(stream)
 }
 
+/// The DNS name of the Service behind a backend named `namespace/service:port`
+/// (`service.namespace.svc`), the name an upstream certificate is checked against by default.
+pub(crate) fn service_dns_name(backend: &str) -> String {
+    let (ns, rest) = backend.split_once('/').unwrap_or(("default", backend));
+    let service = rest.split_once(':').map_or(rest, |(s, _)| s);
+    format!("{service}.{ns}.svc")
+}
+
+/// The TLS handshake with an upstream over `tcp`, within `timeout`.
+pub(crate) async fn tls_handshake(
+    tcp: TcpStream,
+    tls: &UpstreamTls,
+    backend: &str,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+    let name = tls
+        .name
+        .clone()
+        .unwrap_or_else(|| service_dns_name(backend));
+    let name =
+        ServerName::try_from(name).map_err(|_| UpstreamError::Protocol("invalid TLS name"))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    tokio::time::timeout(timeout, connector.connect(name, tcp))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout)?
+        .map_err(UpstreamError::Tls)
+}
+
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -80,43 +113,63 @@ pub enum UpstreamError {
     /// The upstream's response was not valid HTTP/1.x.
     #[error("invalid response: {0}")]
     Protocol(&'static str),
+    /// The TLS handshake with the upstream failed.
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+}
+
+/// How a request reaches its upstream.
+#[derive(Clone, Copy)]
+pub(crate) struct Route<'a> {
+    /// HTTP/2 (gRPC and other HTTP/2 backends) rather than HTTP/1.1.
+    pub(crate) h2: bool,
+    /// TLS towards the upstream, when the route asks for it.
+    pub(crate) tls: Option<&'a UpstreamTls>,
+    /// The backend's name (for the default TLS name).
+    pub(crate) backend: &'a str,
+    /// How long connecting (and the TLS handshake) may take.
+    pub(crate) connect_timeout: Duration,
+}
+
+/// Pooled connections are kept apart by endpoint, TLS configuration (0: cleartext) and protocol.
+type Key = (Target, u64, bool);
+
+/// Idle HTTP/1.1 connections and shared HTTP/2 connections by target. One pool per worker
+/// thread, so the lock is uncontended.
+pub struct Pool {
+    idle: Mutex<HashMap<Key, Vec<Idle>, BuildFast>>,
+    h2: Mutex<HashMap<Key, http2::SendRequest<RequestBody>, BuildFast>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+struct Idle {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
 }
 
 /// A failed exchange; when the request was never written it comes back for another endpoint.
 pub enum SendError {
     /// Nothing was sent (no connection could be made): the request can go elsewhere.
-    NotSent(UpstreamError, Box<Request<Incoming>>),
+    NotSent(UpstreamError, Box<Request<RequestBody>>),
     /// The request was sent, or the failure came after that.
     Failed(UpstreamError),
 }
 
-struct Idle {
-    sender: SendRequest<Incoming>,
-    since: Instant,
-}
-
-/// Idle keep-alive connections by target. One pool per worker thread, so the lock is uncontended.
-pub struct Pool {
-    idle: Mutex<HashMap<Target, Vec<Idle>, BuildFast>>,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    max_idle: usize,
-}
-
 impl Pool {
     /// An empty pool.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
+    pub fn new(idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
         Arc::new(Pool {
             idle: Mutex::new(HashMap::default()),
-            connect_timeout,
+            h2: Mutex::new(HashMap::default()),
             idle_timeout,
             max_idle,
         })
     }
 
-    fn take_idle(&self, target: &Target) -> Option<SendRequest<Incoming>> {
+    fn take_idle(&self, key: &Key) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(target)?;
+        let list = idle.get_mut(key)?;
         while let Some(conn) = list.pop() {
             if !conn.sender.is_closed() && conn.since.elapsed() < self.idle_timeout {
                 return Some(conn.sender);
@@ -125,12 +178,12 @@ impl Pool {
         None
     }
 
-    fn put_back(&self, target: Target, sender: SendRequest<Incoming>) {
+    fn put_back(&self, key: Key, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(target).or_default();
+            let list = idle.entry(key).or_default();
             if list.len() < self.max_idle {
                 list.push(Idle {
                     sender,
@@ -140,11 +193,22 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, target: &Target) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let stream = connect_tcp(target, self.connect_timeout).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
+    async fn stream(target: &Target, route: &Route<'_>) -> Result<Io, UpstreamError> {
+        let tcp = connect_tcp(target, route.connect_timeout).await?;
+        Ok(match route.tls {
+            None => Io::Tcp(tcp),
+            Some(tls) => Io::Tls(Box::new(
+                tls_handshake(tcp, tls, route.backend, route.connect_timeout).await?,
+            )),
+        })
+    }
+
+    async fn connect_h1(
+        target: &Target,
+        route: &Route<'_>,
+    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let io = Self::stream(target, route).await?;
+        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -153,17 +217,59 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Sends `req` to `target` on a pooled connection when one is idle, else on a new one.
+    /// The shared HTTP/2 connection to `target`, made when there is none (or it closed).
+    async fn h2_sender(
+        &self,
+        key: &Key,
+        route: &Route<'_>,
+    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+        if let Some(sender) = self.h2.lock().ok().and_then(|m| m.get(key).cloned()) {
+            if !sender.is_closed() {
+                return Ok(sender);
+            }
+        }
+        let io = Self::stream(&key.0, route).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        if let Ok(mut map) = self.h2.lock() {
+            map.insert(key.clone(), sender.clone());
+        }
+        Ok(sender)
+    }
+
+    /// Sends `req` to `target`: over HTTP/2 on the shared connection, or over HTTP/1.1 on a
+    /// pooled connection when one is idle, else on a new one.
     pub async fn send(
         self: &Arc<Self>,
         target: Target,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
+        route: Route<'_>,
     ) -> Result<Response<PooledBody>, SendError> {
+        let key = (target, route.tls.map_or(0, |t| t.id), route.h2);
+        if route.h2 {
+            let mut sender = match self.h2_sender(&key, &route).await {
+                Ok(sender) => sender,
+                Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
+            };
+            return match sender.send_request(req).await {
+                Ok(response) => Ok(response.map(|inner| PooledBody {
+                    inner,
+                    release: None,
+                })),
+                Err(e) => Err(SendError::Failed(e.into())),
+            };
+        }
         let mut req = req;
-        if let Some(mut sender) = self.take_idle(&target) {
+        if let Some(mut sender) = self.take_idle(&key) {
             if sender.ready().await.is_ok() {
                 match sender.try_send_request(req).await {
-                    Ok(response) => return Ok(self.wrap(target, sender, response)),
+                    Ok(response) => return Ok(self.wrap(key, sender, response)),
                     Err(mut e) => match e.take_message() {
                         // Never written: the connection closed under us; use a fresh one.
                         Some(unsent) => req = unsent,
@@ -172,26 +278,26 @@ impl Pool {
                 }
             }
         }
-        let mut sender = match self.connect(&target).await {
+        let mut sender = match Self::connect_h1(&key.0, &route).await {
             Ok(sender) => sender,
             Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
         };
         match sender.send_request(req).await {
-            Ok(response) => Ok(self.wrap(target, sender, response)),
+            Ok(response) => Ok(self.wrap(key, sender, response)),
             Err(e) => Err(SendError::Failed(e.into())),
         }
     }
 
     fn wrap(
         self: &Arc<Self>,
-        target: Target,
-        sender: SendRequest<Incoming>,
+        key: Key,
+        sender: http1::SendRequest<RequestBody>,
         response: Response<Incoming>,
     ) -> Response<PooledBody> {
         let done = response.body().is_end_stream();
         let mut release = Some(Release {
             pool: self.clone(),
-            target,
+            key,
             sender,
         });
         if done && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -203,15 +309,122 @@ impl Pool {
     }
 }
 
+/// A connection to an upstream, cleartext or TLS, for hyper.
+enum Io {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 struct Release {
     pool: Arc<Pool>,
-    target: Target,
-    sender: SendRequest<Incoming>,
+    key: Key,
+    sender: http1::SendRequest<RequestBody>,
 }
 
 impl Release {
     fn give_back(self) {
-        self.pool.put_back(self.target, self.sender);
+        self.pool.put_back(self.key, self.sender);
+    }
+}
+
+/// A request body on its way upstream: the client's body, cut off with an error once it grows
+/// past the route's limit (`proxy-body-size`).
+pub struct RequestBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl RequestBody {
+    /// The client's body, limited to `limit` bytes (0 = unlimited); `exceeded` is set when it
+    /// goes past the limit.
+    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+        RequestBody {
+            inner,
+            limit,
+            seen: 0,
+            exceeded,
+        }
+    }
+}
+
+/// The body went past its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the route allows")]
+pub struct TooLarge;
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.seen += data.len() as u64;
+                    if self.limit > 0 && self.seen > self.limit {
+                        self.exceeded.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -6,10 +6,31 @@ use std::collections::HashMap;
 use crate::fasthash::FastMap;
 use std::sync::Arc;
 
+use crate::regex_paths::{RegexCache, RegexPaths};
 use crate::{
     Backend, BackendId, BackendTarget, Certificate, HostPattern, PathType, Route, RouteOrigin,
     RoutePolicy, Table, VirtualHost,
 };
+
+/// Something the builder had to leave out of the finished table, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// `namespace/name` of the Ingress it came from.
+    pub ingress: String,
+    /// The field it was written in (a path, or an annotation).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// An extra name for the host of an Ingress rule (`server-alias`).
+#[derive(Debug)]
+struct Alias {
+    name: String,
+    of: HostPattern,
+    ingress: String,
+    field: String,
+}
 
 /// A route that lost to one added before it (same host, path and matching type).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +48,7 @@ pub struct TableBuilder {
     table: Table,
     backend_ids: HashMap<String, BackendId>,
     order: usize,
+    aliases: Vec<Alias>,
 }
 
 impl TableBuilder {
@@ -210,8 +232,138 @@ impl TableBuilder {
         self.order
     }
 
-    /// The finished table.
-    pub fn build(self) -> Table {
-        self.table
+    /// Serves the routes of `of` under the exact host `name` too (`server-alias`), unless `name`
+    /// has routes of its own; `ingress` and `field` say where the alias was written.
+    pub fn add_alias(&mut self, name: &str, of: &HostPattern, ingress: &str, field: &str) {
+        self.aliases.push(Alias {
+            name: name.to_ascii_lowercase(),
+            of: of.clone(),
+            ingress: ingress.to_string(),
+            field: field.to_string(),
+        });
     }
+
+    /// The finished table, compiling regex hosts afresh; what had to be left out is dropped.
+    pub fn build(self) -> Table {
+        self.finish(&mut RegexCache::new()).0
+    }
+
+    /// The finished table: aliases and `www.` twins added, `app-root`s set, and hosts in regex
+    /// mode compiled (patterns reused from `cache`). Returns what had to be left out.
+    pub fn finish(mut self, cache: &mut RegexCache) -> (Table, Vec<Rejected>) {
+        let mut rejected = Vec::new();
+        self.add_aliases(&mut rejected);
+        self.add_www_twins();
+        let table = &mut self.table;
+        let vhosts = table
+            .exact_hosts
+            .values_mut()
+            .chain(table.wildcard_hosts.values_mut())
+            .chain(table.any_host.as_mut());
+        for vhost in vhosts {
+            finish_vhost(vhost, cache, &mut rejected);
+            table.has_app_roots |= vhost.app_root.is_some();
+        }
+        (self.table, rejected)
+    }
+
+    fn add_aliases(&mut self, rejected: &mut Vec<Rejected>) {
+        for alias in std::mem::take(&mut self.aliases) {
+            let source = match &alias.of {
+                HostPattern::Exact(h) => self.table.exact_hosts.get(h),
+                HostPattern::Wildcard(s) => self.table.wildcard_hosts.get(s),
+                HostPattern::Any => self.table.any_host.as_ref(),
+            };
+            let Some(source) = source else { continue };
+            if self.table.exact_hosts.contains_key(&alias.name) {
+                rejected.push(Rejected {
+                    ingress: alias.ingress,
+                    field: alias.field,
+                    reason: format!(
+                        "alias {:?} ignored: that host has routes of its own",
+                        alias.name
+                    ),
+                });
+                continue;
+            }
+            let copy = VirtualHost {
+                name: alias.name.clone(),
+                exact: source.exact.clone(),
+                prefix: source.prefix.clone(),
+                ..VirtualHost::default()
+            };
+            if let Some(cert) = self.table.tls.for_server_name(&source.name).cloned() {
+                self.table
+                    .tls
+                    .exact
+                    .entry(alias.name.clone())
+                    .or_insert(cert);
+            }
+            self.table.exact_hosts.insert(alias.name, copy);
+        }
+    }
+
+    /// For every exact host with a route asking for `from-to-www-redirect`, a twin host (with or
+    /// without `www.`) that redirects to it, unless the twin has routes of its own.
+    fn add_www_twins(&mut self) {
+        let mut twins = Vec::new();
+        for (name, vhost) in &self.table.exact_hosts {
+            let wants = vhost
+                .exact
+                .values()
+                .chain(vhost.prefix.values())
+                .any(|r| r.policy.rules.as_ref().is_some_and(|p| p.from_to_www));
+            if !wants {
+                continue;
+            }
+            let twin = match name.strip_prefix("www.") {
+                Some(bare) => bare.to_string(),
+                None => format!("www.{name}"),
+            };
+            if !self.table.exact_hosts.contains_key(&twin) {
+                twins.push((twin, name.clone()));
+            }
+        }
+        for (twin, to) in twins {
+            if let Some(cert) = self.table.tls.exact.get(&to).cloned() {
+                self.table.tls.exact.entry(twin.clone()).or_insert(cert);
+            }
+            let vhost = VirtualHost {
+                name: twin.clone(),
+                redirect_to: Some(to),
+                ..VirtualHost::default()
+            };
+            self.table.exact_hosts.insert(twin, vhost);
+        }
+    }
+}
+
+/// Sets a virtual host's `app-root` (from the route of highest precedence that has one) and
+/// compiles its paths when a route asked for regex mode; unusable paths are removed.
+fn finish_vhost(vhost: &mut VirtualHost, cache: &mut RegexCache, rejected: &mut Vec<Rejected>) {
+    let routes: Vec<Arc<Route>> = vhost
+        .exact
+        .values()
+        .chain(vhost.prefix.values())
+        .cloned()
+        .collect();
+    vhost.app_root = routes
+        .iter()
+        .filter_map(|r| Some((r.order, r.policy.rules.as_ref()?.app_root.as_ref()?)))
+        .min_by_key(|(order, _)| *order)
+        .map(|(_, root)| root.clone());
+    if !routes.iter().any(|r| r.policy.regex) {
+        return;
+    }
+    let (paths, bad) = RegexPaths::compile(routes, cache);
+    for r in bad {
+        vhost.exact.retain(|_, route| route.origin != r.origin);
+        vhost.prefix.retain(|_, route| route.origin != r.origin);
+        rejected.push(Rejected {
+            ingress: r.origin.ingress.clone(),
+            field: format!("{}.path", r.origin.field()),
+            reason: r.reason,
+        });
+    }
+    vhost.regex = Some(paths);
 }

@@ -81,77 +81,98 @@ fn host_rank(pattern: &HostPattern) -> (u8, HostMatch) {
     }
 }
 
+/// One route as the explanation sees it: its host pattern, and in regex mode its expression and
+/// position in the order expressions are tried.
+struct Seen<'t> {
+    pattern: HostPattern,
+    route: &'t Arc<Route>,
+    regex: Option<(usize, &'t regex::Regex)>,
+}
+
+impl Seen<'_> {
+    fn path_matches(&self, path: &str) -> bool {
+        match self.regex {
+            Some((_, re)) => re.is_match(path),
+            None => path_matches(self.route.origin.path_type, &self.route.origin.path, path),
+        }
+    }
+}
+
 impl Table {
     /// Every route with its verdict for `host` and `path`; agrees with [`Table::lookup`].
     pub fn explain(&self, host: &str, path: &str) -> Explanation {
         let host = normalize_host(host).into_owned();
-        let mut routes: Vec<(HostPattern, &Arc<Route>)> = Vec::new();
+        let mut routes: Vec<Seen<'_>> = Vec::new();
         for vhost in self.virtual_hosts() {
             let pattern = HostPattern::parse(&vhost.name).unwrap_or(HostPattern::Any);
             for route in vhost.exact.values().chain(vhost.prefix.values()) {
-                routes.push((pattern.clone(), route));
+                let regex = vhost.regex.as_ref().and_then(|paths| {
+                    paths
+                        .iter()
+                        .enumerate()
+                        .find(|(_, (_, r))| Arc::ptr_eq(r, route))
+                        .map(|(i, (re, _))| (i, re))
+                });
+                routes.push(Seen {
+                    pattern: pattern.clone(),
+                    route,
+                    regex,
+                });
             }
         }
-        routes.sort_by_key(|(_, r)| r.order);
+        routes.sort_by_key(|s| s.route.order);
 
         // The most specific host pattern that matches claims the request.
         let claimed = routes
             .iter()
-            .filter(|(p, _)| p.matches(&host))
-            .map(|(p, _)| (host_rank(p), p.clone()))
+            .filter(|s| s.pattern.matches(&host))
+            .map(|s| (host_rank(&s.pattern), s.pattern.clone()))
             .min_by_key(|((rank, _), _)| *rank);
 
-        let mut winner: Option<&Arc<Route>> = None;
+        let mut winner: Option<&Seen<'_>> = None;
         if let Some((_, pattern)) = &claimed {
-            for (p, route) in &routes {
-                if p != pattern || !path_matches(route.origin.path_type, &route.origin.path, path) {
+            for seen in &routes {
+                if seen.pattern != *pattern || !seen.path_matches(path) {
                     continue;
                 }
                 let better = match winner {
                     None => true,
-                    Some(w) => {
-                        let (a, b) = (match_len(&route.origin), match_len(&w.origin));
-                        a > b
-                            || (a == b
-                                && route.origin.path_type == PathType::Exact
-                                && w.origin.path_type != PathType::Exact)
-                    }
+                    Some(w) => match (seen.regex, w.regex) {
+                        (Some((a, _)), Some((b, _))) => a < b,
+                        _ => {
+                            let (a, b) =
+                                (match_len(&seen.route.origin), match_len(&w.route.origin));
+                            a > b
+                                || (a == b
+                                    && seen.route.origin.path_type == PathType::Exact
+                                    && w.route.origin.path_type != PathType::Exact)
+                        }
+                    },
                 };
                 if better {
-                    winner = Some(route);
+                    winner = Some(seen);
                 }
             }
         }
 
         let candidates = routes
             .iter()
-            .map(|(p, route)| {
-                let verdict = if !p.matches(&host) {
+            .map(|seen| {
+                let route = seen.route;
+                let verdict = if !seen.pattern.matches(&host) {
                     Verdict::HostMismatch
-                } else if claimed.as_ref().is_some_and(|(_, c)| c != p) {
-                    let by = claimed.as_ref().map(|(_, c)| c.display()).unwrap_or_default();
+                } else if claimed.as_ref().is_some_and(|(_, c)| *c != seen.pattern) {
+                    let by = claimed
+                        .as_ref()
+                        .map(|(_, c)| c.display())
+                        .unwrap_or_default();
                     Verdict::HostShadowed(format!("host {by:?} is more specific"))
-                } else if !path_matches(route.origin.path_type, &route.origin.path, path) {
+                } else if !seen.path_matches(path) {
                     Verdict::PathMismatch
-                } else if winner.is_some_and(|w| Arc::ptr_eq(w, route)) {
+                } else if winner.is_some_and(|w| Arc::ptr_eq(w.route, route)) {
                     Verdict::Selected
                 } else {
-                    let w = winner.map(|w| &w.origin);
-                    Verdict::Lost(match w {
-                        Some(w) if match_len(w) > match_len(&route.origin) => format!(
-                            "{} {:?} from {} is a longer match",
-                            w.path_type.as_str(),
-                            w.path,
-                            w.ingress
-                        ),
-                        Some(w) => format!(
-                            "{} {:?} from {} wins at equal length (Exact over Prefix, then older Ingress)",
-                            w.path_type.as_str(),
-                            w.path,
-                            w.ingress
-                        ),
-                        None => "no winner".into(),
-                    })
+                    Verdict::Lost(lost_to(winner, &route.origin))
                 };
                 Candidate {
                     origin: route.origin.clone(),
@@ -163,7 +184,7 @@ impl Table {
 
         let (selected, matched_by) = match winner {
             Some(w) => (
-                Some(w.origin.clone()),
+                Some(w.route.origin.clone()),
                 claimed.as_ref().map(|((_, k), _)| *k),
             ),
             None => match &self.default_backend {
@@ -179,5 +200,34 @@ impl Table {
             selected,
             candidates,
         }
+    }
+}
+
+/// Why a matching route (`loser`) lost to `winner`.
+fn lost_to(winner: Option<&Seen<'_>>, loser: &RouteOrigin) -> String {
+    let Some(w) = winner else {
+        return "no winner".into();
+    };
+    let o = &w.route.origin;
+    match w.regex {
+        Some((_, re)) => format!(
+            "the regular expression {:?} of {} {:?} from {} is tried first (longer paths first, as ingress-nginx orders them)",
+            re.as_str(),
+            o.path_type.as_str(),
+            o.path,
+            o.ingress
+        ),
+        None if match_len(o) > match_len(loser) => format!(
+            "{} {:?} from {} is a longer match",
+            o.path_type.as_str(),
+            o.path,
+            o.ingress
+        ),
+        None => format!(
+            "{} {:?} from {} wins at equal length (Exact over Prefix, then older Ingress)",
+            o.path_type.as_str(),
+            o.path,
+            o.ingress
+        ),
     }
 }

@@ -11,15 +11,22 @@ mod builder;
 mod explain;
 pub mod fasthash;
 mod host;
+mod policy;
 mod publish;
+mod regex_paths;
 mod route;
 mod tls;
 
 pub use backend::{Backend, BackendId, BackendTarget};
-pub use builder::{Conflict, TableBuilder};
+pub use builder::{Conflict, Rejected, TableBuilder};
 pub use explain::{path_matches, Candidate, Explanation, Verdict};
 pub use host::{normalize_host, HostPattern};
+pub use policy::{
+    origin_matches, Cors, CorsOrigins, Policy, Protocol, Redirect, Retry, RetryOn, RewriteTarget,
+    Timeouts, UpstreamTls,
+};
 pub use publish::Published;
+pub use regex_paths::{pattern_of, RegexCache, RegexPaths};
 pub use route::{PathType, Route, RouteOrigin, RoutePolicy};
 pub use tls::{Certificate, TlsTable};
 
@@ -45,6 +52,8 @@ pub struct Table {
     pub backends: Vec<Arc<Backend>>,
     /// Certificates by server name.
     pub tls: TlsTable,
+    /// Whether any virtual host has an `app-root` (so lookups that cannot need one skip it).
+    pub has_app_roots: bool,
 }
 
 /// The routes of one host pattern.
@@ -57,6 +66,18 @@ pub struct VirtualHost {
     /// `Prefix` (and plain `ImplementationSpecific`) paths keyed by the path without trailing `/`
     /// (`/` itself is the empty key).
     pub prefix: FastMap<String, Arc<Route>>,
+    /// Set when a route of this host asked for regular expressions: then every path of the host
+    /// is a case-insensitive regular expression anchored at the start, tried longest path first
+    /// (as ingress-nginx does), and the maps above only list the routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<RegexPaths>,
+    /// Where a request for `/` is redirected (302) before any path is matched (`app-root`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_root: Option<String>,
+    /// The host every request is redirected to (308), keeping the path and query: the `www.`
+    /// twin of a host whose Ingress sets `from-to-www-redirect`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_to: Option<String>,
 }
 
 /// Which kind of virtual host served a request.
@@ -79,6 +100,22 @@ pub struct Match<'a> {
     pub route: &'a Arc<Route>,
     /// How the host was matched.
     pub host: HostMatch,
+    /// The regular expression that matched the path, on hosts in regex mode (its captures feed
+    /// `rewrite-target`).
+    pub pattern: Option<&'a regex::Regex>,
+}
+
+/// What the table says about a request before any backend is involved.
+#[derive(Clone, Copy, Debug)]
+pub enum Lookup<'a> {
+    /// A route matched.
+    Route(Match<'a>),
+    /// The host redirects every request to another host (`from-to-www-redirect`), 308.
+    RedirectHost(&'a str),
+    /// The host's `app-root`: a request for `/` is redirected there (302).
+    AppRoot(&'a str),
+    /// Nothing matched and there is no default backend.
+    NotFound,
 }
 
 impl VirtualHost {
@@ -90,9 +127,17 @@ impl VirtualHost {
         }
     }
 
+    /// The route for `path`, and the regular expression that matched it on a host in regex mode.
+    pub fn match_path(&self, path: &str) -> Option<(&Arc<Route>, Option<&regex::Regex>)> {
+        if let Some(regex) = &self.regex {
+            return regex.find(path).map(|(re, route)| (route, Some(re)));
+        }
+        self.match_spec_path(path).map(|route| (route, None))
+    }
+
     /// The route for `path` by Ingress precedence: the longest matching path wins, and at equal
     /// length `Exact` beats `Prefix`. An exact match spans the whole path, so no prefix can beat it.
-    pub fn match_path(&self, path: &str) -> Option<&Arc<Route>> {
+    fn match_spec_path(&self, path: &str) -> Option<&Arc<Route>> {
         if let Some(route) = self.exact.get(path) {
             return Some(route);
         }
@@ -128,8 +173,37 @@ impl Table {
             None => return self.default_match(),
         };
         match vhost.match_path(path) {
-            Some(route) => Some(Match { route, host: kind }),
+            Some((route, pattern)) => Some(Match {
+                route,
+                host: kind,
+                pattern,
+            }),
             None => self.default_match(),
+        }
+    }
+
+    /// Everything the table decides for a request by host and path: a host-level redirect, the
+    /// host's `app-root` for `/`, or the route (the default backend when nothing else matches).
+    pub fn resolve(&self, host: &str, path: &str) -> Lookup<'_> {
+        let host = normalize_host(host);
+        let Some((vhost, kind)) = self.select_host(&host) else {
+            return self.default_match().map_or(Lookup::NotFound, Lookup::Route);
+        };
+        if let Some(to) = &vhost.redirect_to {
+            return Lookup::RedirectHost(to);
+        }
+        if self.has_app_roots && path == "/" {
+            if let Some(root) = &vhost.app_root {
+                return Lookup::AppRoot(root);
+            }
+        }
+        match vhost.match_path(path) {
+            Some((route, pattern)) => Lookup::Route(Match {
+                route,
+                host: kind,
+                pattern,
+            }),
+            None => self.default_match().map_or(Lookup::NotFound, Lookup::Route),
         }
     }
 
@@ -154,6 +228,7 @@ impl Table {
         self.default_backend.as_ref().map(|route| Match {
             route,
             host: HostMatch::DefaultBackend,
+            pattern: None,
         })
     }
 

@@ -1,8 +1,11 @@
 //! What a matched path leads to.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::backend::BackendId;
+use crate::policy::Policy;
 
 /// The `pathType` of an Ingress path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -69,6 +72,16 @@ impl RouteOrigin {
 pub struct RoutePolicy {
     /// Answer plain-HTTP requests with a 308 redirect to `https://`.
     pub https_redirect: bool,
+    /// The route asks its host to match every path as a regular expression (ingress-nginx's
+    /// `use-regex`, or a `rewrite-target` that differs from the path).
+    pub regex: bool,
+    /// What the Ingress's annotations ask for; `None` for a route without any, which then costs
+    /// nothing beyond this check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Arc<Policy>>,
+    /// The backend that serves the route while its own has no ready endpoint (`default-backend`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<BackendId>,
 }
 
 /// A compiled route: what to do with a request whose host and path matched.

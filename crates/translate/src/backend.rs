@@ -190,6 +190,7 @@ pub fn resolve(
     ingress: &ObjectKey,
     backend: &IngressBackend,
     field: &dyn Display,
+    service_upstream: bool,
     resolved: &mut Resolved,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<usize> {
@@ -237,7 +238,10 @@ pub fn resolve(
         }
     };
     let svc_key = ObjectKey::new(ingress.namespace.clone(), service.name.clone());
-    let name = backend_name(&svc_key, port_display);
+    let mut name = backend_name(&svc_key, port_display);
+    if service_upstream {
+        name.push_str(" (service-upstream)");
+    }
 
     let target = match objects.snapshot.services.get_key_value(&svc_key) {
         None => {
@@ -278,6 +282,16 @@ pub fn resolve(
                 BackendTarget::Unavailable {
                     reason: format!("Service {svc_key} has no port {port_display}"),
                 }
+            }
+            Some(svc_port) if service_upstream => {
+                cluster_ip_target(svc, svc_port).unwrap_or_else(|why| {
+                    diag(
+                        Severity::Warning,
+                        format!("{field}.service.name"),
+                        format!("service-upstream: Service {svc_key} {why}; using its endpoints"),
+                    );
+                    service_target(objects, found_key, svc, svc_port, &mut diag, field)
+                })
             }
             Some(svc_port) => service_target(objects, found_key, svc, svc_port, &mut diag, field),
         },
@@ -329,6 +343,24 @@ fn find_port<'a>(
         (Some(n), _) => p.port == n,
         (None, Some(name)) => p.name.as_deref() == Some(name),
         (None, None) => false,
+    })
+}
+
+/// The Service's cluster IP and port (`service-upstream`), letting kube-proxy pick the endpoint.
+fn cluster_ip_target(svc: &Service, svc_port: &ServicePort) -> Result<BackendTarget, String> {
+    let ip = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        .ok_or("has no cluster IP (headless, or not assigned)")?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("has cluster IP {ip:?}, which is not an IP address"))?;
+    let port = u16::try_from(svc_port.port).map_err(|_| "has a port out of range".to_string())?;
+    Ok(BackendTarget::Endpoints {
+        ready: vec![SocketAddr::new(ip, port)],
+        not_ready: Vec::new(),
     })
 }
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use model::{Ingress, Kind, ObjectKey, Snapshot};
 use table::{Conflict, HostPattern, PathType, Route, RouteOrigin, RoutePolicy, TableBuilder};
 
+use crate::annotations::{self, Rules};
 use crate::backend::{resolve, Objects, Resolved};
 use crate::tls::{covers, SecretCache};
-use crate::{Diagnostic, Severity};
+use crate::{Diagnostic, Options, Severity};
 
 /// State shared by the TLS pass over all Ingresses.
 pub struct TlsContext<'a, 'c> {
@@ -111,11 +112,6 @@ pub fn compile_tls(
     }
 }
 
-/// `ssl-redirect`: redirect plain HTTP to HTTPS on hosts that have TLS (default true).
-const SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
-/// `force-ssl-redirect`: redirect plain HTTP to HTTPS even without TLS on the host.
-const FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
-
 /// The field path of one Ingress path, written out only when a diagnostic needs it.
 #[derive(Clone, Copy)]
 struct PathField {
@@ -139,34 +135,6 @@ impl std::fmt::Display for BackendField {
     }
 }
 
-/// Reads a boolean annotation (`full`: its whole name); a malformed value is an error and the
-/// default applies.
-fn bool_annotation(
-    ing: &Ingress,
-    key: &ObjectKey,
-    full: &str,
-    default: bool,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> bool {
-    let Some(value) = ing.metadata.annotations.as_ref().and_then(|a| a.get(full)) else {
-        return default;
-    };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
-            diagnostics.push(Diagnostic::new(
-                Severity::Error,
-                Kind::Ingress,
-                key,
-                Some(format!("metadata.annotations[{full}]")),
-                format!("{value:?} is not \"true\" or \"false\"; using {default}"),
-            ));
-            default
-        }
-    }
-}
-
 /// What one Ingress contributes to the table, worked out without looking at any other Ingress:
 /// its diagnostics, backends and routes in the order it lists them. Precedence between Ingresses
 /// is settled when plans are [`Plan::apply`]ed in order.
@@ -175,10 +143,12 @@ pub struct Plan {
     resolved: Resolved,
     /// Diagnostics, the default backend and routes, in the order they are written.
     steps: Vec<Step>,
-    /// The `ssl-redirect` annotation.
-    ssl_redirect: bool,
-    /// The `force-ssl-redirect` annotation.
-    force_ssl_redirect: bool,
+    /// What the annotations ask for.
+    rules: Rules,
+    /// The `default-backend` annotation's backend, as an index into `resolved`.
+    fallback: Option<usize>,
+    /// The hosts of the Ingress's rules, for its `server-alias`es.
+    hosts: Vec<HostPattern>,
 }
 
 /// One thing a [`Plan`] adds, in order.
@@ -192,6 +162,8 @@ enum Step {
         host: HostPattern,
         backend: usize,
         origin: RouteOrigin,
+        /// Whether the route asks its host for regex matching.
+        regex: bool,
         last: Option<Arc<Route>>,
     },
 }
@@ -199,17 +171,21 @@ enum Step {
 impl Plan {
     /// Works out the rules and default backend of one Ingress; everything unusable becomes a
     /// diagnostic step.
-    pub fn new(objects: &Objects<'_>, key: &ObjectKey, ing: &Ingress) -> Plan {
+    pub fn new(objects: &Objects<'_>, options: &Options, key: &ObjectKey, ing: &Ingress) -> Plan {
         let mut notes = Vec::new();
-        let ssl_redirect = bool_annotation(ing, key, SSL_REDIRECT, true, &mut notes);
-        let force_ssl_redirect = bool_annotation(ing, key, FORCE_SSL_REDIRECT, false, &mut notes);
+        let rules = annotations::read(objects.snapshot, options, key, ing, &mut notes);
         let mut plan = Plan {
             resolved: Resolved::default(),
             steps: Vec::new(),
-            ssl_redirect,
-            force_ssl_redirect,
+            rules,
+            fallback: None,
+            hosts: Vec::new(),
         };
         plan.note_all(&mut notes);
+        if plan.rules.refused {
+            return plan;
+        }
+        plan.add_fallback(objects, options, key, &mut notes);
         plan.add_spec(objects, key, ing, &mut notes);
         plan.steps.shrink_to_fit();
         plan
@@ -218,6 +194,70 @@ impl Plan {
     /// The Services the plan's backends were resolved from.
     pub fn services(&self) -> &[ObjectKey] {
         &self.resolved.services
+    }
+
+    /// Whether the ConfigMaps and Secrets the annotations read are unchanged in `snapshot`.
+    pub fn reads_unchanged(&self, snapshot: &Snapshot) -> bool {
+        self.rules.reads.iter().all(|r| r.unchanged(snapshot))
+    }
+
+    /// Resolves the `default-backend` annotation's Service (its first port, as ingress-nginx
+    /// uses it).
+    fn add_fallback(
+        &mut self,
+        objects: &Objects<'_>,
+        options: &Options,
+        key: &ObjectKey,
+        notes: &mut Vec<Diagnostic>,
+    ) {
+        let Some(name) = self.rules.default_backend.clone() else {
+            return;
+        };
+        let field = format!(
+            "metadata.annotations[{}/default-backend]",
+            options.annotations_prefix
+        );
+        let svc_key = ObjectKey::new(key.namespace.clone(), name.as_str());
+        let port = objects
+            .snapshot
+            .services
+            .get(&svc_key)
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
+        let Some(port) = port else {
+            notes.push(Diagnostic::new(
+                Severity::Error,
+                Kind::Ingress,
+                key,
+                Some(field),
+                format!("Service {svc_key} not found or has no ports; no default backend for this Ingress's paths"),
+            ));
+            self.note_all(notes);
+            return;
+        };
+        let backend = model::k8s_openapi::api::networking::v1::IngressBackend {
+            service: Some(
+                model::k8s_openapi::api::networking::v1::IngressServiceBackend {
+                    name,
+                    port: Some(
+                        model::k8s_openapi::api::networking::v1::ServiceBackendPort {
+                            number: Some(port),
+                            name: None,
+                        },
+                    ),
+                },
+            ),
+            resource: None,
+        };
+        self.fallback = resolve(
+            objects,
+            key,
+            &backend,
+            &field,
+            false,
+            &mut self.resolved,
+            notes,
+        );
+        self.note_all(notes);
     }
 
     fn note_all(&mut self, notes: &mut Vec<Diagnostic>) {
@@ -252,7 +292,15 @@ impl Plan {
 
         if let Some(default) = &spec.default_backend {
             let field = "spec.defaultBackend";
-            let found = resolve(objects, key, default, &field, &mut self.resolved, notes);
+            let found = resolve(
+                objects,
+                key,
+                default,
+                &field,
+                self.rules.service_upstream,
+                &mut self.resolved,
+                notes,
+            );
             self.note_all(notes);
             if let Some(backend) = found {
                 let origin = RouteOrigin {
@@ -278,7 +326,12 @@ impl Plan {
         for (r, rule) in rules.iter().enumerate() {
             let host_written = rule.host.as_deref().unwrap_or_default();
             let host = match HostPattern::parse(host_written) {
-                Ok(h) => h,
+                Ok(h) => {
+                    if !self.hosts.contains(&h) {
+                        self.hosts.push(h.clone());
+                    }
+                    h
+                }
                 Err(e) => {
                     self.steps
                         .push(diag(Severity::Error, format!("spec.rules[{r}].host"), e));
@@ -326,7 +379,16 @@ impl Plan {
                     ));
                     continue;
                 }
-                if path_type != PathType::Exact && written.contains(['(', ')', '*', '?', '$', '^'])
+                let regex = self.rules.use_regex
+                    || self
+                        .rules
+                        .policy
+                        .as_ref()
+                        .and_then(|p| p.rewrite.as_ref())
+                        .is_some_and(|t| t.written != written);
+                if !regex
+                    && path_type != PathType::Exact
+                    && written.contains(['(', ')', '*', '?', '$', '^'])
                 {
                     self.steps.push(diag(
                         Severity::Warning,
@@ -343,6 +405,7 @@ impl Plan {
                     key,
                     &path.backend,
                     &backend_field,
+                    self.rules.service_upstream,
                     &mut self.resolved,
                     notes,
                 );
@@ -362,6 +425,7 @@ impl Plan {
                     host: host.clone(),
                     backend,
                     origin,
+                    regex,
                     last: None,
                 });
             }
@@ -405,14 +469,21 @@ impl Plan {
                     host,
                     backend,
                     origin,
+                    regex,
                     last,
                 } => {
                     let id = builder.shared_backend(&self.resolved.backends[*backend]);
+                    let fallback = self
+                        .fallback
+                        .map(|i| builder.shared_backend(&self.resolved.backends[i]));
                     let policy = RoutePolicy {
-                        https_redirect: self.force_ssl_redirect
-                            || (self.ssl_redirect
+                        https_redirect: self.rules.force_ssl_redirect
+                            || (self.rules.ssl_redirect
                                 && !tls_hosts.is_empty()
                                 && tls_hosts.contains(host)),
+                        regex: *regex,
+                        rules: self.rules.policy.clone(),
+                        fallback,
                     };
                     if let Err(Conflict { winner }) =
                         builder.add_route_reusing(host, id, origin, policy, last)
@@ -430,6 +501,14 @@ impl Plan {
                             ),
                         ));
                     }
+                }
+            }
+        }
+        if !self.rules.aliases.is_empty() {
+            let ingress = crate::key_text(key, 0);
+            for (alias, field) in &self.rules.aliases {
+                for host in self.hosts.iter().filter(|h| !matches!(h, HostPattern::Any)) {
+                    builder.add_alias(alias, host, &ingress, field);
                 }
             }
         }

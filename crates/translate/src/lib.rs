@@ -5,6 +5,7 @@
 //! bad Ingress never takes the others down.
 #![forbid(unsafe_code)]
 
+pub mod annotations;
 mod backend;
 mod class;
 mod ingress;
@@ -34,6 +35,10 @@ pub struct Options {
     /// The current time (seconds since the Unix epoch) for certificate expiry checks; translation
     /// reads no clock itself. `None` skips the checks.
     pub now: Option<i64>,
+    /// The prefix of the ingress-nginx annotations read (`--annotations-prefix`).
+    pub annotations_prefix: String,
+    /// Response headers `custom-headers` may set (`--global-allowed-response-headers`).
+    pub allowed_response_headers: Vec<String>,
 }
 
 impl Default for Options {
@@ -44,6 +49,8 @@ impl Default for Options {
             watch_ingress_without_class: false,
             default_certificate: None,
             now: None,
+            annotations_prefix: annotations::DEFAULT_PREFIX.to_string(),
+            allowed_response_headers: Vec::new(),
         }
     }
 }
@@ -94,6 +101,10 @@ pub struct Translator {
     certs: tls::CertCache,
     index: backend::Index,
     plans: HashMap<ObjectKey, Memo>,
+    regexes: table::RegexCache,
+    /// The options of the last translation (without the clock): plans hold only while they
+    /// stay the same.
+    options: Option<Options>,
     /// Counts translations; plans not used by the latest one are dropped.
     round: u64,
 }
@@ -145,18 +156,24 @@ impl Translator {
         }
         drop(secrets);
         let changed = self.index.update(snapshot);
-        if let backend::Changed::All = changed {
+        let plan_options = Options {
+            now: None,
+            ..options.clone()
+        };
+        if matches!(changed, backend::Changed::All) || self.options.as_ref() != Some(&plan_options)
+        {
             self.plans.clear();
+            self.options = Some(plan_options);
         }
         let objects = backend::Objects {
             snapshot,
             index: &self.index,
         };
         for &(key, ing) in &selection.ours {
-            let plan = || ingress::Plan::new(&objects, key, ing);
+            let plan = || ingress::Plan::new(&objects, options, key, ing);
             let memo = match self.plans.get_mut(key) {
                 Some(memo) => {
-                    if !memo.is_current(ing, &changed) {
+                    if !memo.is_current(ing, &changed, snapshot) {
                         memo.ingress = ing.clone();
                         memo.plan = plan();
                     }
@@ -175,8 +192,23 @@ impl Translator {
         if self.plans.len() > selection.ours.len() {
             self.plans.retain(|_, memo| memo.round == round);
         }
+        let (table, rejected) = builder.finish(&mut self.regexes);
+        self.regexes.rotate();
+        for r in rejected {
+            let key = match r.ingress.split_once('/') {
+                Some((ns, name)) => ObjectKey::new(ns, name),
+                None => ObjectKey::new("", r.ingress.as_str()),
+            };
+            diagnostics.push(Diagnostic::new(
+                Severity::Error,
+                Kind::Ingress,
+                &key,
+                Some(r.field),
+                format!("{}; not served", r.reason),
+            ));
+        }
         Translation {
-            table: builder.build(),
+            table,
             diagnostics,
             ingresses: selection.ours.iter().map(|(k, _)| (*k).clone()).collect(),
         }
@@ -184,10 +216,19 @@ impl Translator {
 }
 
 impl Memo {
-    /// Whether the plan still holds for `ing`: the same Ingress, and none of its Services changed.
-    fn is_current(&mut self, ing: &Arc<Ingress>, changed: &backend::Changed) -> bool {
+    /// Whether the plan still holds for `ing`: the same Ingress, none of its Services changed,
+    /// and the ConfigMaps and Secrets its annotations read are as they were.
+    fn is_current(
+        &mut self,
+        ing: &Arc<Ingress>,
+        changed: &backend::Changed,
+        snapshot: &Snapshot,
+    ) -> bool {
         let same = Arc::ptr_eq(&self.ingress, ing) || *self.ingress == **ing;
-        if !same || self.plan.services().iter().any(|s| changed.touches(s)) {
+        if !same
+            || self.plan.services().iter().any(|s| changed.touches(s))
+            || !self.plan.reads_unchanged(snapshot)
+        {
             return false;
         }
         self.ingress = ing.clone();

@@ -33,12 +33,12 @@ pub(crate) enum HeadError {
     Invalid(&'static str),
 }
 
-impl HeadError {
-    /// The status code to answer a request with when its head is refused.
-    pub(crate) fn status(&self) -> u16 {
-        match self {
-            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
-            HeadError::Invalid(_) => 400,
+impl From<HeadError> for crate::ProxyError {
+    /// A refused request head becomes 431 (too large) or 400.
+    fn from(e: HeadError) -> Self {
+        match e {
+            HeadError::TooLarge | HeadError::TooManyHeaders => crate::ProxyError::HeadTooLarge,
+            HeadError::Invalid(what) => crate::ProxyError::BadRequest(what),
         }
     }
 }
@@ -626,6 +626,11 @@ fn reason_range(buf: &[u8], len: usize) -> Range<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChunkError(pub(crate) &'static str);
 
+impl ChunkError {
+    /// The body's data grew past the limit the decoder was given.
+    pub(crate) const TOO_LARGE: ChunkError = ChunkError("body larger than the limit");
+}
+
 impl fmt::Display for ChunkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "malformed chunked body: {}", self.0)
@@ -677,11 +682,25 @@ pub(crate) struct Chunked {
     line: usize,
     /// Bytes read of the trailer section.
     trailer: usize,
+    /// Data bytes announced so far.
+    total: u64,
+    /// Largest total allowed (0 = unlimited).
+    limit: u64,
 }
 
 impl Chunked {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder that fails with [`ChunkError::TOO_LARGE`] as soon as a chunk size line takes
+    /// the body's data past `limit` bytes (0 = unlimited), before any byte of that chunk.
+    pub(crate) fn with_limit(limit: u64) -> Self {
+        Chunked {
+            limit,
+            ..Self::default()
+        }
     }
 
     /// Scans the next bytes of a chunked body without copying. Returns (n, done): the first n
@@ -809,6 +828,10 @@ impl Chunked {
                     return Err("CR without LF");
                 }
                 self.line = 0;
+                self.total = self.total.saturating_add(self.remaining);
+                if self.limit > 0 && self.total > self.limit {
+                    return Err(ChunkError::TOO_LARGE.0);
+                }
                 if self.remaining == 0 {
                     self.trailer = 0;
                     State::TrailerStart
@@ -1412,7 +1435,12 @@ mod tests {
         assert_eq!(req(&text[..MAX_HEAD - 1]), Ok(None));
         let text = padded_request(MAX_HEAD * 3);
         assert_eq!(req(&text), Err(HeadError::TooLarge));
-        assert_eq!(HeadError::TooLarge.status(), 431);
+        assert_eq!(
+            crate::ProxyError::from(HeadError::TooLarge)
+                .status()
+                .as_u16(),
+            431
+        );
     }
 
     #[test]
@@ -1427,8 +1455,18 @@ mod tests {
         };
         assert_eq!(ok(&build(MAX_HEADERS - 1)).fields.len(), MAX_HEADERS);
         assert_eq!(req(&build(MAX_HEADERS)), Err(HeadError::TooManyHeaders));
-        assert_eq!(HeadError::TooManyHeaders.status(), 431);
-        assert_eq!(HeadError::Invalid("host").status(), 400);
+        assert_eq!(
+            crate::ProxyError::from(HeadError::TooManyHeaders)
+                .status()
+                .as_u16(),
+            431
+        );
+        assert_eq!(
+            crate::ProxyError::from(HeadError::Invalid("host"))
+                .status()
+                .as_u16(),
+            400
+        );
         assert_eq!(
             HeadError::Invalid("host").to_string(),
             "malformed message head: host"

@@ -1,23 +1,26 @@
-//! One client connection on the HTTP/1.1 path: read a request head, route it, send it on a
+//! One client connection on the HTTP/1.1 path: read a request head, decide, send it on a
 //! pooled upstream connection, relay the response, and repeat while the connection is kept
 //! alive. Everything happens on the connection's own task.
 
 use std::io;
-use std::net::SocketAddr;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Method, StatusCode, Version};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::futures::Notified;
 
-use super::codec::{self, Chunked, Field, Framing, HeadError, Kind, RequestHead, ResponseHead};
+use super::codec::{self, Field, Framing, HeadError, Kind, RequestHead, ResponseHead};
+use super::head::{
+    find_field, push_content_length, push_field, push_local, push_request, push_response_start,
+    RequestLine,
+};
 use super::pool::Upstream;
-use super::{push_date, Buf, ClientIo, Deadline, Stop};
-use crate::error::{local_body, LOCAL_CONTENT_TYPE};
-use crate::forward::{next_endpoint, redirect_location, route, ConnInfo, Routed, MAX_ATTEMPTS};
+use super::relay::{relay, write_flush, Ends, Mode, RelayError};
+use super::{Buf, ClientIo, Deadline, Stop};
+use crate::decide::{Attempts, Decision, Failed, Forward, Local, RequestHeaders, View};
+use crate::forward::ConnInfo;
 use crate::headers;
 use crate::log::{AccessLog, Entry};
 use crate::upstream::{Target, UpstreamError};
@@ -25,8 +28,6 @@ use crate::{Proxy, ProxyError};
 
 /// Bytes read at a time while a head is incomplete.
 const HEAD_READ: usize = 4096;
-/// Bytes read at a time while relaying a body.
-const BODY_READ: usize = 64 * 1024;
 /// A body up to this size that has fully arrived travels in the same write as its head.
 const INLINE_BODY: u64 = 16 * 1024;
 /// Output buffer capacity kept between requests.
@@ -89,8 +90,8 @@ enum HeadRead {
 
 /// What happens to a request, decided from its head and the table.
 enum Plan {
-    Forward(Target),
-    Local(StatusCode, Option<String>),
+    Forward(Forward),
+    Local(Local),
 }
 
 /// What is kept about a request once its head bytes are consumed.
@@ -101,9 +102,6 @@ struct Req {
     framing: Framing,
     upgrade: bool,
     expect_continue: bool,
-    /// Where the host and the path sit in the upstream head, for finding another endpoint.
-    host: Range<usize>,
-    path: Range<usize>,
 }
 
 impl Req {
@@ -124,23 +122,23 @@ struct Logged {
     upstream: Option<String>,
 }
 
-/// How a request failed before a response head reached the client.
-enum Failure {
-    /// The upstream could not be reached, broke, or was too slow: answered with 502/504.
-    Upstream(ProxyError),
-    /// The client went away while sending its body.
-    ClientGone,
-    /// The client stopped sending its body: answered with 408.
-    ClientStalled,
-    /// The client's chunked body framing was invalid: answered with 400.
-    BadBody(&'static str),
-}
-
 /// A request written to an upstream that answered with a head.
 struct Sent {
     up: Upstream,
     target: Target,
     head: ResponseHead,
+}
+
+/// The fields of a request head, for the decision.
+struct RawFields<'a> {
+    raw: &'a [u8],
+    fields: &'a [Field],
+}
+
+impl RequestHeaders for RawFields<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        find_field(self.raw, self.fields, name.as_bytes()).map(|f| &self.raw[f.value.clone()])
+    }
 }
 
 impl<S: ClientIo> Client<'_, S> {
@@ -151,10 +149,15 @@ impl<S: ClientIo> Client<'_, S> {
                 HeadRead::Closed => return,
                 HeadRead::Bad(e) => {
                     tracing::debug!(client = %self.info.client, error = %e, "bad request head");
-                    let status =
-                        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                    let error = ProxyError::from(e);
                     self.out.clear();
-                    push_local(&mut self.out, status, 1, false, false, None);
+                    push_local(
+                        &mut self.out,
+                        &Local::status(error.status()),
+                        1,
+                        false,
+                        false,
+                    );
                     let _ = write_flush(&mut self.stream, &self.out).await;
                     let _ = self.stream.shutdown().await;
                     return;
@@ -195,24 +198,28 @@ impl<S: ClientIo> Client<'_, S> {
         self.buf.consume(head.len);
         drop(head);
 
-        let target = match plan {
-            Plan::Local(status, location) => {
+        let forward = match plan {
+            Plan::Local(local) => {
                 let keep = req.keep_alive && !has_body(req.framing) && !self.stop.is_set();
                 self.out.clear();
-                push_local(
-                    &mut self.out,
-                    status,
-                    req.minor,
-                    keep,
-                    req.is_head(),
-                    location.as_deref(),
-                );
+                push_local(&mut self.out, &local, req.minor, keep, req.is_head());
                 let written = write_flush(&mut self.stream, &self.out).await.is_ok();
-                self.log(logged, status);
+                self.log(logged, local.status);
                 return written && keep;
             }
-            Plan::Forward(target) => target,
+            Plan::Forward(forward) => forward,
         };
+        if forward.protocol().is_h2() {
+            let error = ProxyError::Upstream {
+                addr: forward.target.to_string(),
+                source: UpstreamError::Protocol(
+                    "the backend speaks only HTTP/2 (backend-protocol GRPC, GRPCS or H2C); send this request over HTTP/2",
+                ),
+            };
+            return self
+                .failed(error, &req, !has_body(req.framing), logged)
+                .await;
+        }
 
         // A small body that has fully arrived goes out with the head; then a request that meets
         // a closed pooled connection can simply be written again.
@@ -227,93 +234,83 @@ impl<S: ClientIo> Client<'_, S> {
         }
         let whole = body_done;
 
-        let sent = match self.send(target, &req, whole, &mut body_done).await {
+        let sent = match self.send(&forward, &req, whole, &mut body_done).await {
             Ok(sent) => sent,
-            Err(failure) => return self.failed(failure, &req, body_done, logged).await,
+            Err(error) => return self.failed(error, &req, body_done, logged).await,
         };
         if let Some(l) = logged.as_mut() {
             l.upstream = Some(sent.target.to_string());
         }
-        self.respond(sent, &req, logged).await
+        self.respond(sent, &forward, &req, logged).await
     }
 
     /// Answers a request that failed before any response head was sent.
     async fn failed(
         &mut self,
-        failure: Failure,
+        error: ProxyError,
         req: &Req,
         body_done: bool,
         logged: Option<Logged>,
     ) -> bool {
-        let status = match &failure {
-            Failure::Upstream(error) => {
+        match &error {
+            ProxyError::Upstream { .. } | ProxyError::Timeout(_) => {
                 tracing::warn!(%error, "upstream failure");
-                error.status()
             }
-            Failure::ClientGone => {
+            ProxyError::ClientClosed => {
                 // Nobody to answer; logged with nginx's "client closed request" code.
-                self.log(
-                    logged,
-                    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                );
+                self.log(logged, error.status());
                 return false;
             }
-            Failure::BadBody(what) => {
-                tracing::debug!(client = %self.info.client, error = what, "bad request body");
-                StatusCode::BAD_REQUEST
-            }
-            Failure::ClientStalled => {
-                tracing::debug!(client = %self.info.client, "request body stalled");
-                StatusCode::REQUEST_TIMEOUT
-            }
-        };
+            _ => tracing::debug!(client = %self.info.client, %error, "request failed"),
+        }
+        let status = error.status();
         let keep = req.keep_alive && body_done && !self.stop.is_set();
         self.out.clear();
-        push_local(&mut self.out, status, req.minor, keep, req.is_head(), None);
+        push_local(
+            &mut self.out,
+            &Local::status(status),
+            req.minor,
+            keep,
+            req.is_head(),
+        );
         let written = write_flush(&mut self.stream, &self.out).await.is_ok();
         self.log(logged, status);
         written && keep
     }
 
     /// Writes the request (head in `out`, then any body still to come from the client) to an
-    /// upstream connection and reads the response head. Connection failures move on to another
-    /// ready endpoint; a reused connection found closed is replaced while the request can still
-    /// be written again.
+    /// upstream connection and reads the response head. Failures move on to another ready
+    /// endpoint as the route's retry rules allow; a reused connection found closed is replaced
+    /// while the request can still be written again.
     async fn send(
         &mut self,
-        mut target: Target,
+        forward: &Forward,
         req: &Req,
         whole: bool,
         body_done: &mut bool,
-    ) -> Result<Sent, Failure> {
+    ) -> Result<Sent, ProxyError> {
         let pool = &self.proxy.h1_pool;
-        let mut failed: Vec<SocketAddr> = Vec::new();
+        let limits = forward.limits;
+        let mut target = forward.target.clone();
+        let mut attempts = Attempts::new();
         let mut stale = 0;
         loop {
-            let mut up = match pool.take(&target) {
+            let mut up = match pool.take(&target, forward.upstream_tls()) {
                 Some(up) => up,
-                None => match pool.connect(&target).await {
+                None => match pool.connect(&target, forward, limits.connect).await {
                     Ok(up) => up,
                     Err(e) => {
-                        if let Target::Addr(addr) = target {
-                            failed.push(addr);
-                        }
-                        let next = if failed.len() < MAX_ATTEMPTS {
-                            let host =
-                                std::str::from_utf8(&self.out[req.host.clone()]).unwrap_or("");
-                            let path =
-                                std::str::from_utf8(&self.out[req.path.clone()]).unwrap_or("/");
-                            next_endpoint(self.proxy, host, path, &failed)
-                        } else {
-                            None
+                        let why = match e {
+                            UpstreamError::ConnectTimeout => Failed::ConnectTimeout,
+                            _ => Failed::Connect,
                         };
-                        match next {
+                        match attempts.next(forward, &target, why, &req.method, whole) {
                             Some(next) => {
                                 tracing::debug!(error = %e, failed = %target, %next, "trying another endpoint");
-                                target = Target::Addr(next);
+                                target = next;
                                 continue;
                             }
-                            None => return Err(upstream_failure(&target, e)),
+                            None => return Err(upstream_error(&target, e)),
                         }
                     }
                 },
@@ -324,67 +321,111 @@ impl<S: ClientIo> Client<'_, S> {
                     stale += 1;
                     continue;
                 }
-                return Err(upstream_failure(&target, UpstreamError::Io(e)));
+                return Err(upstream_error(&target, UpstreamError::Io(e)));
             }
             if !whole {
-                if req.expect_continue && self.buf.is_empty() {
-                    write_flush(&mut self.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
-                        .await
-                        .map_err(|_| Failure::ClientGone)?;
-                }
-                let ends = Ends {
-                    deadline: &mut self.deadline,
-                    idle: self.proxy.config.body_idle_timeout,
-                };
-                match relay(
-                    &mut self.stream,
-                    &mut self.buf,
-                    &mut up.stream,
-                    req.framing,
-                    Mode::Pass,
-                    ends,
-                )
-                .await
-                {
-                    Ok(()) => *body_done = true,
-                    Err(RelayError::Read(_) | RelayError::Eof) => return Err(Failure::ClientGone),
-                    Err(RelayError::ReadStalled) => return Err(Failure::ClientStalled),
-                    Err(RelayError::Framing(what)) => return Err(Failure::BadBody(what)),
-                    Err(RelayError::Write(e)) => {
-                        return Err(upstream_failure(&target, UpstreamError::Io(e)))
-                    }
-                    Err(RelayError::WriteStalled) => {
-                        let timeout = ProxyError::Timeout(target.to_string());
-                        return Err(Failure::Upstream(timeout));
-                    }
-                }
+                self.send_body(&mut up, &target, forward, req).await?;
+                *body_done = true;
             }
             let waiting = read_response_head(&mut up, req.is_head());
-            let timeout = self.proxy.config.response_header_timeout;
-            match self.deadline.within(timeout, waiting).await {
-                None => return Err(Failure::Upstream(ProxyError::Timeout(target.to_string()))),
-                Some(Ok(head)) => return Ok(Sent { up, target, head }),
+            let (why, error) = match self.deadline.within(limits.read, waiting).await {
+                Some(Ok(head)) => {
+                    let status = head.status;
+                    if whole && limits.retry.on_status(status) {
+                        let why = Failed::Status(status);
+                        if let Some(next) = attempts.next(forward, &target, why, &req.method, whole)
+                        {
+                            tracing::debug!(failed = %target, %next, status, "trying another endpoint");
+                            target = next;
+                            stale = 0;
+                            continue;
+                        }
+                    }
+                    return Ok(Sent { up, target, head });
+                }
                 Some(Err(UpstreamError::Closed)) if reused && whole && stale < STALE_RETRIES => {
                     stale += 1;
+                    continue;
                 }
-                Some(Err(e)) => return Err(upstream_failure(&target, e)),
+                None => (Failed::Timeout, ProxyError::Timeout(target.to_string())),
+                Some(Err(e)) => {
+                    let why = match e {
+                        UpstreamError::Protocol(_) => Failed::Invalid,
+                        _ => Failed::Broken,
+                    };
+                    (why, upstream_error(&target, e))
+                }
+            };
+            match attempts.next(forward, &target, why, &req.method, whole) {
+                Some(next) => {
+                    tracing::debug!(failed = %target, %next, reason = ?why, "trying another endpoint");
+                    target = next;
+                    stale = 0;
+                }
+                None => return Err(error),
             }
+        }
+    }
+
+    /// Relays the rest of the request body (after `100 Continue` when the client waits for it).
+    async fn send_body(
+        &mut self,
+        up: &mut Upstream,
+        target: &Target,
+        forward: &Forward,
+        req: &Req,
+    ) -> Result<(), ProxyError> {
+        if req.expect_continue && self.buf.is_empty() {
+            write_flush(&mut self.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| ProxyError::ClientClosed)?;
+        }
+        let ends = Ends {
+            deadline: &mut self.deadline,
+            read_idle: self.proxy.config.body_idle_timeout,
+            write_idle: forward.limits.send,
+            limit: forward.limits.body,
+        };
+        match relay(
+            &mut self.stream,
+            &mut self.buf,
+            &mut up.stream,
+            req.framing,
+            Mode::Pass,
+            ends,
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(RelayError::Read(_) | RelayError::Eof) => Err(ProxyError::ClientClosed),
+            Err(RelayError::ReadStalled) => Err(ProxyError::RequestTimeout),
+            Err(RelayError::Framing(what)) => Err(ProxyError::BadRequest(what)),
+            Err(RelayError::TooLarge) => Err(ProxyError::PayloadTooLarge),
+            Err(RelayError::Write(e)) => Err(upstream_error(target, UpstreamError::Io(e))),
+            Err(RelayError::WriteStalled) => Err(ProxyError::Timeout(target.to_string())),
         }
     }
 
     /// Relays interim responses, then the final response head and body, or tunnels after a
     /// protocol switch. Returns whether the client connection stays open.
-    async fn respond(&mut self, sent: Sent, req: &Req, logged: Option<Logged>) -> bool {
+    async fn respond(
+        &mut self,
+        sent: Sent,
+        forward: &Forward,
+        req: &Req,
+        logged: Option<Logged>,
+    ) -> bool {
         let Sent {
             mut up,
             target,
             mut head,
         } = sent;
+        let read_timeout = forward.limits.read;
         let client_http11 = req.minor == 1;
         while (100..200).contains(&head.status) && head.status != 101 {
             if client_http11 {
                 self.out.clear();
-                push_response_start(&mut self.out, up.buf.unread(), &head, req.is_head());
+                push_response_start(&mut self.out, up.buf.unread(), &head, req.is_head(), &[]);
                 self.out.extend_from_slice(b"\r\n");
                 if write_flush(&mut self.stream, &self.out).await.is_err() {
                     return false;
@@ -392,60 +433,22 @@ impl<S: ClientIo> Client<'_, S> {
             }
             up.buf.consume(head.len);
             let waiting = read_response_head(&mut up, req.is_head());
-            let timeout = self.proxy.config.response_header_timeout;
-            head = match self.deadline.within(timeout, waiting).await {
+            head = match self.deadline.within(read_timeout, waiting).await {
                 Some(Ok(head)) => head,
                 Some(Err(e)) => {
                     return self
-                        .failed(upstream_failure(&target, e), req, true, logged)
+                        .failed(upstream_error(&target, e), req, true, logged)
                         .await
                 }
                 None => {
-                    let timeout = Failure::Upstream(ProxyError::Timeout(target.to_string()));
+                    let timeout = ProxyError::Timeout(target.to_string());
                     return self.failed(timeout, req, true, logged).await;
                 }
             };
         }
         let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-
         if head.status == 101 {
-            if !req.upgrade {
-                let error = upstream_failure(
-                    &target,
-                    UpstreamError::Protocol("switched protocols without being asked"),
-                );
-                return self.failed(error, req, true, logged).await;
-            }
-            self.out.clear();
-            push_response_start(&mut self.out, up.buf.unread(), &head, false);
-            self.out.extend_from_slice(b"Connection: upgrade\r\n");
-            if let Some(f) = find_field(up.buf.unread(), &head.fields, b"upgrade") {
-                push_field(&mut self.out, up.buf.unread(), f);
-            }
-            self.out.extend_from_slice(b"\r\n");
-            up.buf.consume(head.len);
-            self.out.extend_from_slice(up.buf.unread());
-            up.buf.consume(up.buf.unread().len());
-            self.log(logged, status);
-            if write_flush(&mut self.stream, &self.out).await.is_err() {
-                return false;
-            }
-            if !self.buf.is_empty() {
-                if write_flush(&mut up.stream, self.buf.unread())
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-                let n = self.buf.unread().len();
-                self.buf.consume(n);
-            }
-            self.buf.release_if_empty();
-            self.out = Vec::new();
-            if let Err(e) = tokio::io::copy_bidirectional(&mut self.stream, &mut up.stream).await {
-                tracing::debug!(error = %e, "upgraded connection ended");
-            }
-            return false;
+            return self.switch(up, target, head, req, logged, status).await;
         }
 
         // The body's framing towards the client.
@@ -462,7 +465,12 @@ impl<S: ClientIo> Client<'_, S> {
         let keep = req.keep_alive && !reframed && !self.stop.is_set();
 
         self.out.clear();
-        push_response_start(&mut self.out, up.buf.unread(), &head, req.is_head());
+        let set = if forward.has_response_fields() {
+            forward.response_fields()
+        } else {
+            Vec::new()
+        };
+        push_response_start(&mut self.out, up.buf.unread(), &head, req.is_head(), &set);
         if let Framing::Length(n) = head.framing {
             push_content_length(&mut self.out, n);
         }
@@ -497,7 +505,9 @@ impl<S: ClientIo> Client<'_, S> {
         }
         let ends = Ends {
             deadline: &mut self.deadline,
-            idle: self.proxy.config.body_idle_timeout,
+            read_idle: forward.limits.read_idle,
+            write_idle: self.proxy.config.body_idle_timeout,
+            limit: 0,
         };
         let relayed = relay(
             &mut up.stream,
@@ -528,6 +538,55 @@ impl<S: ClientIo> Client<'_, S> {
         }
     }
 
+    /// Completes a protocol switch (101) and tunnels bytes both ways until either side closes.
+    async fn switch(
+        &mut self,
+        mut up: Upstream,
+        target: Target,
+        head: ResponseHead,
+        req: &Req,
+        logged: Option<Logged>,
+        status: StatusCode,
+    ) -> bool {
+        if !req.upgrade {
+            let error = upstream_error(
+                &target,
+                UpstreamError::Protocol("switched protocols without being asked"),
+            );
+            return self.failed(error, req, true, logged).await;
+        }
+        self.out.clear();
+        push_response_start(&mut self.out, up.buf.unread(), &head, false, &[]);
+        self.out.extend_from_slice(b"Connection: upgrade\r\n");
+        if let Some(f) = find_field(up.buf.unread(), &head.fields, b"upgrade") {
+            push_field(&mut self.out, up.buf.unread(), f);
+        }
+        self.out.extend_from_slice(b"\r\n");
+        up.buf.consume(head.len);
+        self.out.extend_from_slice(up.buf.unread());
+        up.buf.consume(up.buf.unread().len());
+        self.log(logged, status);
+        if write_flush(&mut self.stream, &self.out).await.is_err() {
+            return false;
+        }
+        if !self.buf.is_empty() {
+            if write_flush(&mut up.stream, self.buf.unread())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            let n = self.buf.unread().len();
+            self.buf.consume(n);
+        }
+        self.buf.release_if_empty();
+        self.out = Vec::new();
+        if let Err(e) = tokio::io::copy_bidirectional(&mut self.stream, &mut up.stream).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+        }
+        false
+    }
+
     fn log(&self, logged: Option<Logged>, status: StatusCode) {
         let Some(l) = logged else { return };
         self.proxy.config.access_log.write(&Entry {
@@ -545,18 +604,19 @@ impl<S: ClientIo> Client<'_, S> {
     }
 }
 
-fn upstream_failure(target: &Target, source: UpstreamError) -> Failure {
-    Failure::Upstream(ProxyError::Upstream {
+fn upstream_error(target: &Target, source: UpstreamError) -> ProxyError {
+    ProxyError::Upstream {
         addr: target.to_string(),
         source,
-    })
+    }
 }
 
 fn has_body(framing: Framing) -> bool {
     !matches!(framing, Framing::None | Framing::Length(0))
 }
 
-/// Routes a request and writes its upstream head into `out`.
+/// Decides what happens to a request and, when it is forwarded, writes its upstream head into
+/// `out`.
 fn plan(
     proxy: &Proxy,
     info: &ConnInfo,
@@ -574,15 +634,13 @@ fn plan(
         b"" => b"/",
         p => p,
     };
-    let mut req = Req {
+    let req = Req {
         method: head.method.clone(),
         minor: head.minor_version,
         keep_alive: head.keep_alive,
         framing: head.framing,
         upgrade: head.upgrade,
         expect_continue: head.expect_continue,
-        host: 0..0,
-        path: 0..0,
     };
     let given_id = head
         .fields
@@ -611,262 +669,50 @@ fn plan(
         backend: None,
         upstream: None,
     });
+    let bad = |req, logged| {
+        let local = Local::status(StatusCode::BAD_REQUEST);
+        (Plan::Local(local), req, logged)
+    };
     let Ok(path) = std::str::from_utf8(path_bytes) else {
-        return (Plan::Local(StatusCode::BAD_REQUEST, None), req, logged);
+        return bad(req, logged);
     };
-    let path_and_query = &raw[head.path_and_query.clone()];
-
-    let backend_name = logged.as_mut().map(|l| &mut l.backend);
-    let target = match route(proxy, info.scheme, host, path, backend_name) {
-        Ok(Routed::Upstream(target)) => target,
-        Ok(Routed::Redirect) => {
-            let target = match std::str::from_utf8(path_and_query) {
-                Ok("") => "/",
-                Ok(t) => t,
-                Err(_) => return (Plan::Local(StatusCode::BAD_REQUEST, None), req, logged),
-            };
-            let location = redirect_location(host, target, proxy.config.https_redirect_port);
-            return (
-                Plan::Local(StatusCode::PERMANENT_REDIRECT, Some(location)),
-                req,
-                logged,
-            );
-        }
-        Err(error) => return (Plan::Local(error.status(), None), req, logged),
+    let target = match &raw[head.path_and_query.clone()] {
+        b"" => b"/".as_slice(),
+        t => t,
     };
-
-    // The upstream request head: origin-form target, the client's fields minus hop-by-hop and
-    // forwarding ones, then ours.
-    out.clear();
-    out.extend_from_slice(head.method.as_str().as_bytes());
-    out.push(b' ');
-    let path_start = out.len();
-    if path_and_query.is_empty() {
-        out.push(b'/');
-        req.path = path_start..out.len();
-    } else {
-        out.extend_from_slice(path_and_query);
-        req.path = path_start..path_start + path_bytes.len().min(path_and_query.len());
+    let Ok(target_text) = std::str::from_utf8(target) else {
+        return bad(req, logged);
+    };
+    let view = View {
+        https: info.scheme == "https",
+        method: &head.method,
+        host,
+        path,
+        query: target_text.split_once('?').map(|(_, q)| q),
+        content_length: match head.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        },
+        headers: &RawFields {
+            raw,
+            fields: &head.fields,
+        },
+    };
+    let forward = match proxy.decide(&view) {
+        Ok(Decision::Forward(forward)) => forward,
+        Ok(Decision::Local(local)) => return (Plan::Local(local), req, logged),
+        Err(error) => return (Plan::Local(Local::status(error.status())), req, logged),
+    };
+    if let Some(l) = logged.as_mut() {
+        l.backend = Some(forward.backend.name.clone());
     }
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    let host_start = out.len();
-    out.extend_from_slice(host.as_bytes());
-    req.host = host_start..out.len();
-    out.extend_from_slice(b"\r\n");
-    let mut kept = FieldRun::new(raw);
-    for f in &head.fields {
-        match f.kind {
-            Kind::Other => {
-                if head.expect_continue && raw[f.name.clone()].eq_ignore_ascii_case(b"expect") {
-                    continue;
-                }
-                kept.keep(out, f);
-            }
-            Kind::XRequestId | Kind::Server | Kind::Date => kept.keep(out, f),
-            Kind::Hop | Kind::Framing | Kind::Host | Kind::Forwarded | Kind::XForwardedFor => {}
-        }
-    }
-    kept.finish(out);
-    out.extend_from_slice(b"X-Forwarded-For: ");
-    for f in head.fields.iter().filter(|f| f.kind == Kind::XForwardedFor) {
-        let prior = raw[f.value.clone()].trim_ascii();
-        if !prior.is_empty() {
-            out.extend_from_slice(prior);
-            out.extend_from_slice(b", ");
-        }
-    }
-    let client_ip = info.client_ip.as_bytes();
-    out.extend_from_slice(client_ip);
-    out.extend_from_slice(b"\r\nX-Real-IP: ");
-    out.extend_from_slice(client_ip);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
-    out.extend_from_slice(info.scheme.as_bytes());
-    out.extend_from_slice(b"\r\nX-Forwarded-Host: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\nX-Forwarded-Port: ");
-    out.extend_from_slice(info.local_port.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if given_id.is_none() {
-        out.extend_from_slice(b"X-Request-ID: ");
-        out.extend_from_slice(request_id);
-        out.extend_from_slice(b"\r\n");
-    }
-    match head.framing {
-        Framing::Length(n) => push_content_length(out, n),
-        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Framing::None | Framing::Close => {}
-    }
-    if head.upgrade {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
-        if let Some(f) = find_field(raw, &head.fields, b"upgrade") {
-            push_field(out, raw, f);
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    (Plan::Forward(target), req, logged)
-}
-
-fn find_field<'f>(raw: &[u8], fields: &'f [Field], name: &[u8]) -> Option<&'f Field> {
-    fields
-        .iter()
-        .find(|f| raw[f.name.clone()].eq_ignore_ascii_case(name))
-}
-
-fn push_field(out: &mut Vec<u8>, raw: &[u8], f: &Field) {
-    out.extend_from_slice(&raw[f.name.clone()]);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(&raw[f.value.clone()]);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Copies the field lines a head passes on. Lines that follow one another in the received head
-/// go out as one copy of the received bytes (from the first name to the last value, CRLFs
-/// between them included); each run ends with a CRLF of ours.
-struct FieldRun<'r> {
-    raw: &'r [u8],
-    run: Option<Range<usize>>,
-}
-
-impl<'r> FieldRun<'r> {
-    fn new(raw: &'r [u8]) -> Self {
-        FieldRun { raw, run: None }
-    }
-
-    fn keep(&mut self, out: &mut Vec<u8>, f: &Field) {
-        let line = f.name.start..f.value.end;
-        if let Some(run) = &mut self.run {
-            if joins(&self.raw[run.end..line.start]) {
-                run.end = line.end;
-                return;
-            }
-        }
-        self.finish(out);
-        self.run = Some(line);
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        if let Some(run) = self.run.take() {
-            out.extend_from_slice(&self.raw[run]);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-}
-
-/// Whether the bytes between one field value and the next field name are only trailing
-/// whitespace and one CRLF (a bare LF or anything else ends the run, and the copy gets a CRLF).
-fn joins(gap: &[u8]) -> bool {
-    match gap.strip_suffix(b"\r\n") {
-        Some(ows) => ows.iter().all(|&b| b == b' ' || b == b'\t'),
-        None => false,
-    }
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-fn push_content_length(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(b"Content-Length: ");
-    push_decimal(out, n);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status));
-    out.push(b' ');
-    if reason.is_empty() {
-        let canonical = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        out.extend_from_slice(canonical.as_bytes());
-    } else {
-        out.extend_from_slice(reason);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The status line and end-to-end fields of an upstream response, plus `Server` and `Date`
-/// when the upstream sent none. Framing and connection fields are the caller's.
-fn push_response_start(out: &mut Vec<u8>, raw: &[u8], head: &ResponseHead, head_request: bool) {
-    push_status_line(out, head.status, &raw[head.reason.clone()]);
-    // A response without a body may still describe the length of one (HEAD, 304).
-    let keep_length =
-        head.framing == Framing::None && (head_request || head.status == 304) && head.status >= 200;
-    let mut has_server = false;
-    let mut has_date = false;
-    let mut kept = FieldRun::new(raw);
-    for f in &head.fields {
-        match f.kind {
-            Kind::Hop => continue,
-            Kind::Framing
-                if !(keep_length
-                    && raw[f.name.clone()].eq_ignore_ascii_case(b"content-length")) =>
-            {
-                continue
-            }
-            Kind::Server => has_server = true,
-            Kind::Date => has_date = true,
-            _ => {}
-        }
-        kept.keep(out, f);
-    }
-    kept.finish(out);
-    if head.status >= 200 {
-        if !has_server {
-            out.extend_from_slice(b"Server: portcullis\r\n");
-        }
-        if !has_date {
-            out.extend_from_slice(b"Date: ");
-            push_date(out);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-}
-
-/// A small response Portcullis makes itself (errors, redirects).
-fn push_local(
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    minor: u8,
-    keep_alive: bool,
-    head_request: bool,
-    location: Option<&str>,
-) {
-    let reason = status.canonical_reason().unwrap_or("");
-    let body = local_body(status);
-    push_status_line(out, status.as_u16(), reason.as_bytes());
-    out.extend_from_slice(b"Server: portcullis\r\nDate: ");
-    push_date(out);
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(LOCAL_CONTENT_TYPE.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    push_content_length(out, body.len() as u64);
-    if let Some(location) = location {
-        out.extend_from_slice(b"Location: ");
-        out.extend_from_slice(location.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if minor == 0 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !head_request {
-        out.extend_from_slice(&body);
-    }
+    let line = RequestLine {
+        host,
+        target,
+        new_id: given_id.is_none().then_some(request_id),
+    };
+    push_request(out, raw, head, &line, info, &forward);
+    (Plan::Forward(forward), req, logged)
 }
 
 async fn read_request_head<S: ClientIo>(stream: &mut S, buf: &mut Buf) -> HeadRead {
@@ -928,218 +774,5 @@ fn head_error_text(e: HeadError) -> &'static str {
         HeadError::TooLarge => "response head too large",
         HeadError::TooManyHeaders => "too many response header fields",
         HeadError::Invalid(what) => what,
-    }
-}
-
-async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
-}
-
-/// How a body is rewritten on its way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    /// Bytes go through as they are (framing included).
-    Pass,
-    /// Chunked framing is removed (for HTTP/1.0 clients).
-    Decode,
-    /// A close-delimited body is sent chunked (for HTTP/1.1 clients).
-    Encode,
-}
-
-#[derive(Debug)]
-enum RelayError {
-    Read(io::Error),
-    Write(io::Error),
-    Eof,
-    Framing(&'static str),
-    /// No bytes from the sender within the body idle timeout.
-    ReadStalled,
-    /// The receiver took nothing within the body idle timeout.
-    WriteStalled,
-}
-
-/// The clock a body relay waits on, and how long each wait may take.
-struct Ends<'d> {
-    deadline: &'d mut Deadline,
-    idle: Duration,
-}
-
-impl Ends<'_> {
-    async fn fill<R: AsyncRead + Unpin>(
-        &mut self,
-        buf: &mut Buf,
-        src: &mut R,
-    ) -> Result<usize, RelayError> {
-        match self
-            .deadline
-            .within(self.idle, buf.fill(src, BODY_READ))
-            .await
-        {
-            Some(read) => read.map_err(RelayError::Read),
-            None => Err(RelayError::ReadStalled),
-        }
-    }
-
-    async fn put<W: AsyncWrite + Unpin>(
-        &mut self,
-        dst: &mut W,
-        bytes: &[u8],
-    ) -> Result<(), RelayError> {
-        match self.deadline.within(self.idle, dst.write_all(bytes)).await {
-            Some(written) => written.map_err(RelayError::Write),
-            None => Err(RelayError::WriteStalled),
-        }
-    }
-}
-
-impl std::fmt::Display for RelayError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RelayError::Read(e) => write!(f, "read: {e}"),
-            RelayError::Write(e) => write!(f, "write: {e}"),
-            RelayError::Eof => f.write_str("ended before the body was complete"),
-            RelayError::Framing(what) => write!(f, "chunked framing: {what}"),
-            RelayError::ReadStalled => f.write_str("no body bytes within the body idle timeout"),
-            RelayError::WriteStalled => f.write_str("body not taken within the body idle timeout"),
-        }
-    }
-}
-
-/// Copies one body delimited by `framing` from `src` (bytes already read are in `buf`) to `dst`.
-/// Bytes after the body stay in `buf`.
-async fn relay<R, W>(
-    src: &mut R,
-    buf: &mut Buf,
-    dst: &mut W,
-    framing: Framing,
-    mode: Mode,
-    mut ends: Ends<'_>,
-) -> Result<(), RelayError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut scratch = Vec::new();
-    match framing {
-        Framing::None => return Ok(()),
-        Framing::Length(total) => {
-            let mut left = total;
-            loop {
-                let take = (buf.unread().len() as u64).min(left) as usize;
-                if take > 0 {
-                    ends.put(dst, &buf.unread()[..take]).await?;
-                    buf.consume(take);
-                    left -= take as u64;
-                }
-                if left == 0 {
-                    break;
-                }
-                if ends.fill(buf, src).await? == 0 {
-                    return Err(RelayError::Eof);
-                }
-            }
-        }
-        Framing::Chunked => {
-            let mut chunked = Chunked::new();
-            loop {
-                if !buf.is_empty() {
-                    let done = if mode == Mode::Decode {
-                        scratch.clear();
-                        let (n, done) = chunked
-                            .decode(buf.unread(), &mut scratch)
-                            .map_err(|e| RelayError::Framing(e.0))?;
-                        buf.consume(n);
-                        if !scratch.is_empty() {
-                            ends.put(dst, &scratch).await?;
-                        }
-                        done
-                    } else {
-                        let (n, done) = chunked
-                            .scan(buf.unread())
-                            .map_err(|e| RelayError::Framing(e.0))?;
-                        ends.put(dst, &buf.unread()[..n]).await?;
-                        buf.consume(n);
-                        done
-                    };
-                    if done {
-                        break;
-                    }
-                }
-                if ends.fill(buf, src).await? == 0 {
-                    return Err(RelayError::Eof);
-                }
-            }
-        }
-        Framing::Close => {
-            loop {
-                if !buf.is_empty() {
-                    let data = buf.unread();
-                    if mode == Mode::Encode {
-                        scratch.clear();
-                        codec::push_chunk_header(data.len(), &mut scratch);
-                        scratch.extend_from_slice(data);
-                        scratch.extend_from_slice(b"\r\n");
-                        ends.put(dst, &scratch).await?;
-                    } else {
-                        ends.put(dst, data).await?;
-                    }
-                    let n = data.len();
-                    buf.consume(n);
-                }
-                if ends.fill(buf, src).await? == 0 {
-                    break;
-                }
-            }
-            if mode == Mode::Encode {
-                scratch.clear();
-                codec::push_last_chunk(&mut scratch);
-                ends.put(dst, &scratch).await?;
-            }
-        }
-    }
-    dst.flush().await.map_err(RelayError::Write)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::h1::codec::parse_response;
-
-    fn kept_lines(text: &str) -> String {
-        let raw = text.as_bytes();
-        let head = parse_response(raw, false).unwrap().unwrap();
-        let mut out = Vec::new();
-        let mut kept = FieldRun::new(raw);
-        for f in head.fields.iter().filter(|f| f.kind != Kind::Hop) {
-            kept.keep(&mut out, f);
-        }
-        kept.finish(&mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn adjacent_fields_are_copied_as_received_and_gaps_close_runs() {
-        let text = "HTTP/1.1 200 OK\r\nA: 1\r\nB:2  \r\nConnection: x\r\nX: y\r\nC:\t3\r\n\r\n";
-        // `Connection` and the field it names are dropped; runs around them get their own CRLF.
-        assert_eq!(kept_lines(text), "A: 1\r\nB:2\r\nC:\t3\r\n");
-        let text = "HTTP/1.1 200 OK\r\nA: 1 \r\nB: 2\r\nEmpty:\r\nD: 4\r\n\r\n";
-        assert_eq!(kept_lines(text), "A: 1 \r\nB: 2\r\nEmpty:\r\nD: 4\r\n");
-    }
-
-    #[test]
-    fn bare_line_feeds_are_not_copied() {
-        let text = "HTTP/1.1 200 OK\nA: 1\nB: 2\r\nC: 3\n\n";
-        assert_eq!(kept_lines(text), "A: 1\r\nB: 2\r\nC: 3\r\n");
-    }
-
-    #[test]
-    fn joins_needs_exactly_one_crlf_after_whitespace() {
-        assert!(joins(b"\r\n"));
-        assert!(joins(b" \t\r\n"));
-        assert!(!joins(b"\n"));
-        assert!(!joins(b"\r\n\r\n"));
-        assert!(!joins(b"x\r\n"));
-        assert!(!joins(b""));
     }
 }

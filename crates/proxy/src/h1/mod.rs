@@ -4,7 +4,9 @@
 
 pub(crate) mod codec;
 pub(crate) mod conn;
+mod head;
 pub(crate) mod pool;
+mod relay;
 
 use std::cell::RefCell;
 use std::future::Future;

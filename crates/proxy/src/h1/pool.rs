@@ -1,20 +1,88 @@
-//! Upstream connections of the HTTP/1.1 path: plain TCP streams with their read buffers, kept
-//! idle per endpoint. One pool per worker thread, so its lock is never contended.
+//! Upstream connections of the HTTP/1.1 path: TCP (or TLS over TCP) streams with their read
+//! buffers, kept idle per endpoint and TLS configuration. One pool per worker thread, so its
+//! lock is never contended.
 
 use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Buf;
-use crate::upstream::{connect_tcp, Target, UpstreamError};
+use crate::decide::Forward;
+use crate::upstream::{connect_tcp, tls_handshake, Target, UpstreamError};
 use table::fasthash::BuildFast;
+use table::UpstreamTls;
+
+/// An upstream byte stream: plain TCP, or TLS over TCP.
+pub(crate) enum Stream {
+    /// Cleartext.
+    Tcp(TcpStream),
+    /// TLS towards the upstream.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Pooled connections are kept apart by endpoint and by TLS configuration (0: cleartext).
+type Key = (Target, u64);
 
 /// One upstream connection.
 pub(crate) struct Upstream {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
+    /// The TLS configuration the connection was made with (0: cleartext).
+    pub(crate) tls: u64,
     pub(crate) buf: Buf,
     /// Whether the connection served an earlier request (and so may have been closed by the
     /// upstream meanwhile).
@@ -28,28 +96,28 @@ struct Idle {
 
 /// Idle keep-alive connections by endpoint.
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<Target, Vec<Idle>, BuildFast>>,
-    connect_timeout: Duration,
+    idle: Mutex<HashMap<Key, Vec<Idle>, BuildFast>>,
     idle_timeout: Duration,
     max_idle: usize,
 }
 
 impl Pool {
-    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+    pub(crate) fn new(idle_timeout: Duration, max_idle: usize) -> Self {
         Pool {
             idle: Mutex::new(HashMap::default()),
-            connect_timeout,
             idle_timeout,
             max_idle,
         }
     }
 
-    /// The most recently used idle connection to `target` that is still open.
-    pub(crate) fn take(&self, target: &Target) -> Option<Upstream> {
+    /// The most recently used idle connection to `target` with the TLS configuration `tls`
+    /// that is still open.
+    pub(crate) fn take(&self, target: &Target, tls: Option<&UpstreamTls>) -> Option<Upstream> {
         let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(target)?;
+        let key = (target.clone(), tls.map_or(0, |t| t.id));
+        let list = idle.get_mut(&key)?;
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() < self.idle_timeout && is_quiet(&entry.conn.stream) {
+            if entry.since.elapsed() < self.idle_timeout && is_quiet(entry.conn.stream.tcp()) {
                 let mut conn = entry.conn;
                 conn.reused = true;
                 return Some(conn);
@@ -69,9 +137,10 @@ impl Pool {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        let list = match idle.get_mut(target) {
+        let key = (target.clone(), conn.tls);
+        let list = match idle.get_mut(&key) {
             Some(list) => list,
-            None => idle.entry(target.clone()).or_default(),
+            None => idle.entry(key).or_default(),
         };
         let expired = list
             .iter()
@@ -83,11 +152,37 @@ impl Pool {
         }
     }
 
-    /// A new connection to `target`.
-    pub(crate) async fn connect(&self, target: &Target) -> Result<Upstream, UpstreamError> {
-        let stream = connect_tcp(target, self.connect_timeout).await?;
+    /// A new connection to `target` for `forward` (TLS when its route asks for it), within
+    /// `timeout`.
+    pub(crate) async fn connect(
+        &self,
+        target: &Target,
+        forward: &Forward,
+        timeout: Duration,
+    ) -> Result<Upstream, UpstreamError> {
+        let tcp = connect_tcp(target, timeout).await?;
+        let (stream, tls) = match forward.upstream_tls() {
+            None => (Stream::Tcp(tcp), 0),
+            Some(tls) => {
+                let stream = tls_handshake(tcp, tls, &forward.backend.name, timeout).await?;
+                (Stream::Tls(Box::new(stream)), tls.id)
+            }
+        };
         Ok(Upstream {
             stream,
+            tls,
+            buf: Buf::new(),
+            reused: false,
+        })
+    }
+
+    /// A new cleartext connection to `target`.
+    #[cfg(test)]
+    pub(crate) async fn connect_plain(&self, target: &Target) -> Result<Upstream, UpstreamError> {
+        let tcp = connect_tcp(target, Duration::from_secs(5)).await?;
+        Ok(Upstream {
+            stream: Stream::Tcp(tcp),
+            tls: 0,
             buf: Buf::new(),
             reused: false,
         })
@@ -119,13 +214,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let target = Target::Addr(addr);
-        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(60), 4);
+        let pool = Pool::new(Duration::from_secs(60), 4);
 
-        let conn = pool.connect(&target).await.unwrap();
+        let conn = pool.connect_plain(&target).await.unwrap();
         let (peer, _) = listener.accept().await.unwrap();
         pool.put(&target, conn);
         let again = pool
-            .take(&target)
+            .take(&target, None)
             .expect("an open idle connection is reused");
         assert!(again.reused);
         pool.put(&target, again);
@@ -133,17 +228,17 @@ mod tests {
         drop(peer);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            pool.take(&target).is_none(),
+            pool.take(&target, None).is_none(),
             "a closed connection is dropped"
         );
 
-        let conn = pool.connect(&target).await.unwrap();
+        let conn = pool.connect_plain(&target).await.unwrap();
         let (mut peer, _) = listener.accept().await.unwrap();
         pool.put(&target, conn);
         peer.write_all(b"unexpected").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            pool.take(&target).is_none(),
+            pool.take(&target, None).is_none(),
             "a chatty connection is dropped"
         );
     }
@@ -152,11 +247,11 @@ mod tests {
     async fn idle_connections_expire() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = Target::Addr(listener.local_addr().unwrap());
-        let pool = Pool::new(Duration::from_secs(1), Duration::from_millis(20), 4);
-        let conn = pool.connect(&target).await.unwrap();
+        let pool = Pool::new(Duration::from_millis(20), 4);
+        let conn = pool.connect_plain(&target).await.unwrap();
         let _peer = listener.accept().await.unwrap();
         pool.put(&target, conn);
         tokio::time::sleep(Duration::from_millis(40)).await;
-        assert!(pool.take(&target).is_none());
+        assert!(pool.take(&target, None).is_none());
     }
 }

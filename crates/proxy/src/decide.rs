@@ -1,0 +1,454 @@
+//! The one decision per request that the HTTP/1.x loop and the HTTP/2 handler both go through:
+//! a request view in, either a response Portcullis answers itself or everything the exchange
+//! needs (backend, endpoint, compiled policy, request and response edits, limits) out. The
+//! decision is held for the whole exchange, retries included; the table is not.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use table::{Backend, BackendTarget, Lookup, Policy, Protocol, Retry, RetryOn, UpstreamTls};
+
+use crate::upstream::Target;
+use crate::{Proxy, ProxyError};
+
+/// What the decision reads of a request, whatever its protocol.
+pub(crate) struct View<'a> {
+    /// Whether the client connection is TLS.
+    pub(crate) https: bool,
+    /// The request method.
+    pub(crate) method: &'a Method,
+    /// The host as received (Host header or `:authority`, port included).
+    pub(crate) host: &'a str,
+    /// The path as received, without the query.
+    pub(crate) path: &'a str,
+    /// The query without its `?`, if there is one.
+    pub(crate) query: Option<&'a str>,
+    /// The declared body length, if the request has one.
+    pub(crate) content_length: Option<u64>,
+    /// The request's header fields, read only when a policy needs one.
+    pub(crate) headers: &'a dyn RequestHeaders,
+}
+
+/// Header lookup by lower-case name, over either protocol's representation.
+pub(crate) trait RequestHeaders {
+    /// The value of the first field named `name`.
+    fn get(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl RequestHeaders for http::HeaderMap {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        http::HeaderMap::get(self, name).map(HeaderValue::as_bytes)
+    }
+}
+
+/// A response Portcullis makes itself instead of forwarding.
+#[derive(Debug)]
+pub(crate) struct Local {
+    /// The status.
+    pub(crate) status: StatusCode,
+    /// Fields beyond `Server`, `Date`, `Content-Type` and `Content-Length` (`Location`, CORS).
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whether the small standard body (`<code> <reason>`) is sent; `false` sends none.
+    pub(crate) body: bool,
+}
+
+impl Local {
+    /// A response with the standard body and no extra fields.
+    pub(crate) fn status(status: StatusCode) -> Self {
+        Local {
+            status,
+            headers: Vec::new(),
+            body: true,
+        }
+    }
+
+    /// A redirect to `location`.
+    pub(crate) fn redirect(status: StatusCode, location: &str) -> Self {
+        let mut local = Local::status(status);
+        if let Ok(v) = HeaderValue::from_str(location) {
+            local.headers.push((header::LOCATION, v));
+        }
+        local
+    }
+}
+
+/// What the exchange of a forwarded request needs.
+pub(crate) struct Forward {
+    /// The backend that serves it (kept for retries on other endpoints).
+    pub(crate) backend: Arc<Backend>,
+    /// The endpoint picked first.
+    pub(crate) target: Target,
+    /// The route's compiled policy, if its Ingress has annotations.
+    pub(crate) rules: Option<Arc<Policy>>,
+    /// The request target sent upstream when the path is rewritten (path and query).
+    pub(crate) path: Option<String>,
+    /// `Access-Control-Allow-Origin` for the response, when CORS applies.
+    pub(crate) cors_origin: Option<HeaderValue>,
+    /// Whether the upstream connection is TLS.
+    pub(crate) tls: bool,
+    /// Timeouts, body limit and retry rules.
+    pub(crate) limits: Limits,
+}
+
+/// Timeouts, body limit and retry rules of one exchange: the route's policy over the proxy's
+/// defaults, read in this one place.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Connecting to an endpoint.
+    pub(crate) connect: Duration,
+    /// Waiting for the response head.
+    pub(crate) read: Duration,
+    /// Between reads of the response body.
+    pub(crate) read_idle: Duration,
+    /// Between writes of the request body to the upstream.
+    pub(crate) send: Duration,
+    /// Largest request body in bytes; 0 = unlimited.
+    pub(crate) body: u64,
+    /// When to try another endpoint.
+    pub(crate) retry: Retry,
+}
+
+/// The decision for one request.
+pub(crate) enum Decision {
+    /// Answered by Portcullis.
+    Local(Local),
+    /// Sent upstream.
+    Forward(Forward),
+}
+
+impl Proxy {
+    /// The proxy-wide limits, for routes whose policy sets none.
+    pub(crate) fn default_limits(&self) -> Limits {
+        Limits {
+            connect: self.config.connect_timeout,
+            read: self.config.response_header_timeout,
+            read_idle: self.config.body_idle_timeout,
+            send: self.config.body_idle_timeout,
+            body: self.config.max_body_size,
+            retry: Retry::DEFAULT,
+        }
+    }
+
+    /// Decides what happens to a request. Errors become the one error → response mapping.
+    pub(crate) fn decide(&self, view: &View<'_>) -> Result<Decision, ProxyError> {
+        let table = self.published.load();
+        let found = match table.resolve(view.host, view.path) {
+            Lookup::NotFound => return Err(ProxyError::NoRoute),
+            Lookup::RedirectHost(to) => {
+                let location = format!(
+                    "{}://{to}{}",
+                    if view.https { "https" } else { "http" },
+                    request_target(view)
+                );
+                return Ok(Decision::Local(Local::redirect(
+                    StatusCode::PERMANENT_REDIRECT,
+                    &location,
+                )));
+            }
+            Lookup::AppRoot(root) => {
+                let location = format!(
+                    "{}://{}{root}",
+                    if view.https { "https" } else { "http" },
+                    view.host
+                );
+                return Ok(Decision::Local(Local::redirect(
+                    StatusCode::FOUND,
+                    &location,
+                )));
+            }
+            Lookup::Route(found) => found,
+        };
+        let route = found.route;
+        let rules = route.policy.rules.as_ref();
+        let mut cors_origin = None;
+        if let Some(p) = rules {
+            if let Some(why) = &p.denied {
+                return Err(ProxyError::Denied(why.clone()));
+            }
+            if let Some(cors) = &p.cors {
+                cors_origin = cors.allow_origin(view.headers.get("origin"));
+                if let Some(origin) = &cors_origin {
+                    if view.method == Method::OPTIONS {
+                        return Ok(Decision::Local(preflight(cors, origin.clone())));
+                    }
+                }
+            }
+            if let Some(redirect) = &p.redirect {
+                let status =
+                    StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                return Ok(Decision::Local(Local::redirect(status, &redirect.location)));
+            }
+        }
+        if route.policy.https_redirect && !view.https {
+            let location = redirect_location(
+                view.host,
+                request_target(view),
+                self.config.https_redirect_port,
+            );
+            return Ok(Decision::Local(Local::redirect(
+                StatusCode::PERMANENT_REDIRECT,
+                &location,
+            )));
+        }
+        let limits = match rules {
+            None => self.default_limits(),
+            Some(p) => self.limits_of(p),
+        };
+        if limits.body > 0 && view.content_length.is_some_and(|n| n > limits.body) {
+            return Err(ProxyError::PayloadTooLarge);
+        }
+        let mut backend = table.backends[route.backend.0].clone();
+        if let Some(fallback) = route.policy.fallback {
+            if !has_ready(&backend) {
+                backend = table.backends[fallback.0].clone();
+            }
+        }
+        let target = pick(&backend)?;
+        let path = rules.and_then(|p| {
+            let rewrite = p.rewrite.as_ref()?;
+            if rewrite.written == route.origin.path {
+                return None;
+            }
+            let captures = found.pattern.and_then(|re| re.captures(view.path));
+            Some(rewrite.apply(captures.as_ref(), view.query))
+        });
+        let protocol = rules.map_or(Protocol::Http, |p| p.protocol);
+        Ok(Decision::Forward(Forward {
+            backend,
+            target,
+            rules: rules.cloned(),
+            path,
+            cors_origin,
+            tls: protocol.is_tls(view.https),
+            limits,
+        }))
+    }
+
+    fn limits_of(&self, p: &Policy) -> Limits {
+        let d = self.default_limits();
+        Limits {
+            connect: p.timeouts.connect.unwrap_or(d.connect),
+            read: p.timeouts.read.unwrap_or(d.read),
+            read_idle: p.timeouts.read.unwrap_or(d.read_idle),
+            send: p.timeouts.send.unwrap_or(d.send),
+            body: p.body_limit.unwrap_or(d.body),
+            retry: p.retry.unwrap_or(d.retry),
+        }
+    }
+}
+
+/// The path and query of a request as received.
+fn request_target(view: &View<'_>) -> String {
+    match view.query {
+        Some(q) => format!("{}?{q}", view.path),
+        None => view.path.to_string(),
+    }
+}
+
+/// The answer to a CORS preflight from an allowed origin (ingress-nginx answers every OPTIONS
+/// request of such an origin itself).
+fn preflight(cors: &table::Cors, origin: HeaderValue) -> Local {
+    let mut headers = cors.headers(origin);
+    headers.push((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain charset=UTF-8"),
+    ));
+    Local {
+        status: StatusCode::NO_CONTENT,
+        headers,
+        body: false,
+    }
+}
+
+fn has_ready(backend: &Backend) -> bool {
+    match &backend.target {
+        BackendTarget::Endpoints { ready, .. } => !ready.is_empty(),
+        BackendTarget::ExternalName { .. } => true,
+        BackendTarget::Unavailable { .. } => false,
+    }
+}
+
+/// The first endpoint for a request to `backend`.
+fn pick(backend: &Backend) -> Result<Target, ProxyError> {
+    match &backend.target {
+        BackendTarget::Endpoints { .. } => backend
+            .pick()
+            .map(Target::Addr)
+            .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone())),
+        BackendTarget::ExternalName { host, port } => Ok(Target::Name(host.as_str().into(), *port)),
+        BackendTarget::Unavailable { .. } => Err(ProxyError::NoEndpoint(backend.name.clone())),
+    }
+}
+
+/// The HTTPS URL for `host` (its port dropped) and `target` (path and query), naming `port`
+/// unless it is the default.
+pub(crate) fn redirect_location(host: &str, target: String, port: Option<u16>) -> String {
+    let name = strip_port(host);
+    match port {
+        Some(p) if p != 443 => format!("https://{name}:{p}{target}"),
+        _ => format!("https://{name}{target}"),
+    }
+}
+
+/// A host without its `:port` (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Why an attempt at an endpoint failed, for deciding whether to try another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failed {
+    /// No connection could be made: nothing was sent.
+    Connect,
+    /// Connecting took longer than the connect timeout: nothing was sent.
+    ConnectTimeout,
+    /// The connection broke before a response head.
+    Broken,
+    /// No response head within the read timeout.
+    Timeout,
+    /// The response head was invalid.
+    Invalid,
+    /// The upstream answered with this status.
+    Status(u16),
+}
+
+/// The attempts of one exchange: which endpoints failed, and whether another may be tried.
+pub(crate) struct Attempts {
+    failed: Vec<SocketAddr>,
+    started: Instant,
+    count: u32,
+}
+
+impl Attempts {
+    pub(crate) fn new() -> Self {
+        Attempts {
+            failed: Vec::new(),
+            started: Instant::now(),
+            count: 1,
+        }
+    }
+
+    /// After `target` failed with `why`: the endpoint to try next, if the retry rules allow one.
+    /// `resendable` says whether the whole request can be sent again (nothing of it was lost
+    /// with the failed attempt).
+    pub(crate) fn next(
+        &mut self,
+        forward: &Forward,
+        target: &Target,
+        why: Failed,
+        method: &Method,
+        resendable: bool,
+    ) -> Option<Target> {
+        let retry = forward.limits.retry;
+        let condition = match why {
+            Failed::Connect | Failed::Broken => retry.has(RetryOn::Error),
+            Failed::ConnectTimeout | Failed::Timeout => retry.has(RetryOn::Timeout),
+            Failed::Invalid => retry.has(RetryOn::InvalidHeader),
+            Failed::Status(status) => retry.on_status(status),
+        };
+        let nothing_sent = matches!(why, Failed::Connect | Failed::ConnectTimeout);
+        let idempotent = matches!(
+            *method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        ) || retry.has(RetryOn::NonIdempotent);
+        if !condition || !(nothing_sent || (resendable && idempotent)) {
+            return None;
+        }
+        if retry.tries > 0 && self.count >= retry.tries {
+            return None;
+        }
+        if retry.timeout.is_some_and(|t| self.started.elapsed() >= t) {
+            return None;
+        }
+        if let Target::Addr(addr) = target {
+            self.failed.push(*addr);
+        }
+        let next = forward.backend.pick_excluding(&self.failed)?;
+        self.count += 1;
+        Some(Target::Addr(next))
+    }
+}
+
+impl Forward {
+    /// The TLS configuration towards the upstream, when the connection is TLS.
+    pub(crate) fn upstream_tls(&self) -> Option<&UpstreamTls> {
+        if !self.tls {
+            return None;
+        }
+        self.rules.as_ref()?.upstream_tls.as_ref()
+    }
+
+    /// The protocol spoken to the upstream.
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.rules.as_ref().map_or(Protocol::Http, |p| p.protocol)
+    }
+
+    /// The `Host` header sent upstream instead of the client's (`upstream-vhost`).
+    pub(crate) fn upstream_host(&self) -> Option<&HeaderValue> {
+        self.rules.as_ref()?.upstream_host.as_ref()
+    }
+
+    /// Request fields the policy adds (`X-Forwarded-Prefix` with a rewrite).
+    pub(crate) fn request_fields(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        let prefix = self
+            .path
+            .as_ref()
+            .and(self.rules.as_ref())
+            .and_then(|p| p.x_forwarded_prefix.as_ref());
+        prefix.map(|v| ("X-Forwarded-Prefix", v)).into_iter()
+    }
+
+    /// Whether the policy sets response fields (so writers check upstream fields against them).
+    pub(crate) fn has_response_fields(&self) -> bool {
+        self.cors_origin.is_some()
+            || self
+                .rules
+                .as_ref()
+                .is_some_and(|p| !p.response_headers.is_empty())
+    }
+
+    /// Response fields the policy sets, replacing upstream fields of the same name
+    /// (`custom-headers`, then CORS).
+    pub(crate) fn response_fields(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.rules {
+            out.extend(p.response_headers.iter().cloned());
+            if let (Some(cors), Some(origin)) = (&p.cors, &self.cors_origin) {
+                out.extend(cors.headers(origin.clone()));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_keep_path_and_query_and_drop_the_port() {
+        assert_eq!(
+            redirect_location("Example.com:8080", "/a//b?x=1&y".into(), None),
+            "https://Example.com/a//b?x=1&y"
+        );
+        assert_eq!(
+            redirect_location("[::1]:8080", "/a".into(), Some(8443)),
+            "https://[::1]:8443/a"
+        );
+        assert_eq!(strip_port("plain"), "plain");
+    }
+}
