@@ -40,13 +40,16 @@ pub struct ClusterSettings {
 const SHUTDOWN_API_WAIT: Duration = Duration::from_secs(5);
 
 /// Connects to the API server, starts watching, and serves once every initial list has synced.
-/// `settings.manifests` is not read.
+/// `settings.manifests` is not read; the annotation prefix is `settings.translate`'s.
 pub async fn start(settings: Settings, cluster: ClusterSettings) -> anyhow::Result<Running> {
     let client = source::cluster::connect(&cluster.access).await?;
     let published = Arc::new(Published::new());
     let admin_state = Arc::new(AdminState::new(published.clone(), Vec::new()));
     let retry = cluster.source.retry;
-    let source = ClusterSource::start(client.clone(), cluster.source);
+    // Objects are read for the annotations translation reads.
+    let mut watch = cluster.source;
+    watch.annotation_prefix = settings.translate.annotations_prefix.clone();
+    let source = ClusterSource::start(client.clone(), watch);
     let mut election = cluster.election;
     if election.lease.namespace.is_empty() {
         election.lease.namespace = client.default_namespace().to_string();

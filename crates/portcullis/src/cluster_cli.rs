@@ -58,10 +58,11 @@ impl ConnectArgs {
         }
     }
 
-    /// What to watch.
-    pub fn source_config(&self) -> ClusterConfig {
+    /// What to watch, for annotations under `prefix`.
+    pub fn source_config(&self, prefix: &str) -> ClusterConfig {
         ClusterConfig {
             namespace: self.watch_namespace.clone(),
+            annotation_prefix: prefix.to_string(),
             ..ClusterConfig::default()
         }
     }
@@ -122,7 +123,8 @@ impl ClusterArgs {
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_default();
         Ok(ClusterSettings {
             access,
-            source: self.connect.source_config(),
+            // The prefix follows --annotations-prefix (set when started).
+            source: self.connect.source_config(""),
             status: StatusConfig {
                 addresses: self
                     .publish_status_address
@@ -139,17 +141,19 @@ impl ClusterArgs {
     }
 }
 
-/// Reads every object once (for `check` and `route`).
+/// Reads every object once (for `check` and `route`), with the objects annotations under
+/// `prefix` name.
 pub fn read_once(
     connect: &ConnectArgs,
     access: Access,
+    prefix: &str,
 ) -> anyhow::Result<std::sync::Arc<model::Snapshot>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let client = source::cluster::connect(&access).await?;
-        let source = ClusterSource::start(client, connect.source_config());
+        let source = ClusterSource::start(client, connect.source_config(prefix));
         Ok(source.first(Duration::from_secs(30)).await?)
     })
 }

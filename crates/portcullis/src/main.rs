@@ -429,7 +429,7 @@ fn load(
     let load = match connect.input(paths.to_vec(), "manifest paths")? {
         cluster_cli::Input::Manifests(paths) => source::FolderSource::new(paths)?.load(),
         cluster_cli::Input::Cluster(access) => source::Load {
-            snapshot: cluster_cli::read_once(connect, access)?,
+            snapshot: cluster_cli::read_once(connect, access, &class.options().annotations_prefix)?,
             diagnostics: Vec::new(),
             files: 0,
             revision: 0,

@@ -23,11 +23,12 @@ fn is_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
-/// `namespace/name` or `name` (in the Ingress's own namespace).
+/// `name` or `namespace/name`, in the Ingress's own namespace only: translation refuses objects
+/// of other namespaces, so they are not read either.
 fn parse_reference(value: &str, own_namespace: &str) -> Option<ObjectKey> {
     let value = value.trim();
     let (namespace, name) = value.split_once('/').unwrap_or((own_namespace, value));
-    (is_name(namespace) && is_name(name)).then(|| ObjectKey::new(namespace, name))
+    (namespace == own_namespace && is_name(name)).then(|| ObjectKey::new(namespace, name))
 }
 
 /// The Secrets and ConfigMaps `ingress` names in annotations under `prefix`.
@@ -134,7 +135,7 @@ mod tests {
                 ("nginx.ingress.kubernetes.io/auth-secret", "users"),
                 (
                     "nginx.ingress.kubernetes.io/proxy-ssl-secret",
-                    "certs/upstream-ca",
+                    "apps/upstream-ca",
                 ),
                 ("nginx.ingress.kubernetes.io/custom-headers", "apps/headers"),
                 ("nginx.ingress.kubernetes.io/other", "x"),
@@ -145,7 +146,7 @@ mod tests {
             references(&ing, "nginx.ingress.kubernetes.io"),
             vec![
                 (Kind::Secret, ObjectKey::new("apps", "users")),
-                (Kind::Secret, ObjectKey::new("certs", "upstream-ca")),
+                (Kind::Secret, ObjectKey::new("apps", "upstream-ca")),
                 (Kind::ConfigMap, ObjectKey::new("apps", "headers")),
             ]
             .into_iter()
@@ -157,7 +158,11 @@ mod tests {
         let bad = ingress(
             "a",
             "b",
-            &[("p/auth-secret", "a/b/c"), ("p/custom-headers", "Bad Name")],
+            &[
+                ("p/auth-secret", "a/b/c"),
+                ("p/custom-headers", "Bad Name"),
+                ("p/proxy-ssl-secret", "elsewhere/ca"),
+            ],
         );
         assert!(references(&bad, "p").is_empty());
     }

@@ -230,7 +230,7 @@ impl StatusWriter {
         // The snapshot may not show our latest writes yet: read each Ingress afresh.
         for key in served.ingresses.iter() {
             let ingresses: Api<Ingress> = Api::namespaced(api.clone(), &key.namespace);
-            let result = match ingresses.get_status(&key.name).await {
+            let result = match ingresses.get(&key.name).await {
                 Ok(fresh) => write(&api, key, &fresh, false, &ours).await,
                 Err(e) => Err(e),
             };
@@ -387,7 +387,7 @@ async fn write(
                 return Ok(());
             }
             Err(kube::Error::Api(s)) if s.is_conflict() => {
-                object = api.get_status(&key.name).await?;
+                object = api.get(&key.name).await?;
             }
             Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
