@@ -83,7 +83,7 @@ async fn nothing_is_served_until_every_initial_list_has_synced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_of_every_kind_reach_the_table() {
+async fn ingress_service_and_endpoint_changes_reach_the_proxy() {
     let api = ApiServer::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (web, api_echo, other) = (
@@ -143,6 +143,18 @@ async fn changes_of_every_kind_reach_the_table() {
     )
     .await;
     api.apply(endpoint_slice("default", "web-1", "web", &[web.addr()]));
+    until_served(&running, "web.example", "/", "web").await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_class_and_tls_secret_changes_reach_the_table() {
+    let api = ApiServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web = spawn_simple_echo("web", "web-0").await;
+    api.apply(ingress_class("portcullis", CONTROLLER));
+    deploy(&api, "web", "web.example", web.addr());
+    let running = start(cluster_settings(&api, dir.path(), "classes")).await;
     until_served(&running, "web.example", "/", "web").await;
 
     // An IngressClass that stops naming our controller takes its Ingresses out.
@@ -253,4 +265,71 @@ async fn serving_goes_on_while_the_api_server_is_away_and_catches_up_after() {
     until_served(&running, "late.example", "/", "late").await;
     until_status(&running, "web.example", "/", StatusCode::NOT_FOUND).await;
     running.shutdown().await;
+}
+
+/// Runs the `portcullis` binary with `args`; returns its exit code and output.
+async fn portcullis(args: Vec<String>) -> (Option<i32>, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run portcullis");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_route_read_a_cluster() {
+    let api = ApiServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    api.apply(ingress_class("portcullis", CONTROLLER));
+    deploy(
+        &api,
+        "web",
+        "web.example",
+        "10.0.0.1:8080".parse().expect("addr"),
+    );
+    let kubeconfig = api.kubeconfig(dir.path(), "cli").display().to_string();
+
+    let (code, out) = portcullis(vec![
+        "check".into(),
+        "--kubeconfig".into(),
+        kubeconfig.clone(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 Ingress(es) of our class"), "{out}");
+    let (code, out) = portcullis(vec![
+        "route".into(),
+        "--kubeconfig".into(),
+        kubeconfig.clone(),
+        "http://web.example/x".into(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("default/web"), "{out}");
+
+    // Manifests and a cluster are alternatives; neither is an error too.
+    let (code, out) = portcullis(vec![
+        "run".into(),
+        "--manifests".into(),
+        dir.path().display().to_string(),
+        "--kubeconfig".into(),
+        kubeconfig,
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("alternatives"), "{out}");
+    let (code, out) = portcullis(vec!["run".into()]).await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("--kubeconfig"), "{out}");
 }

@@ -161,6 +161,15 @@ async fn status_follows_the_published_service_and_is_cleared_on_shutdown_when_as
     );
 }
 
+/// The tokens of the successful status writes since request number `since`.
+fn successful_status_writers(api: &ApiServer, since: usize) -> Vec<Option<String>> {
+    api.requests()[since..]
+        .iter()
+        .filter(|r| r.resource == "ingresses/status" && r.code == 200)
+        .map(|r| r.token.clone())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_writes_status_and_another_replica_takes_over() {
     let api = ApiServer::start().await;
@@ -215,6 +224,7 @@ async fn only_the_leader_writes_status_and_another_replica_takes_over() {
         .await;
     assert!(took_over.is_some(), "the follower never took over");
     let before = api.requests().len();
+    let port = web.addr().port();
     api.apply(ingress(
         "default",
         "late",
@@ -222,18 +232,12 @@ async fn only_the_leader_writes_status_and_another_replica_takes_over() {
         Some("late.example"),
         "/",
         "web",
-        web.addr().port(),
+        port,
     ));
     until_status_addresses(&api, "default", "late", &["203.0.113.7"]).await;
-    let after: Vec<_> = api.requests()[before..]
-        .iter()
-        .filter(|r| r.resource == "ingresses/status" && r.code == 200)
-        .map(|r| r.token.clone())
-        .collect();
-    assert!(
-        !after.is_empty() && after.iter().all(|t| t.as_deref() == Some(follower)),
-        "{after:?}"
-    );
+    let after = successful_status_writers(&api, before);
+    let by_follower = after.iter().all(|t| t.as_deref() == Some(follower));
+    assert!(!after.is_empty() && by_follower, "{after:?}");
 
     // A leader that shuts down hands the Lease over at once.
     api.accept_token(&leader);

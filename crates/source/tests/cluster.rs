@@ -117,6 +117,70 @@ fn base(api: &ApiServer) {
     api.apply(config_map("apps", "headers", &[("X-A", "1")]));
 }
 
+/// Changes one object of every kind `base` made (and the named Secret and ConfigMap).
+fn update_every_kind(api: &ApiServer) {
+    api.apply(config_map("apps", "headers", &[("X-A", "2")]));
+    api.apply(secret("apps", "users", "Opaque", &[("auth", "djpx")]));
+    api.apply(service("apps", "web", 81));
+    api.apply(endpoint_slice(
+        "apps",
+        "web-1",
+        "web",
+        &["10.0.0.2:8080".parse().expect("addr")],
+    ));
+    api.apply(ingress_class("portcullis", "example.com/other"));
+    api.apply(secret(
+        "apps",
+        "tls",
+        "kubernetes.io/tls",
+        &[("tls.crt", "ZA=="), ("tls.key", "aw==")],
+    ));
+    api.apply(ingress(
+        "apps",
+        "b",
+        "portcullis",
+        Some("b.example"),
+        "/v2",
+        "web",
+        80,
+    ));
+}
+
+/// Whether `s` shows every change [`update_every_kind`] made.
+fn every_update_seen(s: &Snapshot) -> bool {
+    let cm = s.config_maps.get(&key("apps", "headers"));
+    let svc = s.services.get(&key("apps", "web"));
+    let slice = s.endpoint_slices.get(&key("apps", "web-1"));
+    let class = s.ingress_classes.get(&key("", "portcullis"));
+    let b = s.ingresses.get(&key("apps", "b"));
+    let users = s.secrets.get(&key("apps", "users"));
+    let tls = s.secrets.get(&key("apps", "tls"));
+    cm.and_then(|c| c.data.as_ref())
+        .is_some_and(|d| d.get("X-A").map(String::as_str) == Some("2"))
+        && svc
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.ports.as_ref())
+            .is_some_and(|p| p[0].port == 81)
+        && slice.is_some_and(|s| first_address(s) == Some("10.0.0.2"))
+        && class
+            .and_then(|c| c.spec.as_ref())
+            .and_then(|s| s.controller.as_deref())
+            == Some("example.com/other")
+        && b.and_then(|b| b.spec.as_ref())
+            .and_then(|s| s.rules.as_ref())
+            .is_some_and(|r| {
+                r[0].http
+                    .as_ref()
+                    .is_some_and(|h| h.paths[0].path.as_deref() == Some("/v2"))
+            })
+        && users
+            .and_then(|u| u.data.as_ref())
+            .is_some_and(|d| d.get("auth").is_some_and(|v| v.0 == b"v:q"))
+        && tls
+            .and_then(|t| t.data.as_ref())
+            .is_some_and(|d| d.get("tls.crt").is_some_and(|v| v.0 == b"d"))
+}
+
 #[tokio::test]
 async fn every_kind_reaches_the_snapshot_and_named_objects_are_read_by_name() {
     let api = ApiServer::start().await;
@@ -158,65 +222,8 @@ async fn every_kind_reaches_the_snapshot_and_named_objects_are_read_by_name() {
     );
 
     // Updates of every kind.
-    api.apply(config_map("apps", "headers", &[("X-A", "2")]));
-    api.apply(secret("apps", "users", "Opaque", &[("auth", "djpx")]));
-    api.apply(service("apps", "web", 81));
-    api.apply(endpoint_slice(
-        "apps",
-        "web-1",
-        "web",
-        &["10.0.0.2:8080".parse().expect("addr")],
-    ));
-    api.apply(ingress_class("portcullis", "example.com/other"));
-    api.apply(secret(
-        "apps",
-        "tls",
-        "kubernetes.io/tls",
-        &[("tls.crt", "ZA=="), ("tls.key", "aw==")],
-    ));
-    api.apply(ingress(
-        "apps",
-        "b",
-        "portcullis",
-        Some("b.example"),
-        "/v2",
-        "web",
-        80,
-    ));
-    until(&source, "every update", |s| {
-        let cm = s.config_maps.get(&key("apps", "headers"));
-        let svc = s.services.get(&key("apps", "web"));
-        let slice = s.endpoint_slices.get(&key("apps", "web-1"));
-        let class = s.ingress_classes.get(&key("", "portcullis"));
-        let b = s.ingresses.get(&key("apps", "b"));
-        let users = s.secrets.get(&key("apps", "users"));
-        let tls = s.secrets.get(&key("apps", "tls"));
-        cm.and_then(|c| c.data.as_ref())
-            .is_some_and(|d| d.get("X-A").map(String::as_str) == Some("2"))
-            && svc
-                .and_then(|s| s.spec.as_ref())
-                .and_then(|s| s.ports.as_ref())
-                .is_some_and(|p| p[0].port == 81)
-            && slice.is_some_and(|s| first_address(s) == Some("10.0.0.2"))
-            && class
-                .and_then(|c| c.spec.as_ref())
-                .and_then(|s| s.controller.as_deref())
-                == Some("example.com/other")
-            && b.and_then(|b| b.spec.as_ref())
-                .and_then(|s| s.rules.as_ref())
-                .is_some_and(|r| {
-                    r[0].http
-                        .as_ref()
-                        .is_some_and(|h| h.paths[0].path.as_deref() == Some("/v2"))
-                })
-            && users
-                .and_then(|u| u.data.as_ref())
-                .is_some_and(|d| d.get("auth").is_some_and(|v| v.0 == b"v:q"))
-            && tls
-                .and_then(|t| t.data.as_ref())
-                .is_some_and(|d| d.get("tls.crt").is_some_and(|v| v.0 == b"d"))
-    })
-    .await;
+    update_every_kind(&api);
+    until(&source, "every update", every_update_seen).await;
 
     // Deletions of every kind; once nothing names them, named objects leave the snapshot.
     api.delete("networking.k8s.io/v1", "Ingress", "apps", "c");

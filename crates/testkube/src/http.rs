@@ -248,72 +248,8 @@ fn answer(
                     format!("{} {:?} not found", resource.plural, key.1),
                 )
             }),
-        "list" => {
-            let filter = Filter::new(
-                resource,
-                target.namespace.clone(),
-                query.get("fieldSelector").map(String::as_str),
-            )?;
-            let limit = query
-                .get("limit")
-                .and_then(|l| l.parse().ok())
-                .filter(|&l| l > 0);
-            let (rv, items, next) = store.list(
-                &filter,
-                limit,
-                query
-                    .get("continue")
-                    .map(String::as_str)
-                    .filter(|c| !c.is_empty()),
-            )?;
-            // Like the real server, list items carry no apiVersion and kind of their own.
-            let items: Vec<Value> = items
-                .into_iter()
-                .map(|mut item| {
-                    if let Some(map) = item.as_object_mut() {
-                        map.remove("apiVersion");
-                        map.remove("kind");
-                    }
-                    item
-                })
-                .collect();
-            let mut metadata = json!({ "resourceVersion": rv.to_string() });
-            if let Some(next) = next {
-                metadata["continue"] = json!(next);
-            }
-            Ok(json_response(
-                200,
-                &json!({
-                    "kind": format!("{}List", resource.kind),
-                    "apiVersion": resource.api_version(),
-                    "metadata": metadata,
-                    "items": items,
-                }),
-            ))
-        }
-        "watch" => {
-            let filter = Filter::new(
-                resource,
-                target.namespace.clone(),
-                query.get("fieldSelector").map(String::as_str),
-            )?;
-            let from = match query.get("resourceVersion").map(String::as_str) {
-                None | Some("") | Some("0") => None,
-                Some(rv) => Some(rv.parse().map_err(|_| {
-                    Failure::new(400, "BadRequest", format!("invalid resourceVersion {rv:?}"))
-                })?),
-            };
-            let bookmarks = query
-                .get("allowWatchBookmarks")
-                .is_some_and(|b| b == "true");
-            let lines = store.watch(filter, from, bookmarks, token);
-            let mut response = Response::new(Answer::Lines(lines));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            Ok(response)
-        }
+        "list" => list(store, target, query),
+        "watch" => watch(store, target, query, token),
         "create" => {
             let mut object = parse()?;
             if resource.namespaced {
@@ -348,6 +284,83 @@ fn answer(
         }
         _ => Err(Failure::new(405, "MethodNotAllowed", "method not allowed")),
     }
+}
+
+/// `GET` of a collection: one page of a list (all of it without `limit`).
+fn list(
+    store: &mut Store,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Response<Answer>, Failure> {
+    let resource = target.resource;
+    let filter = Filter::new(
+        resource,
+        target.namespace.clone(),
+        query.get("fieldSelector").map(String::as_str),
+    )?;
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|&l| l > 0);
+    let token = query
+        .get("continue")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty());
+    let (rv, items, next) = store.list(&filter, limit, token)?;
+    // Like the real server, list items carry no apiVersion and kind of their own.
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|mut item| {
+            if let Some(map) = item.as_object_mut() {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
+            item
+        })
+        .collect();
+    let mut metadata = json!({ "resourceVersion": rv.to_string() });
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+    }
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", resource.kind),
+            "apiVersion": resource.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }),
+    ))
+}
+
+/// `GET ?watch=true`: a stream of JSON lines from the version asked for.
+fn watch(
+    store: &mut Store,
+    target: &Target,
+    query: &HashMap<String, String>,
+    token: Option<String>,
+) -> Result<Response<Answer>, Failure> {
+    let filter = Filter::new(
+        target.resource,
+        target.namespace.clone(),
+        query.get("fieldSelector").map(String::as_str),
+    )?;
+    let from = match query.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(rv.parse().map_err(|_| {
+            Failure::new(400, "BadRequest", format!("invalid resourceVersion {rv:?}"))
+        })?),
+    };
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
+    let lines = store.watch(filter, from, bookmarks, token);
+    let mut response = Response::new(Answer::Lines(lines));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 #[cfg(test)]

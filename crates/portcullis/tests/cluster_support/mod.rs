@@ -213,3 +213,24 @@ pub fn events_about(
         })
         .collect()
 }
+
+/// Waits until the Events about `kind` `namespace/name` satisfy `check`; returns them.
+pub async fn until_events(
+    api: &ApiServer,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    check: impl Fn(&[(String, String, u64)]) -> bool,
+) -> Vec<(String, String, u64)> {
+    api.wait_for(WAIT, |api| {
+        let events = events_about(api, kind, namespace, name);
+        check(&events).then_some(events)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the Events about {kind} {namespace}/{name} never got there: {:?}",
+            events_about(api, kind, namespace, name)
+        )
+    })
+}

@@ -106,6 +106,24 @@ fn service_core(s: &Service) -> Service {
     })
 }
 
+/// Whether `old` holds an object equal to `new`.
+fn same<T: PartialEq>(old: Option<&Arc<T>>, new: &Arc<T>) -> bool {
+    old.is_some_and(|o| Arc::ptr_eq(o, new) || **o == **new)
+}
+
+/// Puts `object` into `map` unless an equal one is there; returns whether it did.
+fn replace<T: PartialEq>(
+    map: &mut BTreeMap<ObjectKey, Arc<T>>,
+    key: &ObjectKey,
+    object: Arc<T>,
+) -> bool {
+    if same(map.get(key), &object) {
+        return false;
+    }
+    map.insert(key.clone(), object);
+    true
+}
+
 impl Aggregator {
     /// An aggregator that sends its snapshots to `updates` and its sync progress to `sync`.
     pub fn new(
@@ -250,108 +268,91 @@ impl Aggregator {
 
     fn apply(&mut self, store: &StoreId, object: SharedObject) -> Effect {
         let key = object.key();
-        let changed = Effect {
-            routing: true,
-            ..Effect::default()
+        let changed = |routing: bool, urgent: bool| Effect {
+            routing,
+            urgent,
+            quiet: false,
         };
         match (store, object) {
             (StoreId::Kind(Kind::Secret), SharedObject::Secret(secret)) => {
-                if self.tls_secrets.get(&key).is_some_and(|old| *old == secret) {
+                if !replace(&mut self.tls_secrets, &key, secret) {
                     return Effect::default();
                 }
-                self.tls_secrets.insert(key.clone(), secret);
                 self.settle_secret(&key)
             }
             (StoreId::Named(_), SharedObject::Secret(secret)) => {
-                if self
-                    .named_secrets
-                    .get(&key)
-                    .is_some_and(|old| *old == secret)
-                {
+                if !replace(&mut self.named_secrets, &key, secret) {
                     return Effect::default();
                 }
-                self.named_secrets.insert(key.clone(), secret);
                 self.settle_secret(&key)
             }
-            (_, SharedObject::Ingress(ing)) => {
-                let old = self.snapshot.ingresses.get(&key).cloned();
-                if old.as_ref().is_some_and(|o| *o == ing) {
-                    return Effect::default();
-                }
-                let quiet = old.is_some_and(|o| ingress_core(&o) == ingress_core(&ing));
-                let references = refs::references(&ing, &self.config.annotation_prefix);
-                Arc::make_mut(&mut self.snapshot)
-                    .ingresses
-                    .insert(key.clone(), ing);
-                self.set_references(&key, references);
-                Effect {
-                    routing: !quiet,
-                    quiet,
-                    urgent: false,
-                }
-            }
-            (_, SharedObject::Service(svc)) => {
-                let old = self.snapshot.services.get(&key).cloned();
-                if old.as_ref().is_some_and(|o| *o == svc) {
-                    return Effect::default();
-                }
-                let quiet = old.is_some_and(|o| service_core(&o) == service_core(&svc));
-                Arc::make_mut(&mut self.snapshot).services.insert(key, svc);
-                Effect {
-                    routing: !quiet,
-                    quiet,
-                    urgent: false,
-                }
-            }
+            (_, SharedObject::Ingress(ing)) => self.apply_ingress(key, ing),
+            (_, SharedObject::Service(svc)) => self.apply_service(key, svc),
             (_, SharedObject::EndpointSlice(slice)) => {
-                if self
-                    .snapshot
-                    .endpoint_slices
-                    .get(&key)
-                    .is_some_and(|o| *o == slice)
-                {
+                if same(self.snapshot.endpoint_slices.get(&key), &slice) {
                     return Effect::default();
                 }
                 Arc::make_mut(&mut self.snapshot)
                     .endpoint_slices
                     .insert(key, slice);
-                Effect {
-                    urgent: true,
-                    ..Effect::default()
-                }
+                changed(false, true)
             }
             (_, SharedObject::IngressClass(class)) => {
-                if self
-                    .snapshot
-                    .ingress_classes
-                    .get(&key)
-                    .is_some_and(|o| *o == class)
-                {
+                if same(self.snapshot.ingress_classes.get(&key), &class) {
                     return Effect::default();
                 }
                 Arc::make_mut(&mut self.snapshot)
                     .ingress_classes
                     .insert(key, class);
-                changed
+                changed(true, false)
             }
             (_, SharedObject::ConfigMap(map)) => {
-                if self
-                    .snapshot
-                    .config_maps
-                    .get(&key)
-                    .is_some_and(|o| *o == map)
-                {
+                if same(self.snapshot.config_maps.get(&key), &map) {
                     return Effect::default();
                 }
                 Arc::make_mut(&mut self.snapshot)
                     .config_maps
                     .insert(key, map);
-                changed
+                changed(true, false)
             }
             (_, other) => {
                 tracing::debug!(kind = %other.kind(), "ignored an object of a kind not read here");
                 Effect::default()
             }
+        }
+    }
+
+    /// An Ingress added or changed: a change of status alone is quiet; what it names is read.
+    fn apply_ingress(&mut self, key: ObjectKey, ing: Arc<Ingress>) -> Effect {
+        let old = self.snapshot.ingresses.get(&key).cloned();
+        if same(old.as_ref(), &ing) {
+            return Effect::default();
+        }
+        let quiet = old.is_some_and(|o| ingress_core(&o) == ingress_core(&ing));
+        let references = refs::references(&ing, &self.config.annotation_prefix);
+        Arc::make_mut(&mut self.snapshot)
+            .ingresses
+            .insert(key.clone(), ing);
+        self.set_references(&key, references);
+        Effect {
+            routing: !quiet,
+            quiet,
+            urgent: false,
+        }
+    }
+
+    /// A Service added or changed: a change of status alone (a load balancer's address) is quiet.
+    fn apply_service(&mut self, key: ObjectKey, svc: Arc<Service>) -> Effect {
+        let old = self.snapshot.services.get(&key).cloned();
+        if same(old.as_ref(), &svc) {
+            return Effect::default();
+        }
+        let quiet = old.is_some_and(|o| service_core(&o) == service_core(&svc));
+        Arc::make_mut(&mut self.snapshot).services.insert(key, svc);
+        Effect {
+            routing: !quiet,
+            quiet,
+            urgent: false,
         }
     }
 
