@@ -37,6 +37,71 @@ use watches::{Health, StoreId};
 
 use crate::SourceError;
 
+/// One kind of call to the API server, as RBAC names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiCall {
+    /// API group (empty for the core group).
+    pub group: &'static str,
+    /// Resource, with its subresource (`ingresses/status`).
+    pub resource: &'static str,
+    /// RBAC verbs.
+    pub verbs: &'static [&'static str],
+    /// Only in the controller's own namespace (a Role rather than a ClusterRole).
+    pub own_namespace: bool,
+}
+
+const fn call(
+    group: &'static str,
+    resource: &'static str,
+    verbs: &'static [&'static str],
+    own_namespace: bool,
+) -> ApiCall {
+    ApiCall {
+        group,
+        resource,
+        verbs,
+        own_namespace,
+    }
+}
+
+/// Every call the cluster source, the status writer, the Event recorder and the election make:
+/// what the RBAC rules in `deploy/` must grant, and all they grant.
+pub const API_CALLS: &[ApiCall] = &[
+    // Watched whole; read again on a status conflict and for the shutdown clean-up.
+    call(
+        "networking.k8s.io",
+        "ingresses",
+        &["get", "list", "watch"],
+        false,
+    ),
+    call("networking.k8s.io", "ingresses/status", &["update"], false),
+    call(
+        "networking.k8s.io",
+        "ingressclasses",
+        &["list", "watch"],
+        false,
+    ),
+    // Watched whole, and `--publish-service` by name.
+    call("", "services", &["list", "watch"], false),
+    // Type kubernetes.io/tls whole, and those annotations name, by name.
+    call("", "secrets", &["list", "watch"], false),
+    // Those annotations name, by name.
+    call("", "configmaps", &["list", "watch"], false),
+    call(
+        "discovery.k8s.io",
+        "endpointslices",
+        &["list", "watch"],
+        false,
+    ),
+    call("events.k8s.io", "events", &["create", "patch"], false),
+    call(
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+        true,
+    ),
+];
+
 /// How the cluster source watches.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
