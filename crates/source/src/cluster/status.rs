@@ -288,6 +288,7 @@ async fn write_loop(
 ) {
     let mut attempted = Attempted::new();
     let mut backoff = Backoff::new(retry.min, retry.max);
+    let mut failing = false;
     let mut again: Option<Duration> = None;
     loop {
         let wait = async {
@@ -313,24 +314,37 @@ async fn write_loop(
         ) else {
             continue;
         };
-        again = if sync(&client, &current, &ours, &mut attempted).await {
-            use kube::runtime::utils::Backoff as _;
-            backoff.reset();
-            None
-        } else {
-            backoff.next()
+        again = match sync(&client, &current, &ours, &mut attempted).await {
+            Ok(()) => {
+                use kube::runtime::utils::Backoff as _;
+                if failing {
+                    tracing::info!("Ingress status written again");
+                    failing = false;
+                }
+                backoff.reset();
+                None
+            }
+            Err((key, error)) => {
+                // Once per outage, not once per retry.
+                if !failing {
+                    tracing::warn!(ingress = %key, %error, "cannot write Ingress status; retrying with backoff");
+                    failing = true;
+                }
+                backoff.next()
+            }
         };
     }
 }
 
-/// Brings every Ingress's status in line; returns `false` if some write failed (retry later).
+/// Brings every Ingress's status in line; on failure, returns the first Ingress that could not be
+/// written and why (retry later). A round stops at the first failure to reach the API server.
 async fn sync(
     client: &Client,
     served: &Served,
     ours: &[IngressLoadBalancerIngress],
     attempted: &mut Attempted,
-) -> bool {
-    let mut ok = true;
+) -> Result<(), (ObjectKey, kube::Error)> {
+    let mut failed = None;
     attempted.retain(|key, _| served.snapshot.ingresses.contains_key(key));
     for (key, ingress) in &served.snapshot.ingresses {
         let is_served = served.ingresses.contains(key);
@@ -351,12 +365,16 @@ async fn sync(
                 attempted.insert(key.clone(), mark);
             }
             Err(e) => {
-                tracing::warn!(ingress = %key, error = %e, "cannot write Ingress status; retrying");
-                ok = false;
+                let unreachable = !matches!(e, kube::Error::Api(_));
+                tracing::debug!(ingress = %key, error = %e, "cannot write Ingress status");
+                failed.get_or_insert((key.clone(), e));
+                if unreachable {
+                    break;
+                }
             }
         }
     }
-    ok
+    failed.map_or(Ok(()), Err)
 }
 
 /// Writes one Ingress's status; on a conflict, reads it again and retries once.

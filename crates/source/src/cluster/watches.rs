@@ -177,3 +177,59 @@ pub async fn run<K>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tracing::span;
+
+    /// Records the level of every event logged.
+    struct Levels(Arc<Mutex<Vec<tracing::Level>>>);
+
+    impl tracing::Subscriber for Levels {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if let Ok(mut levels) = self.0.lock() {
+                levels.push(*event.metadata().level());
+            }
+        }
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+
+    fn refused(code: u16) -> watcher::Error {
+        let status = kube::core::Status::failure("refused", "Unauthorized").with_code(code);
+        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn an_outage_is_logged_once_not_once_per_retry() {
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let health = Health::default();
+        tracing::subscriber::with_default(Levels(levels.clone()), || {
+            for _ in 0..3 {
+                health.failed("Ingress", &refused(401));
+                health.failed("Service", &refused(401));
+            }
+            // An expired version is routine: a new list follows, nothing is wrong.
+            health.failed("Secret", &refused(410));
+            health.ok("Ingress");
+            assert_eq!(health.failing().len(), 1);
+            health.ok("Service");
+            health.ok("Service");
+        });
+        let levels = levels.lock().map(|l| l.clone()).unwrap_or_default();
+        let count = |level| levels.iter().filter(|l| **l == level).count();
+        assert_eq!(count(tracing::Level::WARN), 1, "{levels:?}");
+        assert_eq!(count(tracing::Level::INFO), 1, "{levels:?}");
+        assert!(health.failing().is_empty());
+    }
+}
