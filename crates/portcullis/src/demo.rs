@@ -3,12 +3,19 @@
 //! They sit outside the spine: the demo runs them next to the proxy so that the example manifests route real
 //! traffic without a cluster. `multi-client` serves a single self-contained web page (the Fibonacci
 //! calculator), `multi-server` the small JSON API the page talks to through the proxy under `/api`.
+//!
+//! The backends listen wherever the demo's flags say, so the demo also plays the part a cluster's
+//! EndpointSlice controller would: [`DemoManifests`] serves the manifests with the endpoints of the two
+//! Services pointing at the addresses the backends actually bound, and keeps that view in step with the
+//! manifest folder as it is edited.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,9 +27,12 @@ use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use model::k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+use model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use model::{EndpointSlice, ObjectKey, Service, Snapshot};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Largest index the API computes; larger ones are answered with 422, as in the original app.
 const MAX_INDEX: u64 = 40;
@@ -117,6 +127,186 @@ fn is_connection_error(err: &io::Error) -> bool {
             | io::ErrorKind::WouldBlock
             | io::ErrorKind::TimedOut
     )
+}
+
+/// The Service whose Pods the built-in web client stands in for.
+pub const CLIENT_SERVICE: &str = "client-cluster-ip-service";
+/// The Service whose Pods the built-in API server stands in for.
+pub const API_SERVICE: &str = "server-cluster-ip-service";
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Where the built-in backends listen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuiltIns {
+    /// The web client ([`CLIENT_SERVICE`]).
+    pub client: SocketAddr,
+    /// The API server ([`API_SERVICE`]).
+    pub api: SocketAddr,
+}
+
+impl BuiltIns {
+    /// The address of the built-in backend standing in for the Pods of the Service `name`.
+    fn serving(&self, name: &str) -> Option<SocketAddr> {
+        match name {
+            CLIENT_SERVICE => Some(self.client),
+            API_SERVICE => Some(self.api),
+            _ => None,
+        }
+    }
+}
+
+/// `snapshot` as the demo serves it: each Service a built-in backend stands in for gets one
+/// EndpointSlice, `<service>-demo`, with one ready endpoint at the backend's address and every
+/// Service port on the backend's port, in place of the EndpointSlices and Endpoints the manifests
+/// give it. Everything else is left as it is.
+pub fn with_built_in_endpoints(snapshot: &Snapshot, built_ins: &BuiltIns) -> Snapshot {
+    let mut out = snapshot.clone();
+    let served: Vec<(&ObjectKey, &Service, SocketAddr)> = snapshot
+        .services
+        .iter()
+        .filter_map(|(key, service)| Some((key, &**service, built_ins.serving(&key.name)?)))
+        .collect();
+    out.endpoint_slices.retain(|key, slice| {
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(SERVICE_NAME_LABEL));
+        !served.iter().any(|(served_key, _, _)| {
+            served_key.namespace == key.namespace && Some(&served_key.name) == service
+        })
+    });
+    for (key, service, addr) in served {
+        out.endpoints.remove(key);
+        let slice = built_in_slice(key, service, addr);
+        out.endpoint_slices
+            .insert(ObjectKey::of(&slice.metadata), Arc::new(slice));
+    }
+    out
+}
+
+/// The EndpointSlice of a Service whose one Pod listens on `addr`.
+fn built_in_slice(key: &ObjectKey, service: &Service, addr: SocketAddr) -> EndpointSlice {
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|port| EndpointPort {
+            name: port.name.clone(),
+            port: Some(i32::from(addr.port())),
+            protocol: port.protocol.clone(),
+            app_protocol: port.app_protocol.clone(),
+        })
+        .collect();
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-demo", key.name)),
+            namespace: Some(key.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                SERVICE_NAME_LABEL.to_string(),
+                key.name.clone(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        address_type: if addr.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
+        endpoints: Some(vec![Endpoint {
+            addresses: vec![addr.ip().to_string()],
+            conditions: Some(EndpointConditions {
+                ready: Some(true),
+                ..EndpointConditions::default()
+            }),
+            ..Endpoint::default()
+        }]),
+        ports: Some(ports),
+    }
+}
+
+/// Every object of a snapshot as one manifest: a JSON `List`.
+fn manifest_of(snapshot: &Snapshot) -> serde_json::Result<Vec<u8>> {
+    fn push<T: serde::Serialize>(
+        items: &mut Vec<Value>,
+        objects: &BTreeMap<ObjectKey, Arc<T>>,
+    ) -> serde_json::Result<()> {
+        for object in objects.values() {
+            items.push(serde_json::to_value(&**object)?);
+        }
+        Ok(())
+    }
+    let mut items = Vec::with_capacity(snapshot.len());
+    push(&mut items, &snapshot.ingress_classes)?;
+    push(&mut items, &snapshot.ingresses)?;
+    push(&mut items, &snapshot.services)?;
+    push(&mut items, &snapshot.endpoint_slices)?;
+    push(&mut items, &snapshot.endpoints)?;
+    push(&mut items, &snapshot.secrets)?;
+    push(&mut items, &snapshot.config_maps)?;
+    serde_json::to_vec_pretty(&json!({ "apiVersion": "v1", "kind": "List", "items": items }))
+}
+
+/// The manifests `portcullis demo` serves: the objects of the manifest paths, with the built-in
+/// backends' endpoints (see [`with_built_in_endpoints`]), written as one manifest into a
+/// temporary folder and rewritten whenever the paths change. Problems reading the paths are logged
+/// here, naming the files as they are; the folder goes away when this is dropped.
+pub struct DemoManifests {
+    folder: tempfile::TempDir,
+    watcher: JoinHandle<()>,
+}
+
+/// The name of the one manifest in a [`DemoManifests`] folder.
+const DEMO_MANIFEST: &str = "demo.json";
+
+impl DemoManifests {
+    /// Reads `paths`, writes the first view and starts following changes.
+    pub async fn start(paths: Vec<PathBuf>, built_ins: BuiltIns) -> anyhow::Result<Self> {
+        let folder = tempfile::Builder::new()
+            .prefix("portcullis-demo-")
+            .tempdir()?;
+        let mut source = source::FolderSource::new(paths)?;
+        let (source, load) = tokio::task::spawn_blocking(move || {
+            let load = source.load();
+            (source, load)
+        })
+        .await?;
+        let target = folder.path().to_path_buf();
+        write_view(&target, &load, &built_ins)?;
+        let watcher = tokio::spawn(async move {
+            let result = source::watch(source, load, move |load| {
+                if let Err(e) = write_view(&target, load, &built_ins) {
+                    tracing::error!(error = %e, "cannot update the demo's manifests");
+                }
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "manifest watcher stopped; edits are no longer picked up");
+            }
+        });
+        Ok(DemoManifests { folder, watcher })
+    }
+
+    /// The folder to serve.
+    pub fn path(&self) -> &Path {
+        self.folder.path()
+    }
+}
+
+impl Drop for DemoManifests {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Writes the view of `load` into `folder`, replacing the previous one in a single rename.
+fn write_view(folder: &Path, load: &source::Load, built_ins: &BuiltIns) -> anyhow::Result<()> {
+    crate::app::log_diagnostics(&load.diagnostics);
+    let text = manifest_of(&with_built_in_endpoints(&load.snapshot, built_ins))?;
+    let partial = folder.join(format!("{DEMO_MANIFEST}.partial"));
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, folder.join(DEMO_MANIFEST))?;
+    Ok(())
 }
 
 /// The original app's Fibonacci variant: `fib(0) = fib(1) = 1`. `None` when the value does not fit a `u64`.
@@ -911,5 +1101,177 @@ mod tests {
 
         api.abort();
         web.abort();
+    }
+
+    const SERVICES: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: client-cluster-ip-service}
+spec:
+  ports: [{port: 3000, targetPort: 3000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server-cluster-ip-service, namespace: shop}
+spec:
+  ports: [{name: http, port: 5000, protocol: TCP}, {name: admin, port: 5001}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other}
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: client-cluster-ip-service-local
+  labels: {kubernetes.io/service-name: client-cluster-ip-service}
+addressType: IPv4
+ports: [{port: 3000}]
+endpoints: [{addresses: [10.0.0.1]}, {addresses: [10.0.0.2]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: other-local
+  labels: {kubernetes.io/service-name: other}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints: [{addresses: [10.0.0.3]}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: server-cluster-ip-service, namespace: shop}
+subsets: [{addresses: [{ip: 10.0.0.4}], ports: [{name: http, port: 5000}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  ingressClassName: portcullis
+  defaultBackend: {service: {name: client-cluster-ip-service, port: {number: 3000}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls}
+type: kubernetes.io/tls
+stringData: {tls.crt: certificate, tls.key: key}
+";
+
+    fn snapshot_of(text: &str) -> Snapshot {
+        Snapshot::from_objects(
+            model::parse_manifests(text, "test")
+                .into_iter()
+                .map(|parsed| match parsed.expect("parses") {
+                    model::Parsed::Object(o) | model::Parsed::Converted { object: o, .. } => o,
+                    model::Parsed::Skipped { kind, .. } => panic!("skipped {kind}"),
+                }),
+        )
+    }
+
+    fn key(namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey::new(namespace, name)
+    }
+
+    const BUILT_INS: BuiltIns = BuiltIns {
+        client: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 41000),
+        api: SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 42000),
+    };
+
+    #[test]
+    fn built_in_services_get_one_slice_at_the_bound_address() {
+        let before = snapshot_of(SERVICES);
+        let after = with_built_in_endpoints(&before, &BUILT_INS);
+
+        let slices: Vec<&ObjectKey> = after.endpoint_slices.keys().collect();
+        assert_eq!(
+            slices,
+            [
+                &key("default", "client-cluster-ip-service-demo"),
+                &key("default", "other-local"),
+                &key("shop", "server-cluster-ip-service-demo"),
+            ]
+        );
+        let client = &after.endpoint_slices[&key("default", "client-cluster-ip-service-demo")];
+        assert_eq!(
+            client
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL)),
+            Some(&CLIENT_SERVICE.to_string())
+        );
+        assert_eq!(client.address_type, "IPv4");
+        let endpoints = client.endpoints.as_deref().unwrap_or_default();
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints[0].addresses, ["127.0.0.1"]);
+        assert_eq!(
+            endpoints[0].conditions.as_ref().and_then(|c| c.ready),
+            Some(true)
+        );
+        let ports: Vec<(Option<&str>, Option<i32>)> = client
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.port))
+            .collect();
+        assert_eq!(ports, [(None, Some(41000))]);
+
+        let api = &after.endpoint_slices[&key("shop", "server-cluster-ip-service-demo")];
+        assert_eq!(api.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(api.address_type, "IPv6");
+        assert_eq!(
+            api.endpoints.as_deref().unwrap_or_default()[0].addresses,
+            ["::1"]
+        );
+        let ports: Vec<(Option<&str>, Option<i32>, Option<&str>)> = api
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref()))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (Some("http"), Some(42000), Some("TCP")),
+                (Some("admin"), Some(42000), None)
+            ]
+        );
+        assert!(
+            after.endpoints.is_empty(),
+            "the manifests' Endpoints for a built-in Service are replaced too"
+        );
+
+        // Everything else is as it was.
+        assert_eq!(
+            after.endpoint_slices[&key("default", "other-local")],
+            before.endpoint_slices[&key("default", "other-local")]
+        );
+        assert_eq!(after.services, before.services);
+        assert_eq!(after.ingresses, before.ingresses);
+    }
+
+    #[test]
+    fn built_in_services_without_slices_get_one() {
+        let before = snapshot_of(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: client-cluster-ip-service}\n\
+             spec: {ports: [{port: 3000}]}\n",
+        );
+        let after = with_built_in_endpoints(&before, &BUILT_INS);
+        assert_eq!(
+            after.endpoint_slices.keys().collect::<Vec<_>>(),
+            [&key("default", "client-cluster-ip-service-demo")]
+        );
+        let without_services = with_built_in_endpoints(&Snapshot::default(), &BUILT_INS);
+        assert!(without_services.is_empty());
+    }
+
+    #[test]
+    fn the_written_manifest_reads_back_as_the_same_objects() {
+        let view = with_built_in_endpoints(&snapshot_of(SERVICES), &BUILT_INS);
+        let text = manifest_of(&view).expect("serializes");
+        let text = std::str::from_utf8(&text).expect("utf-8");
+        assert!(view == snapshot_of(text), "{text}");
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portcullis::demo::{BuiltIns, DemoManifests};
 use portcullis::{report, Settings};
 use proxy::{AccessLog, ProxyConfig};
 
@@ -252,6 +253,14 @@ struct DemoArgs {
     /// Address of the admin server.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10254")]
     admin_addr: SocketAddr,
+    /// Address of the built-in web client (the Pod behind client-cluster-ip-service); port 0 picks
+    /// a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
+    client_addr: SocketAddr,
+    /// Address of the built-in JSON API (the Pod behind server-cluster-ip-service); port 0 picks a
+    /// free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    api_addr: SocketAddr,
     /// The manifests to route by (default: examples/multi).
     #[arg(long, value_name = "PATH")]
     manifests: Option<PathBuf>,
@@ -289,7 +298,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         translate: args.class.options(),
         proxy: args.serve.proxy_config()?,
     };
-    serve(&args.serve, settings, false, cluster)
+    serve(&args.serve, settings, None, cluster)
 }
 
 fn init_logging(format: LogFormat) {
@@ -327,30 +336,48 @@ async fn termination() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// What `portcullis demo` adds to serving: its built-in backends and the manifests they are routed by.
+struct Demo {
+    client_addr: SocketAddr,
+    api_addr: SocketAddr,
+    manifests: PathBuf,
+}
+
 fn serve(
     args: &ServeArgs,
-    settings: Settings,
-    demo: bool,
+    mut settings: Settings,
+    demo: Option<Demo>,
     cluster: Option<portcullis::cluster::ClusterSettings>,
 ) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
-    runtime()?.block_on(async move {
-        let backends = if demo {
-            Some(start_demo_backends().await?)
-        } else {
-            None
+    let runtime = runtime()?;
+    let demo = runtime.block_on(async move {
+        let demo = match demo {
+            Some(demo) => Some(start_demo(demo).await?),
+            None => None,
         };
+        if let Some(demo) = &demo {
+            settings.manifests = vec![demo.manifests.path().to_path_buf()];
+        }
         let running = match cluster {
             Some(cluster) => portcullis::cluster::start(settings, cluster).await?,
             None => portcullis::start(settings).await?,
         };
         let url = format!("http://{}/", running.http_addr);
-        if demo {
+        if let Some(demo) = &demo {
+            let built_ins = demo.built_ins;
             println!("Portcullis demo: open {url}");
-            println!("  /      -> multi-client (built-in web page)");
-            println!("  /api   -> multi-server (built-in JSON API)");
             println!(
-                "  routed by the manifests in examples/multi/; edit them and the change is live."
+                "  /      -> multi-client (built-in web page on {})",
+                built_ins.client
+            );
+            println!(
+                "  /api   -> multi-server (built-in JSON API on {})",
+                built_ins.api
+            );
+            println!(
+                "  routed by the manifests in {}; edit them and the change is live.",
+                demo.source.display()
             );
             println!("  Ctrl-C to stop.");
         } else {
@@ -365,34 +392,58 @@ fn serve(
         termination().await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         running.shutdown().await;
-        drop(backends);
-        Ok(ExitCode::SUCCESS)
-    })
+        anyhow::Ok(demo)
+    })?;
+    // The watchers go with the runtime, before the demo's manifest folder is removed.
+    drop(runtime);
+    drop(demo);
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Aborts the demo backends when dropped.
-struct DemoBackends(Vec<tokio::task::JoinHandle<std::io::Result<()>>>);
+/// The demo's running parts; dropping it stops the backends and removes the served manifests.
+struct RunningDemo {
+    built_ins: BuiltIns,
+    source: PathBuf,
+    manifests: DemoManifests,
+    backends: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
 
-impl Drop for DemoBackends {
+impl Drop for RunningDemo {
     fn drop(&mut self) {
-        for task in &self.0 {
+        for task in &self.backends {
             task.abort();
         }
     }
 }
 
-async fn start_demo_backends() -> anyhow::Result<DemoBackends> {
-    let bind = |addr: &'static str, what: &'static str| async move {
-        tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("the demo's {what} needs {addr} (named in examples/multi/); is something else using it?")
-        })
+/// Binds and starts the built-in backends, then the manifests routed to where they listen.
+async fn start_demo(demo: Demo) -> anyhow::Result<RunningDemo> {
+    let bind = |addr: SocketAddr, flag: &'static str, what: &'static str| async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {flag} {addr} for the demo's {what}; is something else using it?"
+            )
+        })?;
+        let bound = listener.local_addr()?;
+        anyhow::Ok((listener, bound))
     };
-    let client = bind("127.0.0.1:3000", "web client").await?;
-    let api = bind("127.0.0.1:5000", "API server").await?;
-    Ok(DemoBackends(vec![
+    let (client, client_addr) = bind(demo.client_addr, "--client-addr", "web client").await?;
+    let (api, api_addr) = bind(demo.api_addr, "--api-addr", "API server").await?;
+    let built_ins = BuiltIns {
+        client: client_addr,
+        api: api_addr,
+    };
+    let backends = vec![
         tokio::spawn(portcullis::demo::run_client(client)),
         tokio::spawn(portcullis::demo::run_api(api)),
-    ]))
+    ];
+    let manifests = DemoManifests::start(vec![demo.manifests.clone()], built_ins).await?;
+    Ok(RunningDemo {
+        built_ins,
+        source: demo.manifests,
+        manifests,
+        backends,
+    })
 }
 
 fn demo_manifests() -> anyhow::Result<PathBuf> {
@@ -411,14 +462,19 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         None => demo_manifests()?,
     };
     let settings = Settings {
-        manifests: vec![manifests],
+        manifests: Vec::new(),
         http_addr: args.http_addr,
         https_addr: None,
         admin_addr: Some(args.admin_addr),
         translate: translate::Options::default(),
         proxy: args.serve.proxy_config()?,
     };
-    serve(&args.serve, settings, true, None)
+    let demo = Demo {
+        client_addr: args.client_addr,
+        api_addr: args.api_addr,
+        manifests,
+    };
+    serve(&args.serve, settings, Some(demo), None)
 }
 
 fn load(

@@ -1,8 +1,11 @@
 //! End to end through a real browser: `portcullis demo` serves `examples/multi/` and headless Chromium,
-//! driven over ChromeDriver's W3C WebDriver API, uses the Fibonacci page through the proxy.
+//! driven over ChromeDriver's W3C WebDriver API, uses the Fibonacci page through the proxy. The demo's
+//! proxy, admin server and built-in backends all listen on free ports.
 //!
-//! Needs the Debian packages `chromium` and `chromium-driver`. Without them the test is skipped, unless
-//! `CI` is set, where a missing browser is a failure.
+//! Needs the Debian packages `chromium` and `chromium-driver`. Without them a local run prints
+//! `skipped: …`; under CI (`CI` set) a missing browser fails the test.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -31,12 +34,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const UI_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Backend ports the demo binds (from the manifests in `examples/multi/`); never the proxy's.
-const BACKEND_PORTS: [u16; 2] = [3000, 5000];
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fib_page_works_through_the_proxy() {
-    if !browser_installed() {
+    let install = "apt-get install chromium chromium-driver";
+    if !support::tools::files_ready(
+        "fib_page_works_through_the_proxy",
+        &[CHROMIUM, CHROMEDRIVER],
+        install,
+    ) {
         return;
     }
 
@@ -138,27 +143,6 @@ async fn scenario(session: Session, proxy_url: String) {
     );
 }
 
-fn browser_installed() -> bool {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
-        .into_iter()
-        .filter(|path| !Path::new(path).exists())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "browser test: {} not found; CI must install the Debian packages chromium and chromium-driver",
-            missing.join(" and ")
-        );
-    }
-    eprintln!(
-        "skipping browser test: {} not found; install chromium chromium-driver to run it",
-        missing.join(" and ")
-    );
-    false
-}
-
 /// A child process that is killed, with everything it started, when the guard is dropped.
 struct Guard {
     name: &'static str,
@@ -209,6 +193,10 @@ fn spawn_demo() -> (Guard, mpsc::Receiver<String>) {
             "127.0.0.1:0",
             "--admin-addr",
             "127.0.0.1:0",
+            "--client-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -249,7 +237,7 @@ fn wait_for_proxy_url(demo: &mut Guard, lines: &mpsc::Receiver<String>) -> Strin
                 );
                 panic!(
                     "portcullis demo closed its stdout before printing the proxy URL and {status}; \
-                     its stderr is above (ports 3000 and 5000 must be free)"
+                     its stderr is above"
                 )
             }
         }
@@ -269,24 +257,14 @@ fn wait_for_exit(process: &mut Guard, timeout: Duration) -> Option<std::process:
     }
 }
 
-/// The proxy URL in a line of the demo's output, if the line announces it.
+/// The proxy URL in the demo's `Portcullis demo: open http://127.0.0.1:<port>/` line.
 fn proxy_url_in(line: &str) -> Option<String> {
-    const PREFIX: &str = "http://127.0.0.1:";
-    if line.to_ascii_lowercase().contains("admin") {
-        return None;
+    let url = line.strip_prefix("Portcullis demo: open ")?;
+    let port = url.strip_prefix("http://127.0.0.1:")?.strip_suffix('/')?;
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Some(url.to_owned()),
+        _ => None,
     }
-    let mut rest = line;
-    while let Some(start) = rest.find(PREFIX) {
-        rest = &rest[start + PREFIX.len()..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let port = rest[..digits].parse::<u16>().ok();
-        if let Some(port) = port {
-            if port != 0 && !BACKEND_PORTS.contains(&port) && rest[digits..].starts_with('/') {
-                return Some(format!("{PREFIX}{port}/"));
-            }
-        }
-    }
-    None
 }
 
 fn free_port() -> u16 {
@@ -535,14 +513,16 @@ async fn send(
 #[test]
 fn proxy_url_is_found_in_demo_output() {
     assert_eq!(
-        proxy_url_in("proxy listening on http://127.0.0.1:41234/ (open it in a browser)"),
+        proxy_url_in("Portcullis demo: open http://127.0.0.1:41234/"),
         Some("http://127.0.0.1:41234/".to_owned())
     );
     assert_eq!(
-        proxy_url_in("web client http://127.0.0.1:3000/, proxy http://127.0.0.1:8080/"),
-        Some("http://127.0.0.1:8080/".to_owned())
+        proxy_url_in("  /      -> multi-client (built-in web page on 127.0.0.1:3000)"),
+        None
     );
-    assert_eq!(proxy_url_in("admin on http://127.0.0.1:9090/"), None);
-    assert_eq!(proxy_url_in("listening on 127.0.0.1:8080"), None);
-    assert_eq!(proxy_url_in("http://127.0.0.1:0/"), None);
+    assert_eq!(proxy_url_in("admin server on http://127.0.0.1:9090/"), None);
+    assert_eq!(
+        proxy_url_in("Portcullis demo: open http://127.0.0.1:0/"),
+        None
+    );
 }

@@ -1,20 +1,20 @@
-//! The Ingress conformance data in `shared/conformance/` run through the real proxy: every scenario
-//! of kubernetes-sigs/ingress-controller-conformance, the 2019 legacy checks, the Gateway API
-//! HTTPRoute cases that also fit Ingress, and the kubernetes.io pathType and wildcard tables.
+//! The Ingress conformance case tables in `tests/data/conformance/` run through the real proxy:
+//! every scenario of kubernetes-sigs/ingress-controller-conformance, the 2019 legacy checks, the
+//! Gateway API HTTPRoute cases that also fit Ingress, and the kubernetes.io pathType and wildcard
+//! tables.
 //!
 //! Each scenario gets its own manifest folder, echo pods on loopback ports and its own Portcullis
 //! with HTTP and HTTPS listeners; https requests (and http requests redirected to https) go over TLS
 //! with the scenario's self-signed Secret, like the suite's client.
 //! A test runs all of its scenarios and reports every failure at the end, so one failure does not
-//! hide the others. The data folder is `../shared/conformance` next to the workspace, or
-//! `PORTCULLIS_CONFORMANCE_DIR`.
+//! hide the others.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use http::uri::Authority;
@@ -45,37 +45,20 @@ const LEGACY_CLASS: &str = "ambassador";
 // The data
 // ---------------------------------------------------------------------------------------------
 
-fn data_dir() -> PathBuf {
-    let dir = match std::env::var_os("PORTCULLIS_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/conformance"
-        )),
-    };
-    assert!(
-        dir.join("scenarios.json").is_file(),
-        "the conformance data is missing: no scenarios.json in {}. It lives in shared/conformance \
-         next to the workspace; set PORTCULLIS_CONFORMANCE_DIR to its folder if it is elsewhere.",
-        dir.display()
-    );
-    dir
-}
+/// The case tables, as copied into the repository (`tests/data/conformance/`, see its README).
+const SCENARIOS: &str = include_str!("data/conformance/scenarios.json");
+const PATH_EXAMPLES: &str = include_str!("data/conformance/path_examples.json");
+const GATEWAY_CASES: &str = include_str!("data/conformance/gateway_api_extra_cases.json");
 
-fn read_json<T: DeserializeOwned>(file: &str) -> T {
-    let path = data_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "{} does not have the shape this runner knows (a new kind of expectation?): {e}",
-            path.display()
-        )
+fn parse_table<T: DeserializeOwned>(file: &str, text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        panic!("{file} does not have the shape this runner knows (a new kind of expectation?): {e}")
     })
 }
 
 #[derive(Deserialize)]
 struct Scenarios {
+    case_count: usize,
     cases: Vec<Case>,
     legacy_checks: Legacy,
 }
@@ -221,6 +204,8 @@ enum GatewayExpect {
 #[derive(Deserialize)]
 struct PathExamples {
     path_examples: Vec<PathRow>,
+    /// The table's rows with one request each ("(all paths)" counts once).
+    path_example_cases_expanded: Vec<serde_json::Value>,
     host_wildcard_examples: Vec<HostRow>,
 }
 
@@ -273,27 +258,51 @@ where
     })
 }
 
-/// Runs a sub-case that returns its failures, adding them (or its panic) to `failures`.
-async fn sub_case<F>(label: &str, failures: &mut Vec<String>, run: F)
-where
-    F: Future<Output = Vec<String>> + Send + 'static,
-{
-    match isolated(label, run).await {
-        Ok(found) => failures.extend(found),
-        Err(aborted) => failures.push(aborted),
-    }
+/// What a test's sub-cases found: how many cases they checked, and every failure.
+#[derive(Default)]
+struct Tally {
+    ran: usize,
+    failures: Vec<String>,
 }
 
-fn report(what: &str, ran: usize, failures: &[String]) {
-    if failures.is_empty() {
-        eprintln!("{what}: {ran} sub-cases passed");
-        return;
+impl Tally {
+    /// Runs a sub-case that returns how many cases it checked and its failures, adding them (or
+    /// its panic) to the tally.
+    async fn sub_case<F>(&mut self, label: &str, run: F)
+    where
+        F: Future<Output = (usize, Vec<String>)> + Send + 'static,
+    {
+        match isolated(label, run).await {
+            Ok((ran, found)) => {
+                self.ran += ran;
+                self.failures.extend(found);
+            }
+            Err(aborted) => self.failures.push(aborted),
+        }
     }
-    panic!(
-        "{what}: {} failure(s) in {ran} sub-cases:\n  - {}",
-        failures.len(),
-        failures.join("\n  - ")
-    );
+
+    /// Passes only if every one of the `expected` cases the data holds was checked and none
+    /// failed; data without cases fails too, since it would check nothing.
+    fn report(self, what: &str, expected: usize) {
+        let Tally { ran, mut failures } = self;
+        if expected == 0 {
+            failures.push("the data holds no cases".into());
+        } else if ran != expected {
+            failures.insert(
+                0,
+                format!("checked {ran} of the {expected} cases in the data"),
+            );
+        }
+        if failures.is_empty() {
+            eprintln!("{what}: all {ran} cases passed");
+            return;
+        }
+        panic!(
+            "{what}: {} failure(s), {ran} of {expected} cases checked:\n  - {}",
+            failures.len(),
+            failures.join("\n  - ")
+        );
+    }
 }
 
 fn temp_folder() -> tempfile::TempDir {
@@ -584,7 +593,7 @@ const KNOWN_SETUP: [&str; 6] = [
     "scale_backend",
 ];
 
-async fn run_case(case: Case) -> Vec<String> {
+async fn run_case(case: Case) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let dir = temp_folder();
     for step in &case.setup {
@@ -696,7 +705,7 @@ async fn run_case(case: Case) -> Vec<String> {
         }
     }
     running.shutdown().await;
-    failures
+    (1, failures)
 }
 
 async fn run_case_request(
@@ -879,22 +888,30 @@ fn check_response(expect: &Expect, exchange: &Exchange) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_scenarios() {
-    let scenarios: Scenarios = read_json("scenarios.json");
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for case in scenarios.cases {
-        ran += 1;
-        let label = case.id.clone();
-        sub_case(&label, &mut failures, run_case(case)).await;
+    let scenarios: Scenarios = parse_table("scenarios.json", SCENARIOS);
+    let mut tally = Tally::default();
+    if scenarios.cases.len() != scenarios.case_count {
+        tally.failures.push(format!(
+            "the data says it holds {} cases but lists {}",
+            scenarios.case_count,
+            scenarios.cases.len()
+        ));
     }
-    report("conformance scenarios", ran, &failures);
+    for case in scenarios.cases {
+        let label = case.id.clone();
+        tally.sub_case(&label, run_case(case)).await;
+    }
+    tally.report("conformance scenarios", scenarios.case_count);
 }
 
 // ---------------------------------------------------------------------------------------------
 // legacy_checks: the 2019 v1beta1 manifests
 // ---------------------------------------------------------------------------------------------
 
-async fn run_legacy_manifest(manifest: LegacyManifest, checks: Vec<LegacyCheck>) -> Vec<String> {
+async fn run_legacy_manifest(
+    manifest: LegacyManifest,
+    checks: Vec<LegacyCheck>,
+) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let label = manifest.file.clone();
     let dir = temp_folder();
@@ -969,6 +986,7 @@ async fn run_legacy_manifest(manifest: LegacyManifest, checks: Vec<LegacyCheck>)
         ));
     }
 
+    let mut checked = 0;
     let running = start(dir.path(), LEGACY_CLASS).await;
     for check in checks {
         let req = &check.request;
@@ -1026,6 +1044,7 @@ async fn run_legacy_manifest(manifest: LegacyManifest, checks: Vec<LegacyCheck>)
                 ));
             }
         }
+        checked += 1;
         if !problems.is_empty() {
             failures.push(format!(
                 "{name}: GET http://{host}{}: {}",
@@ -1036,22 +1055,21 @@ async fn run_legacy_manifest(manifest: LegacyManifest, checks: Vec<LegacyCheck>)
     }
     running.shutdown().await;
     drop(echoes);
-    failures
+    (checked, failures)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_legacy_checks() {
-    let scenarios: Scenarios = read_json("scenarios.json");
+    let scenarios: Scenarios = parse_table("scenarios.json", SCENARIOS);
     let legacy = scenarios.legacy_checks;
-    let mut failures = Vec::new();
-    let mut ran = 0;
+    let mut tally = Tally::default();
     for check in &legacy.checks {
         if !legacy
             .manifests
             .iter()
             .any(|m| m.file == check.manifest_file)
         {
-            failures.push(format!(
+            tally.failures.push(format!(
                 "{}: manifest {} is not in the data",
                 check.check, check.manifest_file
             ));
@@ -1064,11 +1082,12 @@ async fn conformance_legacy_checks() {
             .filter(|c| c.manifest_file == manifest.file)
             .cloned()
             .collect();
-        ran += checks.len();
         let label = manifest.file.clone();
-        sub_case(&label, &mut failures, run_legacy_manifest(manifest, checks)).await;
+        tally
+            .sub_case(&label, run_legacy_manifest(manifest, checks))
+            .await;
     }
-    report("legacy checks", ran, &failures);
+    tally.report("legacy checks", legacy.checks.len());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1267,13 +1286,17 @@ fn ingress_expectation(test: &GatewayTest, case: &GatewayCase) -> Result<Gateway
     Err("no Ingress answer is known for this Gateway-only case".into())
 }
 
-async fn run_gateway_test(test: GatewayTest) -> Vec<String> {
+async fn run_gateway_test(test: GatewayTest) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
+    let mut checked = 0;
     let Some(manifests) = gateway_manifests(&test.test) else {
-        return vec![format!(
-            "{}: no Ingress equivalent is written for this test",
-            test.test
-        )];
+        return (
+            0,
+            vec![format!(
+                "{}: no Ingress equivalent is written for this test",
+                test.test
+            )],
+        );
     };
     let dir = temp_folder();
     for (file, yaml) in &manifests {
@@ -1335,9 +1358,10 @@ async fn run_gateway_test(test: GatewayTest) -> Vec<String> {
                 break;
             }
         }
+        checked += 1;
     }
     running.shutdown().await;
-    failures
+    (checked, failures)
 }
 
 fn check_gateway_response(
@@ -1397,15 +1421,14 @@ fn check_gateway_response(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_api_cases_as_ingress() {
-    let data: GatewayCases = read_json("gateway_api_extra_cases.json");
-    let mut failures = Vec::new();
-    let mut ran = 0;
+    let data: GatewayCases = parse_table("gateway_api_extra_cases.json", GATEWAY_CASES);
+    let expected = data.tests.iter().map(|t| t.cases.len()).sum();
+    let mut tally = Tally::default();
     for test in data.tests {
-        ran += test.cases.len();
         let label = test.test.clone();
-        sub_case(&label, &mut failures, run_gateway_test(test)).await;
+        tally.sub_case(&label, run_gateway_test(test)).await;
     }
-    report("Gateway API cases as Ingress", ran, &failures);
+    tally.report("Gateway API cases as Ingress", expected);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1419,7 +1442,7 @@ fn example_service(index: usize) -> String {
     format!("svc-{index}")
 }
 
-async fn run_path_row(row: PathRow) -> Vec<String> {
+async fn run_path_row(row: PathRow) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let label = format!("path example row {}", row.row);
     let dir = temp_folder();
@@ -1453,9 +1476,12 @@ async fn run_path_row(row: PathRow) -> Vec<String> {
         {
             Some(i) => Some(example_service(i)),
             None => {
-                return vec![format!(
-                    "{label}: matches, but its matching path is not one of its paths"
-                )]
+                return (
+                    0,
+                    vec![format!(
+                        "{label}: matches, but its matching path is not one of its paths"
+                    )],
+                )
             }
         }
     } else {
@@ -1500,10 +1526,12 @@ async fn run_path_row(row: PathRow) -> Vec<String> {
         }
     }
     running.shutdown().await;
-    failures
+    // "(all paths)" is one case of the table, however many requests stand for it.
+    let cases = row.request_paths.as_ref().map_or(1, Vec::len);
+    (cases, failures)
 }
 
-async fn run_host_row(row: HostRow) -> Vec<String> {
+async fn run_host_row(row: HostRow) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let label = format!("host wildcard example row {}", row.row);
     let dir = temp_folder();
@@ -1546,25 +1574,23 @@ async fn run_host_row(row: HostRow) -> Vec<String> {
         Err(e) => failures.push(format!("{label}: {e}")),
     }
     running.shutdown().await;
-    failures
+    (1, failures)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_docs_path_and_host_examples() {
-    let data: PathExamples = read_json("path_examples.json");
-    let mut failures = Vec::new();
-    let mut ran = 0;
+    let data: PathExamples = parse_table("path_examples.json", PATH_EXAMPLES);
+    let expected = data.path_example_cases_expanded.len() + data.host_wildcard_examples.len();
+    let mut tally = Tally::default();
     for row in data.path_examples {
-        ran += 1;
         let label = format!("path example row {}", row.row);
-        sub_case(&label, &mut failures, run_path_row(row)).await;
+        tally.sub_case(&label, run_path_row(row)).await;
     }
     for row in data.host_wildcard_examples {
-        ran += 1;
         let label = format!("host wildcard example row {}", row.row);
-        sub_case(&label, &mut failures, run_host_row(row)).await;
+        tally.sub_case(&label, run_host_row(row)).await;
     }
-    report("kubernetes.io path and host examples", ran, &failures);
+    tally.report("kubernetes.io path and host examples", expected);
 }
 
 /// The echo stand-in answers like the suite's echoserver (README "The echo backend"), so the

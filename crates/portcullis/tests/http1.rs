@@ -27,9 +27,74 @@ const STEP: Duration = Duration::from_secs(10);
 /// the connection.
 type Script = fn(&[u8]) -> (Vec<u8>, bool);
 
-/// A backend that reads whole requests (Content-Length or chunked bodies), reports their raw
-/// bytes and answers with the script's raw bytes.
-async fn spawn_scripted(script: Script) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
+/// What a scripted backend observed, in the order it happened.
+enum Event {
+    /// Bytes as they arrived on a connection.
+    Received(Vec<u8>),
+    /// A whole request (head and body).
+    Request(Vec<u8>),
+    /// The proxy closed a connection; what it had sent after its last whole request.
+    Closed(Vec<u8>),
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, bytes) = match self {
+            Event::Received(b) => ("Received", b),
+            Event::Request(b) => ("Request", b),
+            Event::Closed(b) => ("Closed", b),
+        };
+        write!(f, "{what}({:?})", String::from_utf8_lossy(bytes))
+    }
+}
+
+/// The events of a scripted backend.
+struct Seen(mpsc::UnboundedReceiver<Event>);
+
+impl Seen {
+    async fn next(&mut self) -> Event {
+        tokio::time::timeout(STEP, self.0.recv())
+            .await
+            .expect("the backend sees something in time")
+            .expect("the backend is running")
+    }
+
+    /// The next whole request the backend received.
+    async fn request(&mut self) -> String {
+        loop {
+            if let Event::Request(bytes) = self.next().await {
+                return String::from_utf8_lossy(&bytes).into_owned();
+            }
+        }
+    }
+
+    /// Waits until the bytes arriving from now on contain `marker`.
+    async fn received(&mut self, marker: &[u8]) {
+        let mut arrived = Vec::new();
+        while find(&arrived, marker).is_none() {
+            if let Event::Received(bytes) = self.next().await {
+                arrived.extend_from_slice(&bytes);
+            }
+        }
+    }
+
+    /// Waits for the proxy to close a connection to the backend; returns what arrived on the
+    /// backend until then (every connection's bytes) and what the closed connection carried after
+    /// its last whole request.
+    async fn closed(&mut self) -> (Vec<Event>, Vec<u8>) {
+        let mut before = Vec::new();
+        loop {
+            match self.next().await {
+                Event::Closed(unfinished) => return (before, unfinished),
+                other => before.push(other),
+            }
+        }
+    }
+}
+
+/// A backend that reads whole requests (Content-Length or chunked bodies), reports what it sees
+/// and answers each request with the script's raw bytes.
+async fn spawn_scripted(script: Script) -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (tx, rx) = mpsc::unbounded_channel();
@@ -38,19 +103,23 @@ async fn spawn_scripted(script: Script) -> (SocketAddr, mpsc::UnboundedReceiver<
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut pending = Vec::new();
+                let mut report = |bytes: &[u8]| {
+                    let _ = tx.send(Event::Received(bytes.to_vec()));
+                };
                 while let Some(request) =
-                    read_message(&mut stream, &mut pending, false, false).await
+                    read_message(&mut stream, &mut pending, false, false, &mut report).await
                 {
-                    let _ = tx.send(request.clone());
+                    let _ = tx.send(Event::Request(request.clone()));
                     let (reply, close) = script(&request);
                     if stream.write_all(&reply).await.is_err() || close {
                         return;
                     }
                 }
+                let _ = tx.send(Event::Closed(pending));
             });
         }
     });
-    (addr, rx)
+    (addr, Seen(rx))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -64,13 +133,15 @@ fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Reads one message (head and body) from `stream`, `pending` holding bytes read earlier.
-/// `close_delimited`: a body without length runs to the end of the stream.
+/// Reads one message (head and body) from `stream`, `pending` holding bytes read earlier;
+/// `arrived` sees each read's bytes. `close_delimited`: a body without length runs to the end
+/// of the stream.
 async fn read_message(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
     close_delimited: bool,
     head_request: bool,
+    mut arrived: impl FnMut(&[u8]),
 ) -> Option<Vec<u8>> {
     let mut chunk = [0u8; 16384];
     let head_end = loop {
@@ -81,6 +152,7 @@ async fn read_message(
         if n == 0 {
             return None;
         }
+        arrived(&chunk[..n]);
         pending.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&pending[..head_end]).to_string();
@@ -113,6 +185,7 @@ async fn read_message(
             }
             return None;
         }
+        arrived(&chunk[..n]);
         pending.extend_from_slice(&chunk[..n]);
     };
     Some(pending.drain(..total).collect())
@@ -176,11 +249,28 @@ impl Client {
     }
 
     async fn read_response(&mut self, head_request: bool) -> Option<String> {
-        let read = read_message(&mut self.stream, &mut self.pending, true, head_request);
+        let read = read_message(
+            &mut self.stream,
+            &mut self.pending,
+            true,
+            head_request,
+            |_: &[u8]| {},
+        );
         let message = tokio::time::timeout(STEP, read)
             .await
             .expect("a response in time")?;
         Some(String::from_utf8_lossy(&message).into_owned())
+    }
+
+    /// Everything the proxy sends from here until it closes the connection.
+    async fn until_closed(&mut self) -> String {
+        let mut received = std::mem::take(&mut self.pending);
+        let read = self.stream.read_to_end(&mut received);
+        tokio::time::timeout(STEP, read)
+            .await
+            .expect("the proxy closes the connection in time")
+            .expect("reading until the proxy closes");
+        String::from_utf8_lossy(&received).into_owned()
     }
 
     /// Whether the proxy closed the connection (after any buffered bytes).
@@ -195,7 +285,7 @@ impl Client {
 
 /// A scripted backend behind a running proxy: the manifest folder (kept for the test's
 /// lifetime), the proxy, and the requests the backend received.
-async fn rig(script: Script) -> (tempfile::TempDir, Running, mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn rig(script: Script) -> (tempfile::TempDir, Running, Seen) {
     let dir = tempfile::tempdir().expect("a temporary manifest folder");
     let (backend, seen) = spawn_scripted(script).await;
     let running = serve(dir.path(), backend).await;
@@ -308,11 +398,12 @@ async fn chunked_upload_reaches_the_backend_chunked() {
     client
         .write(format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").as_bytes())
         .await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The first chunk reaches the backend before the client has sent the rest of the body.
+    seen.received(b"\r\n\r\n5\r\nhello\r\n").await;
     client.write(b"6;ext=1\r\n world\r\n0\r\n\r\n").await;
     let response = client.response().await.expect("a response");
     assert_eq!(status_of(&response), "200", "{response}");
-    let request = String::from_utf8(seen.recv().await.unwrap()).unwrap();
+    let request = seen.request().await;
     assert!(
         request.contains("Transfer-Encoding: chunked\r\n"),
         "{request}"
@@ -339,7 +430,7 @@ async fn expect_continue_is_answered_by_the_proxy() {
     client.write(b"data").await;
     let response = client.response().await.expect("a response");
     assert_eq!(status_of(&response), "200", "{response}");
-    let request = String::from_utf8(seen.recv().await.unwrap()).unwrap();
+    let request = seen.request().await;
     assert!(
         !request.to_ascii_lowercase().contains("expect:"),
         "{request}"
@@ -379,11 +470,26 @@ async fn ambiguous_framing_is_refused_before_reaching_a_backend() {
     let response = client.response().await.expect("an error response");
     assert_eq!(status_of(&response), "400", "{response}");
     assert!(client.closed().await);
-    // Only the last request reached the backend (its head, before the body broke).
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Only the last request reached the backend: its head, before the body broke. The proxy then
+    // closes that upstream connection; until it has, nothing else arrived on any connection.
+    let (before, unfinished) = seen.closed().await;
+    let received: Vec<u8> = before
+        .iter()
+        .flat_map(|event| match event {
+            Event::Received(bytes) => bytes.clone(),
+            other => panic!("the backend saw {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        received, unfinished,
+        "everything arrived on that connection"
+    );
+    let unfinished = String::from_utf8_lossy(&unfinished);
     assert!(
-        seen.try_recv().is_err(),
-        "no complete request reached the backend"
+        unfinished.starts_with("POST / HTTP/1.1\r\n")
+            && unfinished.contains("Transfer-Encoding: chunked\r\n")
+            && unfinished.ends_with("\r\n\r\n"),
+        "{unfinished:?}"
     );
     running.shutdown().await;
 }
@@ -579,7 +685,7 @@ async fn absolute_form_targets_route_by_their_authority() {
         .await;
     let response = client.response().await.expect("a response");
     assert_eq!(status_of(&response), "200", "{response}");
-    let request = String::from_utf8(seen.recv().await.unwrap()).unwrap();
+    let request = seen.request().await;
     assert!(
         request.starts_with("GET /abs?q=1 HTTP/1.1\r\n"),
         "{request}"
@@ -590,9 +696,7 @@ async fn absolute_form_targets_route_by_their_authority() {
 }
 
 /// A proxy whose body relays give up after a short stall.
-async fn impatient_rig(
-    script: Script,
-) -> (tempfile::TempDir, Running, mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn impatient_rig(script: Script) -> (tempfile::TempDir, Running, Seen) {
     let dir = tempfile::tempdir().expect("a temporary manifest folder");
     let (backend, seen) = spawn_scripted(script).await;
     let config = ProxyConfig {
@@ -647,6 +751,15 @@ async fn a_stalled_response_body_closes_the_client_connection() {
     client.get("/slow").await;
     // The head and the first bytes arrive; then the proxy gives up and closes (well within the
     // read's own time limit) instead of holding the connection for as long as the backend does.
-    assert!(client.response().await.is_none());
+    let received = client.until_closed().await;
+    let (head, body) = received
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete head: {received:?}"));
+    assert_eq!(status_of(head), "200", "{received:?}");
+    assert_eq!(header_value(head, "content-length"), Some("100"), "{head}");
+    assert_eq!(
+        body, "0123456789",
+        "the bytes the backend sent before stalling, and nothing after them"
+    );
     running.shutdown().await;
 }

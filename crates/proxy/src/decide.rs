@@ -83,14 +83,20 @@ pub(crate) struct Forward {
     pub(crate) target: Target,
     /// The route's compiled policy, if its Ingress has annotations.
     pub(crate) rules: Option<Arc<Policy>>,
+    /// What this request's policy changes beyond fixed fields; `None` (no allocation) when
+    /// nothing.
+    pub(crate) edits: Option<Box<Edits>>,
+    /// Whether the upstream connection is TLS.
+    pub(crate) tls: bool,
+}
+
+/// The parts of a decision that depend on the request itself.
+#[derive(Debug, Default)]
+pub(crate) struct Edits {
     /// The request target sent upstream when the path is rewritten (path and query).
     pub(crate) path: Option<String>,
     /// `Access-Control-Allow-Origin` for the response, when CORS applies.
     pub(crate) cors_origin: Option<HeaderValue>,
-    /// Whether the upstream connection is TLS.
-    pub(crate) tls: bool,
-    /// Timeouts, body limit and retry rules.
-    pub(crate) limits: Limits,
 }
 
 /// Timeouts, body limit and retry rules of one exchange: the route's policy over the proxy's
@@ -119,19 +125,21 @@ pub(crate) enum Decision {
     Forward(Forward),
 }
 
-impl Proxy {
+impl Limits {
     /// The proxy-wide limits, for routes whose policy sets none.
-    pub(crate) fn default_limits(&self) -> Limits {
+    pub(crate) fn defaults(config: &crate::ProxyConfig) -> Limits {
         Limits {
-            connect: self.config.connect_timeout,
-            read: self.config.response_header_timeout,
-            read_idle: self.config.body_idle_timeout,
-            send: self.config.body_idle_timeout,
-            body: self.config.max_body_size,
+            connect: config.connect_timeout,
+            read: config.response_header_timeout,
+            read_idle: config.body_idle_timeout,
+            send: config.body_idle_timeout,
+            body: config.max_body_size,
             retry: Retry::DEFAULT,
         }
     }
+}
 
+impl Proxy {
     /// Decides what happens to a request. Errors become the one error → response mapping.
     pub(crate) fn decide(&self, view: &View<'_>) -> Result<Decision, ProxyError> {
         let table = self.published.load();
@@ -193,11 +201,10 @@ impl Proxy {
                 &location,
             )));
         }
-        let limits = match rules {
-            None => self.default_limits(),
-            Some(p) => self.limits_of(p),
-        };
-        if limits.body > 0 && view.content_length.is_some_and(|n| n > limits.body) {
+        let body_limit = rules
+            .and_then(|p| p.body_limit)
+            .unwrap_or(self.config.max_body_size);
+        if body_limit > 0 && view.content_length.is_some_and(|n| n > body_limit) {
             return Err(ProxyError::PayloadTooLarge);
         }
         let mut backend = table.backends[route.backend.0].clone();
@@ -216,19 +223,20 @@ impl Proxy {
             Some(rewrite.apply(captures.as_ref(), view.query))
         });
         let protocol = rules.map_or(Protocol::Http, |p| p.protocol);
+        let edits = (path.is_some() || cors_origin.is_some())
+            .then(|| Box::new(Edits { path, cors_origin }));
         Ok(Decision::Forward(Forward {
             backend,
             target,
             rules: rules.cloned(),
-            path,
-            cors_origin,
+            edits,
             tls: protocol.is_tls(view.https),
-            limits,
         }))
     }
 
+    /// The limits of a route with policy `p`.
     fn limits_of(&self, p: &Policy) -> Limits {
-        let d = self.default_limits();
+        let d = self.limits;
         Limits {
             connect: p.timeouts.connect.unwrap_or(d.connect),
             read: p.timeouts.read.unwrap_or(d.read),
@@ -324,7 +332,9 @@ pub(crate) enum Failed {
 /// The attempts of one exchange: which endpoints failed, and whether another may be tried.
 pub(crate) struct Attempts {
     failed: Vec<SocketAddr>,
-    started: Instant,
+    /// When the first attempt failed (the retry budget runs from there; reading the clock for
+    /// every request that never fails would cost them all).
+    first_failure: Option<Instant>,
     count: u32,
 }
 
@@ -332,7 +342,7 @@ impl Attempts {
     pub(crate) fn new() -> Self {
         Attempts {
             failed: Vec::new(),
-            started: Instant::now(),
+            first_failure: None,
             count: 1,
         }
     }
@@ -348,7 +358,11 @@ impl Attempts {
         method: &Method,
         resendable: bool,
     ) -> Option<Target> {
-        let retry = forward.limits.retry;
+        let retry = forward
+            .rules
+            .as_ref()
+            .and_then(|p| p.retry)
+            .unwrap_or_default();
         let condition = match why {
             Failed::Connect | Failed::Broken => retry.has(RetryOn::Error),
             Failed::ConnectTimeout | Failed::Timeout => retry.has(RetryOn::Timeout),
@@ -371,7 +385,8 @@ impl Attempts {
         if retry.tries > 0 && self.count >= retry.tries {
             return None;
         }
-        if retry.timeout.is_some_and(|t| self.started.elapsed() >= t) {
+        let first = *self.first_failure.get_or_insert_with(Instant::now);
+        if retry.timeout.is_some_and(|t| first.elapsed() >= t) {
             return None;
         }
         if let Target::Addr(addr) = target {
@@ -384,6 +399,14 @@ impl Attempts {
 }
 
 impl Forward {
+    /// Timeouts, body limit and retry rules: the route's policy over the proxy's defaults.
+    pub(crate) fn limits(&self, proxy: &Proxy) -> Limits {
+        match &self.rules {
+            None => proxy.limits,
+            Some(p) => proxy.limits_of(p),
+        }
+    }
+
     /// The TLS configuration towards the upstream, when the connection is TLS.
     pub(crate) fn upstream_tls(&self) -> Option<&UpstreamTls> {
         if !self.tls {
@@ -402,11 +425,19 @@ impl Forward {
         self.rules.as_ref()?.upstream_host.as_ref()
     }
 
+    /// The rewritten request target (path and query), when the path is rewritten.
+    pub(crate) fn path(&self) -> Option<&str> {
+        self.edits.as_ref()?.path.as_deref()
+    }
+
+    fn cors_origin(&self) -> Option<&HeaderValue> {
+        self.edits.as_ref()?.cors_origin.as_ref()
+    }
+
     /// Request fields the policy adds (`X-Forwarded-Prefix` with a rewrite).
     pub(crate) fn request_fields(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
         let prefix = self
-            .path
-            .as_ref()
+            .path()
             .and(self.rules.as_ref())
             .and_then(|p| p.x_forwarded_prefix.as_ref());
         prefix.map(|v| ("X-Forwarded-Prefix", v)).into_iter()
@@ -414,7 +445,7 @@ impl Forward {
 
     /// Whether the policy sets response fields (so writers check upstream fields against them).
     pub(crate) fn has_response_fields(&self) -> bool {
-        self.cors_origin.is_some()
+        self.cors_origin().is_some()
             || self
                 .rules
                 .as_ref()
@@ -427,7 +458,7 @@ impl Forward {
         let mut out = Vec::new();
         if let Some(p) = &self.rules {
             out.extend(p.response_headers.iter().cloned());
-            if let (Some(cors), Some(origin)) = (&p.cors, &self.cors_origin) {
+            if let (Some(cors), Some(origin)) = (&p.cors, self.cors_origin()) {
                 out.extend(cors.headers(origin.clone()));
             }
         }

@@ -217,12 +217,13 @@ async fn forward(
             .headers
             .insert(header::HOST, upstream_host.unwrap_or(host));
     }
+    let limits = fwd.limits(proxy);
     let exceeded = Arc::new(AtomicBool::new(false));
-    let body = RequestBody::new(body, fwd.limits.body, exceeded.clone());
+    let body = RequestBody::new(body, limits.body, exceeded.clone());
     let upstream_req = Request::from_parts(parts, body);
 
-    let exchange = send(proxy, &fwd, upstream_req, h2);
-    let mut response = match tokio::time::timeout(fwd.limits.read, exchange).await {
+    let exchange = send(proxy, &fwd, upstream_req, h2, limits.connect);
+    let mut response = match tokio::time::timeout(limits.read, exchange).await {
         Err(_) => return Err(ProxyError::Timeout(fwd.target.to_string())),
         Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => return Err(ProxyError::PayloadTooLarge),
         Ok(result) => result?,
@@ -270,12 +271,12 @@ fn upstream_uri(
     h2: bool,
     authority: &HeaderValue,
 ) -> Result<Uri, ProxyError> {
-    let path = match &fwd.path {
-        Some(p) => p.as_str(),
+    let path = match fwd.path() {
+        Some(p) => p,
         None => received.path_and_query().map_or("/", |pq| pq.as_str()),
     };
     if !h2 {
-        if fwd.path.is_none() && received.scheme().is_none() && received.authority().is_none() {
+        if fwd.path().is_none() && received.scheme().is_none() && received.authority().is_none() {
             return Ok(received.clone());
         }
         return Uri::try_from(path).map_err(|_| ProxyError::BadRequest("rewritten path"));
@@ -299,12 +300,13 @@ async fn send(
     fwd: &Forward,
     req: Request<RequestBody>,
     h2: bool,
+    connect_timeout: std::time::Duration,
 ) -> Result<Response<crate::upstream::PooledBody>, ProxyError> {
     let route = Route {
         h2,
         tls: fwd.upstream_tls(),
         backend: &fwd.backend.name,
-        connect_timeout: fwd.limits.connect,
+        connect_timeout,
     };
     let method = req.method().clone();
     let mut target = fwd.target.clone();

@@ -81,6 +81,8 @@ impl Default for ProxyConfig {
 /// The shared, per-process proxy state: the published table and the upstream connection pool.
 pub struct Proxy {
     published: Arc<Published>,
+    /// The limits of routes whose policy sets none, worked out once.
+    limits: decide::Limits,
     pool: Arc<Pool>,
     h1_pool: h1::pool::Pool,
     config: ProxyConfig,
@@ -100,6 +102,7 @@ impl Proxy {
         let pool = Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
         let h1_pool = h1::pool::Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
         Proxy {
+            limits: decide::Limits::defaults(&config),
             published,
             pool,
             h1_pool,

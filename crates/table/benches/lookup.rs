@@ -5,6 +5,9 @@
 //!
 //! `cargo bench -p portcullis-table --bench lookup` (add `-- --quick` for a short run).
 
+// `criterion_group!` defines a public function it cannot document.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -117,6 +117,39 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert_ne!(b, c);
-        assert_eq!(hash(&"r9999.bench.local"), hash(&"r9999.bench.local"));
+    }
+
+    #[test]
+    fn every_byte_of_a_key_changes_its_hash() {
+        // Whole words and the tail after them: a byte anywhere that did not reach the state would
+        // make keys that differ only there collide.
+        for len in 1..=40usize {
+            let key: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let original = hash(&key.as_slice());
+            for at in 0..len {
+                for bit in [0x01u8, 0x80] {
+                    let mut changed = key.clone();
+                    changed[at] ^= bit;
+                    assert_ne!(
+                        hash(&changed.as_slice()),
+                        original,
+                        "length {len}: bit {bit:#x} of byte {at} is ignored"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn host_names_get_distinct_hashes_and_are_found_by_borrowed_keys() {
+        let names: Vec<String> = (0..10_000).map(|i| format!("r{i}.bench.local")).collect();
+        let hashes: HashSet<u64> = names.iter().map(|n| hash(&n.as_str())).collect();
+        assert_eq!(hashes.len(), names.len(), "64-bit hashes collide");
+        let map: FastMap<String, usize> = names.iter().cloned().zip(0..).collect();
+        for (i, name) in names.iter().enumerate() {
+            let looked_up: &str = &format!("r{i}.bench.local");
+            assert_eq!(map.get(looked_up), Some(&i), "{name}");
+        }
+        assert_eq!(map.get("r10000.bench.local"), None);
     }
 }

@@ -1,21 +1,16 @@
 //! Matching tests: the Kubernetes docs' path-type table, and property tests that the fast lookup
 //! agrees with the slow reference reading of the spec.
 
-use std::path::PathBuf;
-
 use portcullis_table::{
     path_matches, BackendTarget, HostPattern, PathType, RouteOrigin, RoutePolicy, Table,
     TableBuilder,
 };
 use proptest::prelude::*;
 
-fn conformance_dir() -> PathBuf {
-    std::env::var_os("PORTCULLIS_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance")
-        })
-}
+/// The Kubernetes docs' path table, from the repository's conformance case tables (see the README
+/// beside it).
+const PATH_EXAMPLES: &str =
+    include_str!("../../portcullis/tests/data/conformance/path_examples.json");
 
 fn build(routes: &[(&str, &str, PathType)]) -> Table {
     let mut b = TableBuilder::new();
@@ -45,10 +40,7 @@ fn parse_type(s: &str) -> PathType {
 /// The pathType "Examples" table of the Kubernetes Ingress documentation, row by row.
 #[test]
 fn kubernetes_docs_path_examples() {
-    let path = conformance_dir().join("path_examples.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set PORTCULLIS_CONFORMANCE_DIR)", path.display()));
-    let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let doc: serde_json::Value = serde_json::from_str(PATH_EXAMPLES).expect("json");
     let cases = doc["path_example_cases_expanded"]
         .as_array()
         .expect("cases");

@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p portcullis-translate --bench translate` (add `-- --quick` for a short run).
 
+// `criterion_group!` defines a public function it cannot document.
+#![allow(missing_docs)]
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Duration;

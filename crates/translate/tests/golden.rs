@@ -1,6 +1,10 @@
 //! Golden translation tests: each `golden/NAME.yaml` is translated and rendered (routes, backends,
-//! diagnostics) and compared with `golden/NAME.expected`. Set `UPDATE_GOLDEN=1` to rewrite the
-//! expected files after reviewing a deliberate change.
+//! diagnostics) and compared with `golden/NAME.expected`.
+//!
+//! After a deliberate change, `UPDATE_GOLDEN=1 cargo test -p portcullis-translate --test golden`
+//! rewrites the expected files. That is a separate mode, not a test run: every golden test fails
+//! in it (saying whether it rewrote its file), so a run with the variable set can never pass. Review
+//! the diff, then run the tests again without it.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -84,14 +88,30 @@ fn run_case(name: &str, options: &Options) {
     let translation = translate(&snapshot, options);
     let actual = render(&translation.table, &translation.diagnostics);
     let expected_path = dir.join(format!("{name}.expected"));
+    let expected = std::fs::read_to_string(&expected_path);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&expected_path, &actual).expect("write golden");
-        return;
+        let what = if expected.as_deref().ok() == Some(actual.as_str()) {
+            "is unchanged"
+        } else {
+            std::fs::write(&expected_path, &actual).expect("write golden");
+            "was rewritten"
+        };
+        panic!(
+            "UPDATE_GOLDEN is set, so no test passes: {} {what}; review the diff and run the tests \
+             again without UPDATE_GOLDEN",
+            expected_path.display()
+        );
     }
-    let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+    let expected = expected.unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; write it with UPDATE_GOLDEN=1 and review it",
+            expected_path.display()
+        )
+    });
     assert_eq!(
         actual, expected,
-        "golden mismatch for {name}; review and rerun with UPDATE_GOLDEN=1 if intended"
+        "golden mismatch for {name}; if the change is deliberate, rewrite the expected file with \
+         UPDATE_GOLDEN=1 and review the diff"
     );
 }
 

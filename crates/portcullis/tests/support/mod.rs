@@ -6,6 +6,8 @@
 //! Every test binary compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;

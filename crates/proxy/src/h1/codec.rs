@@ -2032,6 +2032,157 @@ mod tests {
         assert!(head.len <= len);
     }
 
+    /// How a generated response head delimits its body.
+    #[derive(Debug, Clone, Copy)]
+    enum BodyHeader {
+        Nothing,
+        Length(u64),
+        Chunked,
+        /// A transfer coding other than chunked: the body runs until the connection closes.
+        Gzip,
+    }
+
+    /// A well-formed response head and what parsing it must find.
+    #[derive(Debug, Clone)]
+    struct GeneratedResponse {
+        text: String,
+        head_request: bool,
+        minor_version: u8,
+        status: u16,
+        reason: String,
+        /// Every field as (name, value without surrounding whitespace, kind).
+        fields: Vec<(String, String, Kind)>,
+        body: BodyHeader,
+        close: bool,
+        keep_alive_token: bool,
+    }
+
+    impl GeneratedResponse {
+        /// RFC 9112 §6.3, read independently of the parser: which responses carry no body, then
+        /// Transfer-Encoding, then Content-Length, else the body runs to the close.
+        fn framing(&self) -> Framing {
+            let bodiless =
+                self.head_request || self.status < 200 || self.status == 204 || self.status == 304;
+            match self.body {
+                _ if bodiless => Framing::None,
+                BodyHeader::Chunked => Framing::Chunked,
+                BodyHeader::Gzip | BodyHeader::Nothing => Framing::Close,
+                BodyHeader::Length(n) => Framing::Length(n),
+            }
+        }
+
+        /// Interim responses never end the connection; otherwise it stays open when the body's
+        /// end is known and the version and Connection tokens allow it.
+        fn keep_alive(&self) -> bool {
+            let persistent = !self.close && (self.minor_version == 1 || self.keep_alive_token);
+            self.status < 200 || (self.framing() != Framing::Close && persistent)
+        }
+
+        /// A transfer coding in an HTTP/1.0 response is refused.
+        fn refused(&self) -> bool {
+            self.minor_version == 0 && matches!(self.body, BodyHeader::Chunked | BodyHeader::Gzip)
+        }
+    }
+
+    fn valid_response() -> impl Strategy<Value = GeneratedResponse> {
+        (
+            (
+                0u8..2,
+                prop_oneof![
+                    prop::sample::select(vec![100u16, 101, 103, 200, 204, 206, 301, 304, 404]),
+                    100u16..1000,
+                ],
+                prop::option::of("[A-Za-z]([A-Za-z -]{0,20}[A-Za-z])?"),
+                0usize..3,
+                any::<bool>(),
+            ),
+            prop::collection::vec(
+                (
+                    "X-[A-Za-z]{1,8}",
+                    "[!-~]([ -~]{0,20}[!-~])?",
+                    prop::sample::select(vec!["", " ", "\t", "  "]),
+                    prop::sample::select(vec!["", " ", "\t "]),
+                ),
+                0..6,
+            ),
+            prop_oneof![
+                Just(BodyHeader::Nothing),
+                (0u64..100_000).prop_map(BodyHeader::Length),
+                Just(BodyHeader::Chunked),
+                Just(BodyHeader::Gzip),
+            ],
+            prop::sample::select(vec![None, Some("close"), Some("keep-alive")]),
+        )
+            .prop_map(
+                |(
+                    (minor_version, status, reason, blank, head_request),
+                    extra,
+                    body,
+                    connection,
+                )| {
+                    let mut text = "\r\n".repeat(blank);
+                    text.push_str(&format!("HTTP/1.{minor_version} {status}"));
+                    if let Some(reason) = &reason {
+                        text.push_str(&format!(" {reason}"));
+                    }
+                    text.push_str("\r\n");
+                    let mut fields = Vec::new();
+                    for (name, value, before, after) in extra {
+                        text.push_str(&format!("{name}:{before}{value}{after}\r\n"));
+                        fields.push((name, value, Kind::Other));
+                    }
+                    let framing_field = match body {
+                        BodyHeader::Nothing => None,
+                        BodyHeader::Length(n) => Some(("Content-Length", n.to_string())),
+                        BodyHeader::Chunked => Some(("Transfer-Encoding", "chunked".to_owned())),
+                        BodyHeader::Gzip => Some(("Transfer-Encoding", "gzip".to_owned())),
+                    };
+                    if let Some((name, value)) = framing_field {
+                        text.push_str(&format!("{name}: {value}\r\n"));
+                        fields.push((name.to_owned(), value, Kind::Framing));
+                    }
+                    if let Some(token) = connection {
+                        text.push_str(&format!("Connection: {token}\r\n"));
+                        fields.push(("Connection".to_owned(), token.to_owned(), Kind::Hop));
+                    }
+                    text.push_str("\r\n");
+                    GeneratedResponse {
+                        text,
+                        head_request,
+                        minor_version,
+                        status,
+                        reason: reason.unwrap_or_default(),
+                        fields,
+                        body,
+                        close: connection == Some("close"),
+                        keep_alive_token: connection == Some("keep-alive"),
+                    }
+                },
+            )
+    }
+
+    /// The ranges of a parsed response head lie within its head, which lies within the buffer.
+    fn check_response_ranges(len: usize, head: &ResponseHead, head_request: bool) {
+        assert!(head.len <= len, "head of {} in {len} bytes", head.len);
+        let mut ranges = vec![&head.reason];
+        for f in &head.fields {
+            ranges.push(&f.name);
+            ranges.push(&f.value);
+        }
+        for r in ranges {
+            assert!(
+                r.start <= r.end && r.end <= head.len,
+                "{r:?} outside {}",
+                head.len
+            );
+        }
+        assert!((100..=999).contains(&head.status));
+        assert!(head.minor_version <= 1);
+        if head_request {
+            assert_eq!(head.framing, Framing::None);
+        }
+    }
+
     proptest! {
         #[test]
         fn chunked_round_trip(
@@ -2072,7 +2223,11 @@ mod tests {
             if let Ok(Some(head)) = parse_request(&bytes) {
                 check_ranges(bytes.len(), &head);
             }
-            let _ = parse_response(&bytes, false);
+            for head_request in [false, true] {
+                if let Ok(Some(head)) = parse_response(&bytes, head_request) {
+                    check_response_ranges(bytes.len(), &head, head_request);
+                }
+            }
         }
 
         #[test]
@@ -2090,7 +2245,9 @@ mod tests {
                 prop_assert!(head.framing != Framing::Close);
             }
             for head_request in [false, true] {
-                let _ = parse_response(text.as_bytes(), head_request);
+                if let Ok(Some(head)) = parse_response(text.as_bytes(), head_request) {
+                    check_response_ranges(text.len(), &head, head_request);
+                }
             }
         }
 
@@ -2104,6 +2261,38 @@ mod tests {
             }
             let with_body = format!("{text}{body}");
             prop_assert_eq!(parse_request(with_body.as_bytes()), Ok(Some(head)));
+        }
+
+        #[test]
+        fn split_responses(r in valid_response(), body in "[a-z]{0,10}") {
+            let text = r.text.as_str();
+            let parsed = parse_response(text.as_bytes(), r.head_request);
+            if r.refused() {
+                prop_assert_eq!(parsed, Err(HeadError::Invalid("transfer-encoding")));
+                return Ok(());
+            }
+            let head = parsed.unwrap().unwrap();
+            prop_assert_eq!(head.len, text.len());
+            prop_assert_eq!(head.minor_version, r.minor_version);
+            prop_assert_eq!(head.status, r.status);
+            prop_assert_eq!(at(text, &head.reason), r.reason.clone());
+            let fields: Vec<(String, String, Kind)> = head
+                .fields
+                .iter()
+                .map(|f| (at(text, &f.name), at(text, &f.value), f.kind))
+                .collect();
+            prop_assert_eq!(&fields, &r.fields);
+            prop_assert_eq!(head.framing, r.framing());
+            prop_assert_eq!(head.keep_alive, r.keep_alive());
+            check_response_ranges(text.len(), &head, r.head_request);
+            for end in 0..text.len() {
+                prop_assert_eq!(parse_response(&text.as_bytes()[..end], r.head_request), Ok(None));
+            }
+            let with_body = format!("{text}{body}");
+            prop_assert_eq!(
+                parse_response(with_body.as_bytes(), r.head_request),
+                Ok(Some(head))
+            );
         }
     }
 }

@@ -250,7 +250,7 @@ impl<S: ClientIo> Client<'_, S> {
         error: ProxyError,
         req: &Req,
         body_done: bool,
-        logged: Option<Logged>,
+        logged: Option<Box<Logged>>,
     ) -> bool {
         match &error {
             ProxyError::Upstream { .. } | ProxyError::Timeout(_) => {
@@ -290,7 +290,7 @@ impl<S: ClientIo> Client<'_, S> {
         body_done: &mut bool,
     ) -> Result<Sent, ProxyError> {
         let pool = &self.proxy.h1_pool;
-        let limits = forward.limits;
+        let limits = forward.limits(self.proxy);
         let mut target = forward.target.clone();
         let mut attempts = Attempts::new();
         let mut stale = 0;
@@ -375,6 +375,7 @@ impl<S: ClientIo> Client<'_, S> {
         forward: &Forward,
         req: &Req,
     ) -> Result<(), ProxyError> {
+        let limits = forward.limits(self.proxy);
         if req.expect_continue && self.buf.is_empty() {
             write_flush(&mut self.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
@@ -383,8 +384,8 @@ impl<S: ClientIo> Client<'_, S> {
         let ends = Ends {
             deadline: &mut self.deadline,
             read_idle: self.proxy.config.body_idle_timeout,
-            write_idle: forward.limits.send,
-            limit: forward.limits.body,
+            write_idle: limits.send,
+            limit: limits.body,
         };
         match relay(
             &mut self.stream,
@@ -413,14 +414,14 @@ impl<S: ClientIo> Client<'_, S> {
         sent: Sent,
         forward: &Forward,
         req: &Req,
-        logged: Option<Logged>,
+        logged: Option<Box<Logged>>,
     ) -> bool {
         let Sent {
             mut up,
             target,
             mut head,
         } = sent;
-        let read_timeout = forward.limits.read;
+        let limits = forward.limits(self.proxy);
         let client_http11 = req.minor == 1;
         while (100..200).contains(&head.status) && head.status != 101 {
             if client_http11 {
@@ -433,7 +434,7 @@ impl<S: ClientIo> Client<'_, S> {
             }
             up.buf.consume(head.len);
             let waiting = read_response_head(&mut up, req.is_head());
-            head = match self.deadline.within(read_timeout, waiting).await {
+            head = match self.deadline.within(limits.read, waiting).await {
                 Some(Ok(head)) => head,
                 Some(Err(e)) => {
                     return self
@@ -505,7 +506,7 @@ impl<S: ClientIo> Client<'_, S> {
         }
         let ends = Ends {
             deadline: &mut self.deadline,
-            read_idle: forward.limits.read_idle,
+            read_idle: limits.read_idle,
             write_idle: self.proxy.config.body_idle_timeout,
             limit: 0,
         };
@@ -545,7 +546,7 @@ impl<S: ClientIo> Client<'_, S> {
         target: Target,
         head: ResponseHead,
         req: &Req,
-        logged: Option<Logged>,
+        logged: Option<Box<Logged>>,
         status: StatusCode,
     ) -> bool {
         if !req.upgrade {
@@ -587,7 +588,7 @@ impl<S: ClientIo> Client<'_, S> {
         false
     }
 
-    fn log(&self, logged: Option<Logged>, status: StatusCode) {
+    fn log(&self, logged: Option<Box<Logged>>, status: StatusCode) {
         let Some(l) = logged else { return };
         self.proxy.config.access_log.write(&Entry {
             client: self.info.client,
@@ -624,7 +625,7 @@ fn plan(
     head: &RequestHead,
     out: &mut Vec<u8>,
     log: bool,
-) -> (Plan, Req, Option<Logged>) {
+) -> (Plan, Req, Option<Box<Logged>>) {
     let host = head
         .host
         .clone()
@@ -655,19 +656,21 @@ fn plan(
             &generated
         }
     };
-    let mut logged = log.then(|| Logged {
-        start: Instant::now(),
-        method: head.method.clone(),
-        version: if head.minor_version == 0 {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        },
-        host: host.to_string(),
-        path: String::from_utf8_lossy(path_bytes).into_owned(),
-        request_id: String::from_utf8_lossy(request_id).into_owned(),
-        backend: None,
-        upstream: None,
+    let mut logged = log.then(|| {
+        Box::new(Logged {
+            start: Instant::now(),
+            method: head.method.clone(),
+            version: if head.minor_version == 0 {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            },
+            host: host.to_string(),
+            path: String::from_utf8_lossy(path_bytes).into_owned(),
+            request_id: String::from_utf8_lossy(request_id).into_owned(),
+            backend: None,
+            upstream: None,
+        })
     });
     let bad = |req, logged| {
         let local = Local::status(StatusCode::BAD_REQUEST);
@@ -680,15 +683,20 @@ fn plan(
         b"" => b"/".as_slice(),
         t => t,
     };
-    let Ok(target_text) = std::str::from_utf8(target) else {
-        return bad(req, logged);
+    // The query is read only as far as a rewrite or redirect needs it.
+    let query = match target.iter().position(|&b| b == b'?') {
+        None => None,
+        Some(at) => match std::str::from_utf8(&target[at + 1..]) {
+            Ok(q) => Some(q),
+            Err(_) => return bad(req, logged),
+        },
     };
     let view = View {
         https: info.scheme == "https",
         method: &head.method,
         host,
         path,
-        query: target_text.split_once('?').map(|(_, q)| q),
+        query,
         content_length: match head.framing {
             Framing::Length(n) => Some(n),
             _ => None,

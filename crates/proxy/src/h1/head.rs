@@ -231,7 +231,7 @@ pub(super) fn push_request(
     out.clear();
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    match &forward.path {
+    match forward.path() {
         Some(path) => out.extend_from_slice(path.as_bytes()),
         None => out.extend_from_slice(line.target),
     }

@@ -75,9 +75,6 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Pooled connections are kept apart by endpoint and by TLS configuration (0: cleartext).
-type Key = (Target, u64);
-
 /// One upstream connection.
 pub(crate) struct Upstream {
     pub(crate) stream: Stream,
@@ -96,7 +93,9 @@ struct Idle {
 
 /// Idle keep-alive connections by endpoint.
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<Key, Vec<Idle>, BuildFast>>,
+    /// By endpoint; each connection remembers its TLS configuration, so cleartext and TLS
+    /// connections to one endpoint are told apart without a wider key.
+    idle: Mutex<HashMap<Target, Vec<Idle>, BuildFast>>,
     idle_timeout: Duration,
     max_idle: usize,
 }
@@ -114,9 +113,10 @@ impl Pool {
     /// that is still open.
     pub(crate) fn take(&self, target: &Target, tls: Option<&UpstreamTls>) -> Option<Upstream> {
         let mut idle = self.idle.lock().ok()?;
-        let key = (target.clone(), tls.map_or(0, |t| t.id));
-        let list = idle.get_mut(&key)?;
-        while let Some(entry) = list.pop() {
+        let tls = tls.map_or(0, |t| t.id);
+        let list = idle.get_mut(target)?;
+        while let Some(at) = list.iter().rposition(|e| e.conn.tls == tls) {
+            let entry = list.remove(at);
             if entry.since.elapsed() < self.idle_timeout && is_quiet(entry.conn.stream.tcp()) {
                 let mut conn = entry.conn;
                 conn.reused = true;
@@ -137,10 +137,9 @@ impl Pool {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        let key = (target.clone(), conn.tls);
-        let list = match idle.get_mut(&key) {
+        let list = match idle.get_mut(target) {
             Some(list) => list,
-            None => idle.entry(key).or_default(),
+            None => idle.entry(target.clone()).or_default(),
         };
         let expired = list
             .iter()
@@ -223,10 +222,12 @@ mod tests {
             .take(&target, None)
             .expect("an open idle connection is reused");
         assert!(again.reused);
-        pool.put(&target, again);
 
+        // The peer closes; once its FIN has arrived the connection goes back to the pool.
         drop(peer);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut probe = [0u8; 1];
+        assert_eq!(again.stream.tcp().peek(&mut probe).await.unwrap(), 0);
+        pool.put(&target, again);
         assert!(
             pool.take(&target, None).is_none(),
             "a closed connection is dropped"
@@ -234,24 +235,62 @@ mod tests {
 
         let conn = pool.connect_plain(&target).await.unwrap();
         let (mut peer, _) = listener.accept().await.unwrap();
-        pool.put(&target, conn);
         peer.write_all(b"unexpected").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(conn.stream.tcp().peek(&mut probe).await.unwrap(), 1);
+        pool.put(&target, conn);
         assert!(
             pool.take(&target, None).is_none(),
             "a chatty connection is dropped"
         );
     }
 
+    /// Makes the idle cleartext connections to `target` look `age` older than they are.
+    fn age(pool: &Pool, target: &Target, age: Duration) {
+        let mut idle = pool.idle.lock().unwrap();
+        for entry in idle.get_mut(target).unwrap() {
+            entry.since = entry.since.checked_sub(age).unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn idle_connections_expire() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = Target::Addr(listener.local_addr().unwrap());
-        let pool = Pool::new(Duration::from_millis(20), 4);
+        let idle_timeout = Duration::from_secs(60);
+        let pool = Pool::new(idle_timeout, 4);
         let conn = pool.connect_plain(&target).await.unwrap();
         let _peer = listener.accept().await.unwrap();
         pool.put(&target, conn);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        assert!(pool.take(&target, None).is_none());
+
+        age(&pool, &target, idle_timeout - Duration::from_secs(1));
+        let conn = pool
+            .take(&target, None)
+            .expect("not idle for long enough to expire");
+        pool.put(&target, conn);
+
+        age(&pool, &target, idle_timeout);
+        assert!(pool.take(&target, None).is_none(), "idle past the timeout");
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_dropped_when_another_is_put() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target::Addr(listener.local_addr().unwrap());
+        let idle_timeout = Duration::from_secs(60);
+        let pool = Pool::new(idle_timeout, 1);
+        let old = pool.connect_plain(&target).await.unwrap();
+        let _old_peer = listener.accept().await.unwrap();
+        pool.put(&target, old);
+        age(&pool, &target, idle_timeout);
+
+        // With room for one idle connection, the fresh one takes the expired one's place.
+        let fresh = pool.connect_plain(&target).await.unwrap();
+        let fresh_addr = fresh.stream.tcp().local_addr().unwrap();
+        let _fresh_peer = listener.accept().await.unwrap();
+        pool.put(&target, fresh);
+        let taken = pool
+            .take(&target, None)
+            .expect("the fresh connection is kept");
+        assert_eq!(taken.stream.tcp().local_addr().unwrap(), fresh_addr);
     }
 }
