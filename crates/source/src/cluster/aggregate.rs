@@ -179,6 +179,17 @@ impl Aggregator {
     }
 
     fn handle(&mut self, message: Message) {
+        // A watch of an object nothing names any more was stopped, but what it sent before may
+        // still be on the way: it must not bring the object back.
+        let store = match &message {
+            Message::Listing(s) | Message::Listed(s, _) | Message::Synced(s) => s,
+            Message::Applied(s, _) | Message::Deleted(s, _, _) => s,
+        };
+        if let StoreId::Named(r) = store {
+            if !self.named.contains_key(r) {
+                return;
+            }
+        }
         let effect = match message {
             Message::Listing(store) => {
                 self.buffers.insert(store, Vec::new());
