@@ -373,14 +373,14 @@ impl ApiState {
     }
 }
 
-/// Answers one API request. The routes answer both bare and under `/api`, because the proxy forwards the
-/// Ingress path unchanged.
+/// Answers one API request. Like the course app's server it knows nothing of `/api`: the Ingress
+/// rewrites `/api/values/all` to `/values/all` on the way.
 async fn handle_api<B>(state: &ApiState, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let path = strip_api_prefix(req.uri().path());
+    let path = req.uri().path();
     let method = req.method();
     let is_read = method == Method::GET || method == Method::HEAD;
     match path {
@@ -391,14 +391,6 @@ where
         "/" | "/values/all" | "/values/current" => method_not_allowed("GET, HEAD"),
         "/values" => method_not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "Not found"),
-    }
-}
-
-fn strip_api_prefix(path: &str) -> &str {
-    match path.strip_prefix("/api") {
-        Some("") => "/",
-        Some(rest) if rest.starts_with('/') => rest,
-        _ => path,
     }
 }
 
@@ -812,15 +804,6 @@ mod tests {
     }
 
     #[test]
-    fn api_prefix_is_optional() {
-        assert_eq!(strip_api_prefix("/api"), "/");
-        assert_eq!(strip_api_prefix("/api/"), "/");
-        assert_eq!(strip_api_prefix("/api/values/all"), "/values/all");
-        assert_eq!(strip_api_prefix("/values/all"), "/values/all");
-        assert_eq!(strip_api_prefix("/apix/values"), "/apix/values");
-    }
-
-    #[test]
     fn index_parsing() {
         assert_eq!(parse_index(br#"{"index": 7}"#), Ok(7));
         assert_eq!(parse_index(br#"{"index": "7"}"#), Ok(7));
@@ -887,18 +870,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn api_round_trip_with_and_without_prefix() {
+    async fn api_round_trip() {
         let state = ApiState::default();
         assert_eq!(
             call(&state, Method::GET, "/", "").await,
             (StatusCode::OK, "Hi".into())
         );
         assert_eq!(
-            call(&state, Method::GET, "/api/", "").await,
-            (StatusCode::OK, "Hi".into())
+            call(&state, Method::GET, "/api/values/all", "").await.0,
+            StatusCode::NOT_FOUND,
+            "the API server, like the course's, has no /api prefix"
         );
         assert_eq!(
-            call(&state, Method::GET, "/api/values/all", "").await,
+            call(&state, Method::GET, "/values/all", "").await,
             (StatusCode::OK, "[]".into())
         );
         assert_eq!(
@@ -906,7 +890,7 @@ mod tests {
             (StatusCode::OK, "{}".into())
         );
 
-        let (status, body) = call(&state, Method::POST, "/api/values", r#"{"index":"7"}"#).await;
+        let (status, body) = call(&state, Method::POST, "/values", r#"{"index":"7"}"#).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             serde_json::from_str::<Value>(&body).expect("json"),
@@ -923,7 +907,7 @@ mod tests {
             serde_json::from_str::<Value>(&body).expect("json"),
             json!([{"number": 7}, {"number": 10}, {"number": 7}])
         );
-        let (status, body) = call(&state, Method::GET, "/api/values/current", "").await;
+        let (status, body) = call(&state, Method::GET, "/values/current", "").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             serde_json::from_str::<Value>(&body).expect("json"),
@@ -935,7 +919,7 @@ mod tests {
     async fn api_rejects_bad_requests() {
         let state = ApiState::default();
         assert_eq!(
-            call(&state, Method::POST, "/api/values", r#"{"index":"41"}"#).await,
+            call(&state, Method::POST, "/values", r#"{"index":"41"}"#).await,
             (StatusCode::UNPROCESSABLE_ENTITY, "Index too high".into())
         );
         assert_eq!(
@@ -964,7 +948,7 @@ mod tests {
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            call(&state, Method::GET, "/api/values", "").await.0,
+            call(&state, Method::GET, "/values", "").await.0,
             StatusCode::METHOD_NOT_ALLOWED
         );
         assert_eq!(
@@ -1069,7 +1053,7 @@ mod tests {
 
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
 
-        let post = Request::post(format!("http://{api_addr}/api/values"))
+        let post = Request::post(format!("http://{api_addr}/values"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from_static(br#"{"index":"7"}"#)))
             .expect("request");
@@ -1078,7 +1062,7 @@ mod tests {
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
 
         let (status, content_type, body) =
-            get(&client, format!("http://{api_addr}/api/values/current")).await;
+            get(&client, format!("http://{api_addr}/values/current")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(content_type.as_deref(), Some("application/json"));
         assert_eq!(body, r#"{"7":"21"}"#);

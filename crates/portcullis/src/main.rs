@@ -84,9 +84,6 @@ fn parse_object_key(s: &str) -> Result<model::ObjectKey, String> {
     }
 }
 
-/// The class and controller `--nginx-compat` serves.
-const NGINX_CLASS: &str = "nginx";
-const NGINX_CONTROLLER: &str = "k8s.io/ingress-nginx";
 const DEFAULT_CLASS: &str = "portcullis";
 const DEFAULT_CONTROLLER: &str = "portcullis.io/ingress-controller";
 
@@ -96,10 +93,10 @@ impl ClassArgs {
         let mut controller = self.controller_class.clone();
         if self.nginx_compat {
             if classes == [DEFAULT_CLASS] {
-                classes = vec![NGINX_CLASS.to_string()];
+                classes = vec![translate::NGINX_CLASS.to_string()];
             }
             if controller == DEFAULT_CONTROLLER {
-                controller = NGINX_CONTROLLER.to_string();
+                controller = translate::NGINX_CONTROLLER.to_string();
             }
         }
         translate::Options {
@@ -238,9 +235,12 @@ struct RouteArgs {
     args: Vec<String>,
     #[command(flatten)]
     connect: cluster_cli::ConnectArgs,
-    /// Request method (only shown; routing does not depend on it).
+    /// Request method (routing does not depend on it; CORS preflights and retries do).
     #[arg(long, short = 'X', default_value = "GET")]
     method: String,
+    /// A request header, `Name: value` (repeatable), e.g. an Origin for CORS.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
     #[command(flatten)]
     class: ClassArgs,
 }
@@ -372,7 +372,7 @@ fn serve(
                 built_ins.client
             );
             println!(
-                "  /api   -> multi-server (built-in JSON API on {})",
+                "  /api   -> multi-server (built-in JSON API on {}; /api/values/all reaches it as /values/all)",
                 built_ins.api
             );
             println!(
@@ -466,7 +466,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         http_addr: args.http_addr,
         https_addr: None,
         admin_addr: Some(args.admin_addr),
-        translate: translate::Options::default(),
+        translate: translate::Options::nginx_compat(),
         proxy: args.serve.proxy_config()?,
     };
     let demo = Demo {
@@ -500,6 +500,11 @@ fn load(
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let (load, translation) = load(&args.paths, &args.connect, &args.class)?;
+    let prefix = args.class.options().annotations_prefix;
+    let uses = args
+        .class
+        .nginx_compat
+        .then(|| report::annotation_uses(&load.snapshot, &translation.ingresses, &prefix));
     let mut diagnostics = load.diagnostics.clone();
     diagnostics.extend(translation.diagnostics.iter().cloned());
     let errors = diagnostics
@@ -507,18 +512,25 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .filter(|d| d.severity == model::Severity::Error)
         .count();
     if args.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "files": load.files,
             "ingresses": translation.ingresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "routes": report::routes_json(&translation.table),
             "tls": translation.table.tls,
             "diagnostics": diagnostics,
         });
+        if let Some(uses) = &uses {
+            out["annotations"] = serde_json::to_value(uses)?;
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", report::table_text(&translation.table));
         println!();
         print!("{}", report::tls_text(&translation.table));
+        if let Some(uses) = &uses {
+            println!();
+            print!("{}", report::migration_text(uses, &prefix));
+        }
         let text = report::diagnostics_text(&diagnostics, args.verbose);
         if !text.is_empty() {
             println!();
@@ -558,6 +570,32 @@ fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {
     print!(
         "{}",
         report::explanation_text(&translation.table, &explanation, &args.method)
+    );
+    let method = http::Method::from_bytes(args.method.as_bytes())
+        .with_context(|| format!("{:?} is not an HTTP method", args.method))?;
+    let mut headers = http::HeaderMap::new();
+    for line in &args.headers {
+        let (name, value) = line
+            .split_once(':')
+            .with_context(|| format!("--header {line:?} is not NAME: VALUE"))?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .with_context(|| format!("--header {line:?}: bad name"))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .with_context(|| format!("--header {line:?}: bad value"))?;
+        headers.append(name, value);
+    }
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    print!(
+        "{}",
+        proxy::describe(
+            &translation.table,
+            &proxy::ProxyConfig::default(),
+            uri.scheme_str() == Some("https"),
+            &method,
+            host,
+            target,
+            &headers,
+        )
     );
     Ok(if explanation.selected.is_some() {
         ExitCode::SUCCESS

@@ -296,3 +296,86 @@ mod tests {
         assert_eq!(super::date(1_795_651_200), "2026-11-26");
     }
 }
+
+/// One ingress-nginx annotation in use, for `check --nginx-compat`.
+#[derive(Debug, serde::Serialize)]
+pub struct AnnotationUse {
+    /// The annotation's name after the prefix.
+    pub annotation: String,
+    /// How many of the Ingresses served use it.
+    pub ingresses: usize,
+    /// `supported`, `partly`, `refused`, `not yet`, or `unknown`.
+    pub support: &'static str,
+    /// What differs, or why it is refused.
+    pub note: &'static str,
+}
+
+/// Every annotation under `prefix` that the Ingresses `served` use, with how Portcullis treats
+/// it: what a team sees before it switches from ingress-nginx.
+pub fn annotation_uses(
+    snapshot: &model::Snapshot,
+    served: &[model::ObjectKey],
+    prefix: &str,
+) -> Vec<AnnotationUse> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for key in served {
+        let Some(ing) = snapshot.ingresses.get(key) else {
+            continue;
+        };
+        for name in ing
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter_map(|(k, _)| k.strip_prefix(prefix)?.strip_prefix('/'))
+        {
+            *counts.entry(name).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(name, ingresses)| {
+            let entry = translate::annotations::catalog::lookup(name);
+            AnnotationUse {
+                annotation: name.to_string(),
+                ingresses,
+                support: entry.map_or("unknown", |e| e.support.label()),
+                note: entry.map_or("not an annotation ingress-nginx documents", |e| {
+                    e.support.note()
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The migration report as text.
+pub fn migration_text(uses: &[AnnotationUse], prefix: &str) -> String {
+    if uses.is_empty() {
+        return format!("No {prefix}/ annotations are in use.\n");
+    }
+    let mut out = format!("Annotations in use ({prefix}/…):\n");
+    let width = uses.iter().map(|u| u.annotation.len()).max().unwrap_or(0);
+    for u in uses {
+        let _ = write!(
+            out,
+            "  {:<width$}  {:>3} Ingress(es)  {}",
+            u.annotation, u.ingresses, u.support
+        );
+        if !u.note.is_empty() {
+            let _ = write!(out, ": {}", u.note);
+        }
+        out.push('\n');
+    }
+    let count = |label: &str| uses.iter().filter(|u| u.support == label).count();
+    let _ = writeln!(
+        out,
+        "{} annotation(s): {} supported, {} partly, {} refused, {} not yet, {} unknown",
+        uses.len(),
+        count("supported"),
+        count("partly"),
+        count("refused"),
+        count("not yet"),
+        count("unknown")
+    );
+    out
+}

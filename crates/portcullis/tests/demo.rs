@@ -83,7 +83,7 @@ async fn serve(demo: &DemoManifests) -> Running {
         http_addr: loopback,
         https_addr: None,
         admin_addr: None,
-        translate: translate::Options::default(),
+        translate: translate::Options::nginx_compat(),
         proxy: quiet_proxy(),
     })
     .await
@@ -117,18 +117,25 @@ async fn manifests_are_routed_to_where_the_built_in_backends_listen_and_edits_fo
         ),
     ];
     write_manifest(source.path(), "services.yaml", &services.join("---\n"));
+    // Written as the course app's Ingress is: the API server sees paths without `/api`.
     let ingress = ingress_yaml(
         NAMESPACE,
         "demo",
-        "portcullis",
+        "nginx",
         None,
         &[IngressRule::new(
             None,
             vec![
-                IngressPath::new("/", "Prefix", CLIENT_SERVICE, 3000),
-                IngressPath::new("/api", "Prefix", API_SERVICE, 5000),
+                IngressPath::new("/?(.*)", "ImplementationSpecific", CLIENT_SERVICE, 3000),
+                IngressPath::new("/api/?(.*)", "ImplementationSpecific", API_SERVICE, 5000),
             ],
         )],
+    )
+    .replacen(
+        "metadata:\n",
+        "metadata:\n  annotations:\n    nginx.ingress.kubernetes.io/use-regex: \"true\"\n    \
+         nginx.ingress.kubernetes.io/rewrite-target: /$1\n",
+        1,
     );
     write_manifest(source.path(), "ingress.yaml", &ingress);
 
@@ -153,7 +160,7 @@ async fn manifests_are_routed_to_where_the_built_in_backends_listen_and_edits_fo
     let live = ingress_yaml(
         NAMESPACE,
         "live",
-        "portcullis",
+        "nginx",
         None,
         &[IngressRule::new(
             Some("live.example"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
-use table::{Backend, BackendTarget, Lookup, Policy, Protocol, Retry, RetryOn, UpstreamTls};
+use table::{Backend, BackendTarget, Lookup, Policy, Protocol, Retry, RetryOn, Table, UpstreamTls};
 
 use crate::upstream::Target;
 use crate::{Proxy, ProxyError};
@@ -142,110 +142,119 @@ impl Limits {
 impl Proxy {
     /// Decides what happens to a request. Errors become the one error → response mapping.
     pub(crate) fn decide(&self, view: &View<'_>) -> Result<Decision, ProxyError> {
-        let table = self.published.load();
-        let found = match table.resolve(view.host, view.path) {
-            Lookup::NotFound => return Err(ProxyError::NoRoute),
-            Lookup::RedirectHost(to) => {
-                let location = format!(
-                    "{}://{to}{}",
-                    if view.https { "https" } else { "http" },
-                    request_target(view)
-                );
-                return Ok(Decision::Local(Local::redirect(
-                    StatusCode::PERMANENT_REDIRECT,
-                    &location,
-                )));
-            }
-            Lookup::AppRoot(root) => {
-                let location = format!(
-                    "{}://{}{root}",
-                    if view.https { "https" } else { "http" },
-                    view.host
-                );
-                return Ok(Decision::Local(Local::redirect(
-                    StatusCode::FOUND,
-                    &location,
-                )));
-            }
-            Lookup::Route(found) => found,
-        };
-        let route = found.route;
-        let rules = route.policy.rules.as_ref();
-        let mut cors_origin = None;
-        if let Some(p) = rules {
-            if let Some(why) = &p.denied {
-                return Err(ProxyError::Denied(why.clone()));
-            }
-            if let Some(cors) = &p.cors {
-                cors_origin = cors.allow_origin(view.headers.get("origin"));
-                if let Some(origin) = &cors_origin {
-                    if view.method == Method::OPTIONS {
-                        return Ok(Decision::Local(preflight(cors, origin.clone())));
-                    }
-                }
-            }
-            if let Some(redirect) = &p.redirect {
-                let status =
-                    StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-                return Ok(Decision::Local(Local::redirect(status, &redirect.location)));
-            }
-        }
-        if route.policy.https_redirect && !view.https {
-            let location = redirect_location(
-                view.host,
-                request_target(view),
-                self.config.https_redirect_port,
+        decide_in(&self.published.load(), &self.config, view)
+    }
+
+    /// The limits of a route with policy `p`.
+    fn limits_of(&self, p: &Policy) -> Limits {
+        limits_of(&self.limits, p)
+    }
+}
+
+/// The limits of a route with policy `p` over the defaults `d`.
+fn limits_of(d: &Limits, p: &Policy) -> Limits {
+    Limits {
+        connect: p.timeouts.connect.unwrap_or(d.connect),
+        read: p.timeouts.read.unwrap_or(d.read),
+        read_idle: p.timeouts.read.unwrap_or(d.read_idle),
+        send: p.timeouts.send.unwrap_or(d.send),
+        body: p.body_limit.unwrap_or(d.body),
+        retry: p.retry.unwrap_or(d.retry),
+    }
+}
+
+/// The decision for a request against one table, as [`Proxy::decide`] makes it.
+pub(crate) fn decide_in(
+    table: &Table,
+    config: &crate::ProxyConfig,
+    view: &View<'_>,
+) -> Result<Decision, ProxyError> {
+    let found = match table.resolve(view.host, view.path) {
+        Lookup::NotFound => return Err(ProxyError::NoRoute),
+        Lookup::RedirectHost(to) => {
+            let location = format!(
+                "{}://{to}{}",
+                if view.https { "https" } else { "http" },
+                request_target(view)
             );
             return Ok(Decision::Local(Local::redirect(
                 StatusCode::PERMANENT_REDIRECT,
                 &location,
             )));
         }
-        let body_limit = rules
-            .and_then(|p| p.body_limit)
-            .unwrap_or(self.config.max_body_size);
-        if body_limit > 0 && view.content_length.is_some_and(|n| n > body_limit) {
-            return Err(ProxyError::PayloadTooLarge);
+        Lookup::AppRoot(root) => {
+            let location = format!(
+                "{}://{}{root}",
+                if view.https { "https" } else { "http" },
+                view.host
+            );
+            return Ok(Decision::Local(Local::redirect(
+                StatusCode::FOUND,
+                &location,
+            )));
         }
-        let mut backend = table.backends[route.backend.0].clone();
-        if let Some(fallback) = route.policy.fallback {
-            if !has_ready(&backend) {
-                backend = table.backends[fallback.0].clone();
+        Lookup::Route(found) => found,
+    };
+    let route = found.route;
+    let rules = route.policy.rules.as_ref();
+    let mut cors_origin = None;
+    if let Some(p) = rules {
+        if let Some(why) = &p.denied {
+            return Err(ProxyError::Denied(why.clone()));
+        }
+        if let Some(cors) = &p.cors {
+            cors_origin = cors.allow_origin(view.headers.get("origin"));
+            if let Some(origin) = &cors_origin {
+                if view.method == Method::OPTIONS {
+                    return Ok(Decision::Local(preflight(cors, origin.clone())));
+                }
             }
         }
-        let target = pick(&backend)?;
-        let path = rules.and_then(|p| {
-            let rewrite = p.rewrite.as_ref()?;
-            if rewrite.written == route.origin.path {
-                return None;
-            }
-            let captures = found.pattern.and_then(|re| re.captures(view.path));
-            Some(rewrite.apply(captures.as_ref(), view.query))
-        });
-        let protocol = rules.map_or(Protocol::Http, |p| p.protocol);
-        let edits = (path.is_some() || cors_origin.is_some())
-            .then(|| Box::new(Edits { path, cors_origin }));
-        Ok(Decision::Forward(Forward {
-            backend,
-            target,
-            rules: rules.cloned(),
-            edits,
-            tls: protocol.is_tls(view.https),
-        }))
-    }
-
-    /// The limits of a route with policy `p`.
-    fn limits_of(&self, p: &Policy) -> Limits {
-        let d = self.limits;
-        Limits {
-            connect: p.timeouts.connect.unwrap_or(d.connect),
-            read: p.timeouts.read.unwrap_or(d.read),
-            read_idle: p.timeouts.read.unwrap_or(d.read_idle),
-            send: p.timeouts.send.unwrap_or(d.send),
-            body: p.body_limit.unwrap_or(d.body),
-            retry: p.retry.unwrap_or(d.retry),
+        if let Some(redirect) = &p.redirect {
+            let status =
+                StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            return Ok(Decision::Local(Local::redirect(status, &redirect.location)));
         }
     }
+    if route.policy.https_redirect && !view.https {
+        let location =
+            redirect_location(view.host, request_target(view), config.https_redirect_port);
+        return Ok(Decision::Local(Local::redirect(
+            StatusCode::PERMANENT_REDIRECT,
+            &location,
+        )));
+    }
+    let body_limit = rules
+        .and_then(|p| p.body_limit)
+        .unwrap_or(config.max_body_size);
+    if body_limit > 0 && view.content_length.is_some_and(|n| n > body_limit) {
+        return Err(ProxyError::PayloadTooLarge);
+    }
+    let mut backend = table.backends[route.backend.0].clone();
+    if let Some(fallback) = route.policy.fallback {
+        if !has_ready(&backend) {
+            backend = table.backends[fallback.0].clone();
+        }
+    }
+    let target = pick(&backend)?;
+    let path = rules.and_then(|p| {
+        let rewrite = p.rewrite.as_ref()?;
+        if rewrite.written == route.origin.path {
+            return None;
+        }
+        let captures = found.pattern.and_then(|re| re.captures(view.path));
+        Some(rewrite.apply(captures.as_ref(), view.query))
+    });
+    let protocol = rules.map_or(Protocol::Http, |p| p.protocol);
+    let edits =
+        (path.is_some() || cors_origin.is_some()).then(|| Box::new(Edits { path, cors_origin }));
+    Ok(Decision::Forward(Forward {
+        backend,
+        target,
+        rules: rules.cloned(),
+        edits,
+        tls: protocol.is_tls(view.https),
+    }))
 }
 
 /// The path and query of a request as received.

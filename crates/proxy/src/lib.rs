@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod decide;
+mod describe;
 mod error;
 mod forward;
 mod h1;
@@ -16,6 +17,7 @@ mod server;
 mod tls;
 mod upstream;
 
+pub use describe::describe;
 pub use error::ProxyError;
 pub use log::AccessLog;
 pub use rustls;

@@ -12,15 +12,18 @@ use crate::{
     RoutePolicy, Table, VirtualHost,
 };
 
-/// Something the builder had to leave out of the finished table, and why.
+/// Something finishing the table has to tell about an Ingress: a part it had to leave out, or
+/// one it serves differently than written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejected {
     /// `namespace/name` of the Ingress it came from.
     pub ingress: String,
     /// The field it was written in (a path, or an annotation).
     pub field: String,
-    /// What is wrong.
+    /// What is wrong, or what changed.
     pub reason: String,
+    /// Whether that part is left out of the table (else it is served, as `reason` says).
+    pub dropped: bool,
 }
 
 /// An extra name for the host of an Ingress rule (`server-alias`).
@@ -252,8 +255,8 @@ impl TableBuilder {
     /// mode compiled (patterns reused from `cache`). Returns what had to be left out.
     pub fn finish(mut self, cache: &mut RegexCache) -> (Table, Vec<Rejected>) {
         let mut rejected = Vec::new();
-        self.add_aliases(&mut rejected);
         self.add_www_twins();
+        self.add_aliases(&mut rejected);
         let table = &mut self.table;
         let vhosts = table
             .exact_hosts
@@ -268,7 +271,28 @@ impl TableBuilder {
     }
 
     fn add_aliases(&mut self, rejected: &mut Vec<Rejected>) {
+        // Alias name → the Ingress that got it first.
+        let mut given: HashMap<String, String> = HashMap::new();
+        // An Ingress with several rule hosts names each alias once per host: the first counts.
+        let mut seen = std::collections::HashSet::new();
         for alias in std::mem::take(&mut self.aliases) {
+            if !seen.insert((alias.name.clone(), alias.ingress.clone())) {
+                continue;
+            }
+            if let Some(owner) = given.get(&alias.name) {
+                if *owner != alias.ingress {
+                    rejected.push(Rejected {
+                        reason: format!(
+                            "alias {:?} ignored: it is already an alias of Ingress {owner}",
+                            alias.name
+                        ),
+                        ingress: alias.ingress,
+                        field: alias.field,
+                        dropped: false,
+                    });
+                }
+                continue;
+            }
             let source = match &alias.of {
                 HostPattern::Exact(h) => self.table.exact_hosts.get(h),
                 HostPattern::Wildcard(s) => self.table.wildcard_hosts.get(s),
@@ -277,15 +301,17 @@ impl TableBuilder {
             let Some(source) = source else { continue };
             if self.table.exact_hosts.contains_key(&alias.name) {
                 rejected.push(Rejected {
-                    ingress: alias.ingress,
-                    field: alias.field,
                     reason: format!(
                         "alias {:?} ignored: that host has routes of its own",
                         alias.name
                     ),
+                    ingress: alias.ingress,
+                    field: alias.field,
+                    dropped: false,
                 });
                 continue;
             }
+            given.insert(alias.name.clone(), alias.ingress.clone());
             let copy = VirtualHost {
                 name: alias.name.clone(),
                 exact: source.exact.clone(),
@@ -355,6 +381,25 @@ fn finish_vhost(vhost: &mut VirtualHost, cache: &mut RegexCache, rejected: &mut 
     if !routes.iter().any(|r| r.policy.regex) {
         return;
     }
+    let asked_by = routes
+        .iter()
+        .filter(|r| r.policy.regex)
+        .min_by_key(|r| r.order)
+        .map(|r| r.origin.ingress.clone())
+        .unwrap_or_default();
+    for route in routes.iter().filter(|r| !r.policy.regex) {
+        rejected.push(Rejected {
+            ingress: route.origin.ingress.clone(),
+            field: format!("{}.path", route.origin.field()),
+            reason: format!(
+                "matched as the case-insensitive regular expression \"^{}\", like every path of host \
+                 {:?}, because Ingress {asked_by} asks for regular expressions there (as ingress-nginx does)",
+                route.origin.path,
+                if vhost.name.is_empty() { "*" } else { vhost.name.as_str() }
+            ),
+            dropped: false,
+        });
+    }
     let (paths, bad) = RegexPaths::compile(routes, cache);
     for r in bad {
         vhost.exact.retain(|_, route| route.origin != r.origin);
@@ -363,6 +408,7 @@ fn finish_vhost(vhost: &mut VirtualHost, cache: &mut RegexCache, rejected: &mut 
             ingress: r.origin.ingress.clone(),
             field: format!("{}.path", r.origin.field()),
             reason: r.reason,
+            dropped: true,
         });
     }
     vhost.regex = Some(paths);

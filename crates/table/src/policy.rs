@@ -42,11 +42,13 @@ pub struct Policy {
     )]
     pub upstream_host: Option<HeaderValue>,
     /// `backend-protocol`.
+    #[serde(skip_serializing_if = "Protocol::is_default")]
     pub protocol: Protocol,
     /// TLS towards the upstream (`backend-protocol: HTTPS`/`GRPCS` and the `proxy-ssl-*` options).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_tls: Option<UpstreamTls>,
     /// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout`.
+    #[serde(skip_serializing_if = "Timeouts::is_default")]
     pub timeouts: Timeouts,
     /// `proxy-next-upstream`, `-tries`, `-timeout`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,6 +85,10 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    fn is_default(&self) -> bool {
+        *self == Protocol::default()
+    }
+
     /// Whether the upstream speaks HTTP/2.
     pub fn is_h2(self) -> bool {
         matches!(self, Protocol::Grpc | Protocol::Grpcs | Protocol::H2c)
@@ -133,15 +139,15 @@ impl RewriteTarget {
                     .count();
                 if digits == 0 {
                     return Err(format!(
-                        "\"$\" at byte {i} is not followed by a capture group number; only $1…$99 are supported"
+                        "has a \"$\" at byte {i} that is not followed by a capture group number; only $1…$99 are supported (nginx variables are not)"
                     ));
                 }
                 if digits > 2 {
-                    return Err(format!("capture group number at byte {i} is too large"));
+                    return Err(format!("has a capture group number at byte {i} above 99"));
                 }
                 let n: usize = written[i + 1..i + 1 + digits]
                     .parse()
-                    .map_err(|_| format!("bad capture group number at byte {i}"))?;
+                    .map_err(|_| format!("has a bad capture group number at byte {i}"))?;
                 if !text.is_empty() {
                     pieces.push(Piece::Text(std::mem::take(&mut text)));
                 }
@@ -370,22 +376,45 @@ impl Serialize for UpstreamTls {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Timeouts {
     /// Establishing the upstream connection.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_seconds"
+    )]
     pub connect: Option<Duration>,
     /// Between two successful writes of the request to the upstream.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_seconds"
+    )]
     pub send: Option<Duration>,
     /// Waiting for the response head, and between two reads of the response body.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_seconds"
+    )]
     pub read: Option<Duration>,
+}
+
+impl Timeouts {
+    fn is_default(&self) -> bool {
+        *self == Timeouts::default()
+    }
 }
 
 /// When a failed attempt is tried again on another endpoint (`proxy-next-upstream`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Retry {
     /// The conditions, as a set of [`RetryOn`] bits.
+    #[serde(serialize_with = "retry_conditions")]
     pub on: u16,
     /// Attempts in all, the first included (`proxy-next-upstream-tries`; 0 = no limit beyond the
     /// number of endpoints).
     pub tries: u32,
     /// Time budget for all attempts (`proxy-next-upstream-timeout`; `None` = no limit).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_seconds"
+    )]
     pub timeout: Option<Duration>,
 }
 
@@ -415,6 +444,23 @@ pub enum RetryOn {
     Http429 = 512,
     /// Retry non-idempotent requests (POST, PATCH, …) too.
     NonIdempotent = 1024,
+}
+
+impl RetryOn {
+    /// Every condition with its `proxy-next-upstream` spelling.
+    pub const ALL: [(RetryOn, &'static str); 11] = [
+        (RetryOn::Error, "error"),
+        (RetryOn::Timeout, "timeout"),
+        (RetryOn::InvalidHeader, "invalid_header"),
+        (RetryOn::Http500, "http_500"),
+        (RetryOn::Http502, "http_502"),
+        (RetryOn::Http503, "http_503"),
+        (RetryOn::Http504, "http_504"),
+        (RetryOn::Http403, "http_403"),
+        (RetryOn::Http404, "http_404"),
+        (RetryOn::Http429, "http_429"),
+        (RetryOn::NonIdempotent, "non_idempotent"),
+    ];
 }
 
 impl Retry {
@@ -450,6 +496,22 @@ impl Default for Retry {
     fn default() -> Self {
         Retry::DEFAULT
     }
+}
+
+fn opt_seconds<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+fn retry_conditions<S: Serializer>(on: &u16, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        RetryOn::ALL
+            .iter()
+            .filter(|(c, _)| on & *c as u16 != 0)
+            .map(|(_, name)| *name),
+    )
 }
 
 fn header_value<S: Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {

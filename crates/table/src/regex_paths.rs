@@ -77,19 +77,17 @@ fn compile(pattern: &str) -> Result<Regex, String> {
 
 fn explain_error(e: &regex::Error) -> String {
     let text = e.to_string();
+    let last = text.lines().last().unwrap_or_default().trim();
+    let last = last.strip_prefix("error: ").unwrap_or(last);
     if text.contains("look-around") || text.contains("backreferences") {
         format!(
             "uses a PCRE-only feature (look-around or a backreference) that Portcullis's regular \
-             expressions do not have: {}",
-            text.lines().last().unwrap_or_default().trim()
+             expressions do not have: {last}"
         )
     } else if matches!(e, regex::Error::CompiledTooBig(_)) {
         format!("is too large a regular expression (limit {SIZE_LIMIT} bytes compiled)")
     } else {
-        format!(
-            "is not a valid regular expression: {}",
-            text.lines().last().unwrap_or_default().trim()
-        )
+        format!("is not a valid regular expression: {last}")
     }
 }
 

@@ -55,6 +55,23 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The options that serve an ingress-nginx cluster's Ingresses as they are: class `nginx`,
+    /// IngressClasses of controller `k8s.io/ingress-nginx`.
+    pub fn nginx_compat() -> Options {
+        Options {
+            ingress_classes: vec![NGINX_CLASS.to_string()],
+            controller_class: NGINX_CONTROLLER.to_string(),
+            ..Options::default()
+        }
+    }
+}
+
+/// The class name ingress-nginx serves by default.
+pub const NGINX_CLASS: &str = "nginx";
+/// The `spec.controller` of ingress-nginx's IngressClasses.
+pub const NGINX_CONTROLLER: &str = "k8s.io/ingress-nginx";
+
 /// What translation produced: the table, what it had to say, and which Ingresses it served.
 #[derive(Debug)]
 pub struct Translation {
@@ -199,12 +216,17 @@ impl Translator {
                 Some((ns, name)) => ObjectKey::new(ns, name),
                 None => ObjectKey::new("", r.ingress.as_str()),
             };
+            let (severity, message) = if r.dropped {
+                (Severity::Error, format!("{}; not served", r.reason))
+            } else {
+                (Severity::Warning, r.reason)
+            };
             diagnostics.push(Diagnostic::new(
-                Severity::Error,
+                severity,
                 Kind::Ingress,
                 &key,
                 Some(r.field),
-                format!("{}; not served", r.reason),
+                message,
             ));
         }
         Translation {

@@ -23,19 +23,42 @@ fn render(table: &Table, diagnostics: &[model::Diagnostic]) -> String {
             &vhost.name
         };
         for route in vhost.exact.values().chain(vhost.prefix.values()) {
+            let policy = &route.policy;
+            let mut extras = String::new();
+            if policy.https_redirect {
+                extras.push_str(" [http: 308 to https]");
+            }
+            if policy.regex {
+                extras.push_str(" [asks for regex]");
+            }
+            if let Some(fallback) = policy.fallback {
+                let _ = write!(extras, " [fallback {}]", table.backend(fallback).name);
+            }
+            if let Some(rules) = &policy.rules {
+                let json = serde_json::to_string(&**rules).expect("policy serializes");
+                let _ = write!(extras, " policy {json}");
+            }
             rows.push(format!(
-                "route {host} {} {:?} -> {} ({} {}){}",
+                "route {host} {} {:?} -> {} ({} {}){extras}",
                 route.origin.path_type.as_str(),
                 route.origin.path,
                 table.backend(route.backend).name,
                 route.origin.ingress,
                 route.origin.field(),
-                if route.policy.https_redirect {
-                    " [http: 308 to https]"
-                } else {
-                    ""
-                }
             ));
+        }
+        if let Some(regex) = &vhost.regex {
+            let order: Vec<String> = regex
+                .iter()
+                .map(|(re, r)| format!("{} ({})", re.as_str(), r.origin.ingress))
+                .collect();
+            rows.push(format!("regex host {host}: {}", order.join(", ")));
+        }
+        if let Some(root) = &vhost.app_root {
+            rows.push(format!("app-root host {host}: {root}"));
+        }
+        if let Some(to) = &vhost.redirect_to {
+            rows.push(format!("redirect host {host} -> {to}"));
         }
     }
     rows.sort();
@@ -159,6 +182,48 @@ fn default_backend() {
 #[test]
 fn bad_objects() {
     run_case("bad_objects", &Options::default());
+}
+
+#[test]
+fn annotations_paths_and_rewrites() {
+    run_case("annotations_rewrite", &Options::nginx_compat());
+}
+
+#[test]
+fn annotations_redirects_and_aliases() {
+    run_case("annotations_redirect", &Options::nginx_compat());
+}
+
+#[test]
+fn annotations_upstream() {
+    run_case("annotations_upstream", &Options::nginx_compat());
+}
+
+#[test]
+fn annotations_responses() {
+    run_case(
+        "annotations_response",
+        &Options {
+            allowed_response_headers: vec!["X-Frame-Options".into(), "X-Served-By".into()],
+            ..Options::nginx_compat()
+        },
+    );
+}
+
+#[test]
+fn annotations_refused_unknown_and_not_yet() {
+    run_case("annotations_refused", &Options::nginx_compat());
+}
+
+#[test]
+fn annotations_under_another_prefix() {
+    run_case(
+        "annotations_prefix",
+        &Options {
+            annotations_prefix: "example.com/ingress".into(),
+            ..Options::nginx_compat()
+        },
+    );
 }
 
 #[test]

@@ -557,7 +557,28 @@ pub async fn start_with_https(dir: &Path, class: &str) -> Running {
     start_listeners(dir, class, quiet_proxy(), false, true).await
 }
 
-/// Starts Portcullis on `dir` serving `class` with a given proxy configuration, optionally with an
+/// Starts Portcullis on `dir` with the given translation options and proxy configuration, HTTP
+/// (and HTTPS when asked) on fresh loopback ports, no admin server.
+pub async fn start_with_options(
+    dir: &Path,
+    translate: translate::Options,
+    proxy: ProxyConfig,
+    https: bool,
+) -> Running {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+    portcullis::start(Settings {
+        manifests: vec![dir.to_path_buf()],
+        http_addr: loopback,
+        https_addr: https.then_some(loopback),
+        admin_addr: None,
+        translate,
+        proxy,
+    })
+    .await
+    .expect("Portcullis starts")
+}
+
+/// Starts Portcullis on `dir` serving a given class with a given proxy configuration, optionally with an
 /// admin server on a fresh loopback port.
 pub async fn start_with(dir: &Path, class: &str, proxy: ProxyConfig, admin: bool) -> Running {
     start_listeners(dir, class, proxy, admin, false).await
@@ -819,6 +840,48 @@ pub async fn send(addr: SocketAddr, request: &TestRequest) -> Result<TestRespons
             format!(
                 "{} {}: no response within {REQUEST_TIMEOUT:?}",
                 request.method, request.target
+            )
+        })?
+}
+
+/// Sends one request over HTTP/2 with prior knowledge (h2c) on a new TCP connection. The Host
+/// header becomes `:authority`.
+pub async fn send_h2(addr: SocketAddr, request: &TestRequest) -> Result<TestResponse, String> {
+    let host = request.host.clone().unwrap_or_default();
+    let uri = format!("http://{host}{}", request.target);
+    let mut builder = Request::builder()
+        .method(request.method.clone())
+        .uri(uri.as_str())
+        .version(Version::HTTP_2);
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let hyper_request = builder
+        .body(Full::new(request.body.clone()))
+        .map_err(|e| format!("cannot build {uri}: {e}"))?;
+    let exchange = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+        tokio::spawn(conn);
+        let response = sender
+            .send_request(hyper_request)
+            .await
+            .map_err(|e| format!("{} {uri}: {e}", request.method))?;
+        read_response(response).await
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            format!(
+                "{} {uri}: no response within {REQUEST_TIMEOUT:?}",
+                request.method
             )
         })?
 }

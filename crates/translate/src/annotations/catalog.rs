@@ -48,9 +48,9 @@ pub struct Entry {
 
 use Support::{NotYet, Partly, Refused, Supported};
 
-const SNIPPET: &str = "raw nginx configuration; Portcullis never executes or pastes annotation \
-                       text, so the Ingress is not served (as ingress-nginx refuses snippets by \
-                       default since v1.12)";
+const SNIPPET: &str = "is raw nginx configuration: Portcullis never executes or pastes \
+                       annotation text, so the Ingress is not served (as ingress-nginx refuses \
+                       snippets by default since v1.12)";
 const NO_EFFECT_BUFFERING: &str =
     "accepted; Portcullis streams bodies in both directions and does not buffer";
 

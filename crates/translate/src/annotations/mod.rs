@@ -83,6 +83,8 @@ pub(crate) struct Reader<'a> {
     options: &'a Options,
     notes: &'a mut Vec<Diagnostic>,
     reads: Vec<Read>,
+    /// The annotations something looked at, so none is ignored without a word.
+    used: std::collections::BTreeSet<&'a str>,
 }
 
 impl<'a> Reader<'a> {
@@ -112,12 +114,15 @@ impl<'a> Reader<'a> {
             options,
             notes,
             reads: Vec::new(),
+            used: std::collections::BTreeSet::new(),
         }
     }
 
     /// The raw value of an annotation, if set.
-    pub(crate) fn get(&self, name: &str) -> Option<&'a str> {
-        self.values.get(name).copied()
+    pub(crate) fn get(&mut self, name: &str) -> Option<&'a str> {
+        let (key, value) = self.values.get_key_value(name)?;
+        self.used.insert(key);
+        Some(value)
     }
 
     /// The field path of an annotation, for diagnostics.
@@ -148,7 +153,7 @@ impl<'a> Reader<'a> {
     }
 
     /// [`Reader::parse`], saying `fallback` (what happens instead) when the value is rejected.
-    fn parse_or<T>(
+    pub(crate) fn parse_or<T>(
         &mut self,
         name: &str,
         parse: impl FnOnce(&'a str) -> Result<T, String>,
@@ -228,11 +233,34 @@ pub fn read(
     rewrite::read(&mut r, &mut rules, &mut policy);
     upstream::read(&mut r, &mut rules, &mut policy);
     response::read(&mut r, &mut policy);
+    unread(&mut r);
     if policy != Policy::default() {
         rules.policy = Some(Arc::new(policy));
     }
     rules.reads = std::mem::take(&mut r.reads);
     rules
+}
+
+/// Warns about implemented annotations nothing read (a safety net: each is read where it
+/// belongs; one still unread here would otherwise be ignored without a word).
+fn unread(r: &mut Reader<'_>) {
+    let unread: Vec<&str> = r
+        .values
+        .keys()
+        .copied()
+        .filter(|name| !r.used.contains(name))
+        .filter(|name| {
+            catalog::lookup(name)
+                .is_some_and(|e| matches!(e.support, Support::Supported | Support::Partly(_)))
+        })
+        .collect();
+    for name in unread {
+        r.note(
+            Severity::Warning,
+            name,
+            "has no effect on this Ingress; ignored",
+        );
+    }
 }
 
 /// Refuses raw-configuration annotations and warns about the ones not implemented or unknown.

@@ -16,10 +16,35 @@ pub(super) fn read(r: &mut Reader<'_>, policy: &mut Policy) {
     custom_headers(r, policy);
 }
 
+const CORS_OPTIONS: [&str; 6] = [
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
+];
+
+/// CORS, with every option read (and checked) whether or not CORS is enabled.
 fn cors(r: &mut Reader<'_>) -> Option<Cors> {
-    if !r.boolean("enable-cors", false) {
-        return None;
+    let enabled = r.boolean("enable-cors", false);
+    let cors = cors_options(r);
+    if enabled {
+        return Some(cors);
     }
+    for name in CORS_OPTIONS {
+        if r.get(name).is_some() {
+            r.note(
+                Severity::Warning,
+                name,
+                "has no effect without enable-cors: \"true\"",
+            );
+        }
+    }
+    None
+}
+
+fn cors_options(r: &mut Reader<'_>) -> Cors {
     let origins = match r.get("cors-allow-origin") {
         None => CorsOrigins::Any,
         Some(v) => {
@@ -73,14 +98,14 @@ fn cors(r: &mut Reader<'_>) -> Option<Cors> {
             u64::try_from(values::integer(v)?).map_err(|_| "is negative".to_string())
         })
         .unwrap_or(DEFAULT_MAX_AGE);
-    Some(Cors {
+    Cors {
         origins,
         allow_methods,
         allow_headers,
         expose_headers,
         allow_credentials,
         max_age,
-    })
+    }
 }
 
 /// `scheme://host[:port]` with an optional `*.` before the host, or `null`.

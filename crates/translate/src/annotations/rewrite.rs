@@ -77,11 +77,29 @@ fn redirect(r: &mut Reader<'_>) -> Option<Redirect> {
             300..=308,
         ),
     ];
+    let mut found = None;
     for (name, code_name, default, range) in forms {
-        let Some(location) = r.parse(name, |v| values::url(v).map(str::to_string)) else {
+        let location = r.parse(name, |v| values::url(v).map(str::to_string));
+        let code = r.parse(code_name, values::integer);
+        let Some(location) = location else {
+            if code.is_some() {
+                r.note(
+                    Severity::Warning,
+                    code_name,
+                    format!("has no effect without {name}"),
+                );
+            }
             continue;
         };
-        let status = match r.parse(code_name, values::integer) {
+        if found.is_some() {
+            r.note(
+                Severity::Warning,
+                name,
+                "is ignored: temporal-redirect takes precedence, as in ingress-nginx",
+            );
+            continue;
+        }
+        let status = match code {
             Some(code) if range.contains(&code) => code as u16,
             Some(code) => {
                 r.note(
@@ -97,7 +115,7 @@ fn redirect(r: &mut Reader<'_>) -> Option<Redirect> {
             }
             None => default,
         };
-        return Some(Redirect { location, status });
+        found = Some(Redirect { location, status });
     }
-    None
+    found
 }
