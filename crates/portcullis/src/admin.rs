@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 pub struct AdminState {
     published: Arc<Published>,
     diagnostics: Mutex<Vec<Diagnostic>>,
+    /// What `/readyz` adds about the source (in cluster mode: which lists have synced).
+    readiness: Mutex<String>,
 }
 
 impl AdminState {
@@ -26,7 +28,19 @@ impl AdminState {
         AdminState {
             published,
             diagnostics: Mutex::new(diagnostics),
+            readiness: Mutex::new(String::new()),
         }
+    }
+
+    /// Replaces what `/readyz` says about the source.
+    pub fn set_readiness(&self, text: String) {
+        if let Ok(mut r) = self.readiness.lock() {
+            *r = text;
+        }
+    }
+
+    fn readiness(&self) -> String {
+        self.readiness.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Replaces the diagnostics after a new translation.
@@ -71,11 +85,15 @@ async fn handle(
     let text = "text/plain; charset=utf-8";
     Ok(match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, text, "ok\n"),
-        "/readyz" if state.published.is_ready() => respond(StatusCode::OK, text, "ready\n"),
+        "/readyz" if state.published.is_ready() => respond(
+            StatusCode::OK,
+            text,
+            format!("ready\n{}", state.readiness()),
+        ),
         "/readyz" => respond(
             StatusCode::SERVICE_UNAVAILABLE,
             text,
-            "no routing table published yet\n",
+            format!("no routing table published yet\n{}", state.readiness()),
         ),
         "/config" => {
             let body = serde_json::to_vec_pretty(&state.config_json()).unwrap_or_default();

@@ -46,20 +46,31 @@ pub struct Running {
     pub generations: watch::Receiver<u64>,
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
-    background: Vec<JoinHandle<()>>,
+    pub(crate) background: Vec<JoinHandle<()>>,
+    /// Runs once shutdown begins, while in-flight requests finish (cluster mode: status and
+    /// the leader's Lease).
+    pub(crate) on_shutdown: Option<ShutdownHook>,
 }
+
+/// Work to do when shutdown begins: makes the future to wait for.
+pub(crate) type ShutdownHook = Box<
+    dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish (bounded by the grace period), stops.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let workers = self.workers;
-        let _ = tokio::task::spawn_blocking(move || {
+        let drained = tokio::task::spawn_blocking(move || {
             for worker in workers {
                 let _ = worker.join();
             }
-        })
-        .await;
+        });
+        if let Some(on_shutdown) = self.on_shutdown {
+            on_shutdown().await;
+        }
+        let _ = drained.await;
         for task in self.background {
             task.abort();
         }
@@ -105,8 +116,27 @@ fn apply(
     translator: &mut translate::Translator,
     published: &Published,
 ) -> (u64, Vec<Diagnostic>) {
-    let translation = translator.translate(&load.snapshot, &with_clock(options));
-    let mut diagnostics = load.diagnostics.clone();
+    let (generation, diagnostics, _) = publish(
+        &load.snapshot,
+        &load.diagnostics,
+        options,
+        translator,
+        published,
+    );
+    (generation, diagnostics)
+}
+
+/// Translates a snapshot and publishes the table; returns the generation, all diagnostics
+/// (`source`'s first) and the Ingresses served.
+pub(crate) fn publish(
+    snapshot: &model::Snapshot,
+    source: &[Diagnostic],
+    options: &translate::Options,
+    translator: &mut translate::Translator,
+    published: &Published,
+) -> (u64, Vec<Diagnostic>, Vec<model::ObjectKey>) {
+    let translation = translator.translate(snapshot, &with_clock(options));
+    let mut diagnostics = source.to_vec();
     diagnostics.extend(translation.diagnostics);
     let routes = translation.table.route_count();
     let generation = published.publish(translation.table);
@@ -114,10 +144,10 @@ fn apply(
         generation,
         routes,
         ingresses = translation.ingresses.len(),
-        files = load.files,
+        objects = snapshot.len(),
         "published routing table"
     );
-    (generation, diagnostics)
+    (generation, diagnostics, translation.ingresses)
 }
 
 /// Reads the manifests, publishes the first table, binds the listeners and starts serving.
@@ -138,28 +168,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     log_diagnostics(&diagnostics);
     let admin_state = Arc::new(AdminState::new(published.clone(), diagnostics));
     let (gen_tx, generations) = watch::channel(generation);
-
-    let workers = settings.proxy.workers.max(1);
-    let http = bind_shared(settings.http_addr, workers)
-        .with_context(|| format!("cannot listen on --http-addr {}", settings.http_addr))?;
-    let http_addr = http[0].local_addr()?;
-    let mut background = Vec::new();
-    let admin_addr = match settings.admin_addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on --admin-addr {addr}"))?;
-            let bound = listener.local_addr()?;
-            background.push(tokio::spawn(admin::serve(listener, admin_state.clone())));
-            Some(bound)
-        }
-        None => None,
-    };
+    let mut running = launch(
+        &settings,
+        published.clone(),
+        admin_state.clone(),
+        generations,
+    )
+    .await?;
 
     let options = settings.translate.clone();
-    let watch_published = published.clone();
-    let watch_state = admin_state.clone();
-    background.push(tokio::spawn(async move {
+    let watch_published = published;
+    let watch_state = admin_state;
+    running.background.push(tokio::spawn(async move {
         let result = source::watch(source, load, move |load| {
             let (generation, diagnostics) =
                 apply(load, &options, &mut translator, &watch_published);
@@ -172,6 +192,34 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "manifest watcher stopped; the last table stays in service");
         }
     }));
+    Ok(running)
+}
+
+/// Binds the proxy and admin listeners and starts the data-plane workers over `published`. The
+/// workers accept nothing until `generations` shows a first published table (at once in folder
+/// mode; after the initial lists have synced in cluster mode).
+pub(crate) async fn launch(
+    settings: &Settings,
+    published: Arc<Published>,
+    admin_state: Arc<AdminState>,
+    generations: watch::Receiver<u64>,
+) -> anyhow::Result<Running> {
+    let workers = settings.proxy.workers.max(1);
+    let http = bind_shared(settings.http_addr, workers)
+        .with_context(|| format!("cannot listen on --http-addr {}", settings.http_addr))?;
+    let http_addr = http[0].local_addr()?;
+    let mut background = Vec::new();
+    let admin_addr = match settings.admin_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --admin-addr {addr}"))?;
+            let bound = listener.local_addr()?;
+            background.push(tokio::spawn(admin::serve(listener, admin_state)));
+            Some(bound)
+        }
+        None => None,
+    };
 
     let https = match settings.https_addr {
         Some(addr) => {
@@ -210,6 +258,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 http: http_socket,
                 https: tls,
                 shutdown: shutdown_rx.clone(),
+                ready: generations.clone(),
             },
         )?);
     }
@@ -222,6 +271,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         shutdown,
         workers: threads,
         background,
+        on_shutdown: None,
     })
 }
 
@@ -255,6 +305,8 @@ struct Worker {
     http: std::net::TcpListener,
     https: Option<(std::net::TcpListener, proxy::TlsConfig)>,
     shutdown: watch::Receiver<bool>,
+    /// The published generation: nothing is accepted before the first table.
+    ready: watch::Receiver<u64>,
 }
 
 /// Starts a data-plane worker: one thread running a single-threaded runtime with its own
@@ -273,8 +325,13 @@ fn spawn_worker(index: usize, worker: Worker) -> anyhow::Result<std::thread::Joi
                     config,
                     http,
                     https,
-                    shutdown,
+                    mut shutdown,
+                    mut ready,
                 } = worker;
+                tokio::select! {
+                    _ = ready.wait_for(|generation| *generation > 0) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
                 let proxy = Arc::new(Proxy::new(published, config));
                 let http = match TcpListener::from_std(http) {
                     Ok(l) => l,

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cluster;
 pub mod demo;
 pub mod report;
 

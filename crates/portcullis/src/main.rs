@@ -1,5 +1,7 @@
 //! The `portcullis` command line.
 
+mod cluster_cli;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,17 +19,20 @@ use proxy::{AccessLog, ProxyConfig};
     version,
     about = "Kubernetes Ingress controller and edge proxy",
     long_about = "Portcullis routes HTTP traffic by the Ingress, Service and EndpointSlice objects \
-                  you already write, read from a folder of manifests. Configuration changes are \
-                  applied in place: no reload, no restart, no dropped connection."
+                  you already write, read from a Kubernetes cluster or a folder of manifests. \
+                  Configuration changes are applied in place: no reload, no restart, no dropped \
+                  connection."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the Ingresses found in manifest files and folders, following changes.
+    /// Serve the Ingresses of a cluster or of manifest files and folders, following changes.
     Run(RunArgs),
     /// Parse and translate manifests, print the routing table and every diagnostic (exit 1 on errors).
     Check(CheckArgs),
@@ -185,8 +190,11 @@ impl ServeArgs {
 #[derive(Args)]
 struct RunArgs {
     /// Manifest file or folder (repeatable; folders are read recursively for *.yaml, *.yml, *.json).
-    #[arg(long, value_name = "PATH", required = true)]
+    /// An alternative to reading a cluster.
+    #[arg(long, value_name = "PATH")]
     manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    cluster: cluster_cli::ClusterArgs,
     /// Address for HTTP traffic.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -204,9 +212,11 @@ struct RunArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// Manifest files or folders.
-    #[arg(value_name = "PATH", required = true)]
+    /// Manifest files or folders (or read a cluster with --kubeconfig).
+    #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    connect: cluster_cli::ConnectArgs,
     /// Also print info diagnostics (skipped kinds, Ingresses of other classes).
     #[arg(long, short)]
     verbose: bool,
@@ -219,9 +229,12 @@ struct CheckArgs {
 
 #[derive(Args)]
 struct RouteArgs {
-    /// Manifest files or folders, then the URL to explain (e.g. http://example.com/api/x).
-    #[arg(value_name = "PATH... URL", num_args = 2.., required = true)]
+    /// Manifest files or folders (none with --kubeconfig), then the URL to explain
+    /// (e.g. http://example.com/api/x).
+    #[arg(value_name = "PATH... URL", num_args = 1.., required = true)]
     args: Vec<String>,
+    #[command(flatten)]
+    connect: cluster_cli::ConnectArgs,
     /// Request method (routing does not depend on it; CORS preflights and retries do).
     #[arg(long, short = 'X', default_value = "GET")]
     method: String,
@@ -273,15 +286,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (manifests, cluster) = match args.cluster.connect.input(args.manifests, "--manifests")? {
+        cluster_cli::Input::Manifests(paths) => (paths, None),
+        cluster_cli::Input::Cluster(access) => (Vec::new(), Some(args.cluster.settings(access)?)),
+    };
     let settings = Settings {
-        manifests: args.manifests,
+        manifests,
         http_addr: args.http_addr,
         https_addr: Some(args.https_addr),
         admin_addr: Some(args.admin_addr),
         translate: args.class.options(),
         proxy: args.serve.proxy_config()?,
     };
-    serve(&args.serve, settings, None)
+    serve(&args.serve, settings, None, cluster)
 }
 
 fn init_logging(format: LogFormat) {
@@ -326,7 +343,12 @@ struct Demo {
     manifests: PathBuf,
 }
 
-fn serve(args: &ServeArgs, mut settings: Settings, demo: Option<Demo>) -> anyhow::Result<ExitCode> {
+fn serve(
+    args: &ServeArgs,
+    mut settings: Settings,
+    demo: Option<Demo>,
+    cluster: Option<portcullis::cluster::ClusterSettings>,
+) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
     let runtime = runtime()?;
     let demo = runtime.block_on(async move {
@@ -337,7 +359,10 @@ fn serve(args: &ServeArgs, mut settings: Settings, demo: Option<Demo>) -> anyhow
         if let Some(demo) = &demo {
             settings.manifests = vec![demo.manifests.path().to_path_buf()];
         }
-        let running = portcullis::start(settings).await?;
+        let running = match cluster {
+            Some(cluster) => portcullis::cluster::start(settings, cluster).await?,
+            None => portcullis::start(settings).await?,
+        };
         let url = format!("http://{}/", running.http_addr);
         if let Some(demo) = &demo {
             let built_ins = demo.built_ins;
@@ -449,15 +474,23 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         api_addr: args.api_addr,
         manifests,
     };
-    serve(&args.serve, settings, Some(demo))
+    serve(&args.serve, settings, Some(demo), None)
 }
 
 fn load(
     paths: &[PathBuf],
+    connect: &cluster_cli::ConnectArgs,
     class: &ClassArgs,
 ) -> anyhow::Result<(source::Load, translate::Translation)> {
-    let mut source = source::FolderSource::new(paths.to_vec())?;
-    let load = source.load();
+    let load = match connect.input(paths.to_vec(), "manifest paths")? {
+        cluster_cli::Input::Manifests(paths) => source::FolderSource::new(paths)?.load(),
+        cluster_cli::Input::Cluster(access) => source::Load {
+            snapshot: cluster_cli::read_once(connect, access, &class.options().annotations_prefix)?,
+            diagnostics: Vec::new(),
+            files: 0,
+            revision: 0,
+        },
+    };
     let translation = translate::translate(
         &load.snapshot,
         &portcullis::app::with_clock(&class.options()),
@@ -466,7 +499,7 @@ fn load(
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let (load, translation) = load(&args.paths, &args.class)?;
+    let (load, translation) = load(&args.paths, &args.connect, &args.class)?;
     let prefix = args.class.options().annotations_prefix;
     let uses = args
         .class
@@ -532,7 +565,7 @@ fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{url:?} is not a URL (try http://example.com/path)"))?;
     let host = uri.authority().map(|a| a.as_str()).unwrap_or("");
     let path = uri.path();
-    let (_, translation) = load(&paths, &args.class)?;
+    let (_, translation) = load(&paths, &args.connect, &args.class)?;
     let explanation = translation.table.explain(host, path);
     print!(
         "{}",

@@ -2,9 +2,13 @@
 //!
 //! [`FolderSource`] reads a set of manifest files and folders; [`watch`] re-reads them whenever
 //! something under them changes (editors, `kubectl cp` and ConfigMap mounts replace files by
-//! rename or symlink swap, so folders are watched, not file inodes).
+//! rename or symlink swap, so folders are watched, not file inodes). [`cluster`] watches a
+//! Kubernetes API server instead and hands on the same [`Snapshot`]s.
+//!
+//! [`Snapshot`]: model::Snapshot
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod folder;
 mod watch;
 
@@ -23,6 +27,9 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// The Kubernetes API cannot be used (configuration, client, or the initial lists).
+    #[error("{0}")]
+    Cluster(String),
     /// The file-system watcher could not be set up.
     #[error("cannot watch {path}: {source}")]
     Watch {

@@ -1,0 +1,4 @@
+//! Helpers for the deployment tests.
+#![allow(dead_code)]
+
+pub mod template;
