@@ -26,7 +26,7 @@ ROUNDS="${ROUNDS:-3}"
 WORKERS_LIST="${WORKERS:-1 2}"
 CONNECTIONS="${CONNECTIONS:-50}"
 RATE_PCT="${RATE_PCT:-50}"
-ALL_WORKLOADS="tiny 1k 100k close h2 tls-full tls-resumed routes-1 routes-10k"
+ALL_WORKLOADS="tiny 1k 100k close h2 tls-full tls-resumed routes-1 routes-10k nagle"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
 PROXIES="nginx haproxy portcullis"
 NROUTES=10000
@@ -577,6 +577,8 @@ for W in $WORKERS_LIST; do
   warm_up
   for ((round = 1; round <= ROUNDS; round++)); do
     for workload in $WORKLOADS; do
+      # Latency with peers that leave Nagle on is measured once, after the throughput runs.
+      [ "$workload" = nagle ] && continue
       CUR_WORKLOAD=$workload
       for target in $(targets_for "$workload"); do
         log "workers=$W round $round/$ROUNDS $workload -> $target"
@@ -613,6 +615,13 @@ for W in $WORKERS_LIST; do
   done
 done
 
+NAGLE_TABLE="$WORK/nagle.md"
+if [[ " $WORKLOADS " == *" nagle "* ]]; then
+  log "nagle: peers with Nagle on, sequential keep-alive requests"
+  BUILD=0 BENCH_PORT_BASE=$((BASE + 800)) "$BENCH_DIR/nagle.sh" >"$NAGLE_TABLE" ||
+    die "bench/nagle.sh failed"
+fi
+
 # ------------------------------------------------------------------------------------------------
 # Report
 
@@ -633,6 +642,10 @@ OUT="$BENCH_DIR/results/$STAMP.md"
   echo "- tools: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -n1 | awk '{print "HAProxy " $3}'), $(wrk -v 2>&1 | head -n1 | awk '{print "wrk " $2}'), $(h2load --version | head -n1)"
   echo
   LATENCY_RATE_NOTE="${RATE:+as set by RATE}" python3 "$BENCH_DIR/report.py" run "$RESULTS" "$RSS_FILE"
+  if [ -s "$NAGLE_TABLE" ]; then
+    echo
+    sed 's/^# /## /' "$NAGLE_TABLE"
+  fi
   echo
   echo "Portcullis log lines at WARN or ERROR level over the whole run: $(cat "$WORK"/portcullis*.log 2>/dev/null | grep -c -E 'WARN|ERROR' || true)"
   if [ -s "$LOG_SAMPLES" ]; then

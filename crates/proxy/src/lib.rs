@@ -13,6 +13,7 @@ mod forward;
 mod h1;
 mod headers;
 mod log;
+mod quickack;
 mod server;
 mod tls;
 mod upstream;

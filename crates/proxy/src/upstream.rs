@@ -23,6 +23,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::quickack::{Acking, Frames, Responses};
 use table::fasthash::BuildFast;
 use table::UpstreamTls;
 
@@ -207,7 +208,7 @@ impl Pool {
         target: &Target,
         route: &Route<'_>,
     ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
-        let io = Self::stream(target, route).await?;
+        let io = Acking::new(Self::stream(target, route).await?, Responses::default());
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -228,7 +229,7 @@ impl Pool {
                 return Ok(sender);
             }
         }
-        let io = Self::stream(&key.0, route).await?;
+        let io = Acking::new(Self::stream(&key.0, route).await?, Frames::default());
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(io))
             .await?;
@@ -323,6 +324,12 @@ impl Stream {
             Stream::Tcp(s) => s,
             Stream::Tls(s) => s.get_ref().0,
         }
+    }
+}
+
+impl crate::quickack::QuickAck for Stream {
+    fn quickack(&self) {
+        crate::quickack::quickack(self.tcp());
     }
 }
 

@@ -23,6 +23,7 @@ use crate::decide::{Attempts, Decision, Failed, Forward, Local, RequestHeaders, 
 use crate::forward::ConnInfo;
 use crate::headers;
 use crate::log::{AccessLog, Entry};
+use crate::quickack::QuickAck;
 use crate::upstream::{Target, UpstreamError};
 use crate::{Proxy, ProxyError};
 
@@ -734,7 +735,8 @@ async fn read_request_head<S: ClientIo>(stream: &mut S, buf: &mut Buf) -> HeadRe
         } else {
             match codec::parse_request(buf.unread()) {
                 Ok(Some(head)) => return HeadRead::Head(head),
-                Ok(None) => {}
+                // Part of a head: acknowledge it now, or a client with Nagle on holds the rest.
+                Ok(None) => stream.quickack(),
                 Err(e) => return HeadRead::Bad(e),
             }
         }
@@ -753,7 +755,7 @@ async fn read_response_head(
         if !up.buf.is_empty() {
             match codec::parse_response(up.buf.unread(), head_request) {
                 Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
+                Ok(None) => up.stream.quickack(),
                 Err(e) => return Err(UpstreamError::Protocol(head_error_text(e))),
             }
         }
@@ -782,5 +784,46 @@ fn head_error_text(e: HeadError) -> &'static str {
         HeadError::TooLarge => "response head too large",
         HeadError::TooManyHeaders => "too many response header fields",
         HeadError::Invalid(what) => what,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::relay::tests::{source, Counting};
+    use std::sync::atomic::Ordering;
+
+    impl ClientIo for Counting {
+        fn wait_readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + '_ {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    async fn head_acks(parts: &[&[u8]]) -> usize {
+        let (mut src, mut peer, acks) = source();
+        let mut buf = Buf::new();
+        let reading = tokio::spawn(async move {
+            let head = read_request_head(&mut src, &mut buf).await;
+            matches!(head, HeadRead::Head(_))
+        });
+        for part in parts {
+            peer.write_all(part).await.unwrap();
+            // Each part is read on its own before the next is written.
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+        }
+        assert!(reading.await.unwrap(), "a whole head is read");
+        acks.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn a_head_in_one_read_costs_no_quick_ack() {
+        assert_eq!(head_acks(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await, 0);
+    }
+
+    #[tokio::test]
+    async fn part_of_a_head_is_acknowledged_before_waiting_for_the_rest() {
+        let acks = head_acks(&[b"GET / HTTP/1.1\r\nHo", b"st: a\r\n\r\n"]).await;
+        assert!(acks >= 1);
     }
 }

@@ -112,7 +112,9 @@ impl Buf {
 }
 
 /// A client connection's byte stream.
-pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+pub(crate) trait ClientIo:
+    AsyncRead + AsyncWrite + crate::quickack::QuickAck + Unpin + Send + 'static
+{
     /// Waits until reading may make progress, so an idle connection need not hold a read
     /// buffer. Streams that buffer internally (TLS) return at once.
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;

@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{self, Chunked, Framing};
 use super::{Buf, Deadline};
+use crate::quickack::QuickAck;
 
 /// Bytes read at a time while relaying a body.
 const BODY_READ: usize = 64 * 1024;
@@ -55,11 +56,14 @@ pub(super) struct Ends<'d> {
 }
 
 impl Ends<'_> {
-    async fn fill<R: AsyncRead + Unpin>(
+    /// Reads more of a body. The body is incomplete, so what has arrived is acknowledged first:
+    /// a sender with Nagle on would otherwise hold its next segment for the delayed ACK.
+    async fn fill<R: AsyncRead + QuickAck + Unpin>(
         &mut self,
         buf: &mut Buf,
         src: &mut R,
     ) -> Result<usize, RelayError> {
+        src.quickack();
         match self
             .deadline
             .within(self.read_idle, buf.fill(src, BODY_READ))
@@ -121,7 +125,7 @@ pub(super) async fn relay<R, W>(
     mut ends: Ends<'_>,
 ) -> Result<(), RelayError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + QuickAck + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut scratch = Vec::new();
@@ -201,4 +205,106 @@ where
         }
     }
     dst.flush().await.map_err(RelayError::Write)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncWriteExt, DuplexStream, ReadBuf};
+
+    /// One end of an in-memory pipe that counts the quick ACKs asked of it.
+    pub(crate) struct Counting {
+        pub(crate) inner: DuplexStream,
+        pub(crate) acks: Arc<AtomicUsize>,
+    }
+
+    impl QuickAck for Counting {
+        fn quickack(&self) {
+            self.acks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A counting source, the peer's end of it, and the counter.
+    pub(crate) fn source() -> (Counting, DuplexStream, Arc<AtomicUsize>) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let acks = Arc::new(AtomicUsize::new(0));
+        let src = Counting {
+            inner: ours,
+            acks: acks.clone(),
+        };
+        (src, theirs, acks)
+    }
+
+    async fn relay_length(total: u64, first: &[u8], rest: &[u8]) -> (Vec<u8>, usize) {
+        let (mut src, mut peer, acks) = source();
+        peer.write_all(rest).await.unwrap();
+        let mut buf = Buf::new();
+        buf.data.extend_from_slice(first);
+        let mut out = Vec::new();
+        let mut deadline = Deadline::new(Duration::from_secs(5));
+        let ends = Ends {
+            deadline: &mut deadline,
+            read_idle: Duration::from_secs(5),
+            write_idle: Duration::from_secs(5),
+            limit: 0,
+        };
+        relay(
+            &mut src,
+            &mut buf,
+            &mut out,
+            Framing::Length(total),
+            Mode::Pass,
+            ends,
+        )
+        .await
+        .unwrap();
+        (out, acks.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn a_body_already_read_costs_no_quick_ack() {
+        let (out, acks) = relay_length(5, b"hello", b"").await;
+        assert_eq!(out, b"hello");
+        assert_eq!(acks, 0);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_rest_of_a_body_acknowledges_first() {
+        let (out, acks) = relay_length(10, b"hello", b"world").await;
+        assert_eq!(out, b"helloworld");
+        assert!(
+            acks >= 1,
+            "the part already read is acknowledged before waiting"
+        );
+    }
 }
