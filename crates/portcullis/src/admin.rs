@@ -1,7 +1,9 @@
-//! The admin server: `/healthz`, `/readyz`, `/config`.
+//! The admin server: `/healthz`, `/readyz`, `/config`, `/metrics`.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -14,22 +16,35 @@ use model::Diagnostic;
 use table::Published;
 use tokio::net::TcpListener;
 
+use crate::metrics::Metrics;
+
 /// What the admin endpoints report on.
 pub struct AdminState {
     published: Arc<Published>,
     diagnostics: Mutex<Vec<Diagnostic>>,
     /// What `/readyz` adds about the source (in cluster mode: which lists have synced).
     readiness: Mutex<String>,
+    /// Set when shutdown begins: `/readyz` then answers 503 so load balancers stop sending.
+    draining: AtomicBool,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AdminState {
-    /// State over the published table and the diagnostics of the last translation.
-    pub fn new(published: Arc<Published>, diagnostics: Vec<Diagnostic>) -> Self {
+    /// State over the published table, with the data plane's counters in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
         AdminState {
-            published,
-            diagnostics: Mutex::new(diagnostics),
+            published: metrics.published.clone(),
+            diagnostics: Mutex::new(Vec::new()),
             readiness: Mutex::new(String::new()),
+            draining: AtomicBool::new(false),
+            metrics,
         }
+    }
+
+    /// Marks the process as shutting down: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Replaces what `/readyz` says about the source.
@@ -43,11 +58,32 @@ impl AdminState {
         self.readiness.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    /// Replaces the diagnostics after a new translation.
-    pub fn set_diagnostics(&self, diagnostics: Vec<Diagnostic>) {
+    /// Takes a new translation: its diagnostics, and how long it took (for `/metrics`).
+    pub fn set_diagnostics(&self, diagnostics: Vec<Diagnostic>, took: Duration) {
+        self.metrics.control.published(took, &diagnostics);
         if let Ok(mut d) = self.diagnostics.lock() {
             *d = diagnostics;
         }
+    }
+
+    /// Troubled endpoints: failing, ejected or found down by active checks.
+    fn endpoint_health(&self) -> serde_json::Value {
+        let views = self.metrics.shared.health.view();
+        serde_json::Value::Array(
+            views
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "backend": v.backend,
+                        "address": v.addr.to_string(),
+                        "usable": v.usable,
+                        "failures": v.failures,
+                        "ejections": v.ejections,
+                        "active_down": v.active_down,
+                    })
+                })
+                .collect(),
+        )
     }
 
     fn config_json(&self) -> serde_json::Value {
@@ -62,6 +98,7 @@ impl AdminState {
             "routes": crate::report::routes_json(&table),
             "backends": table.backends,
             "diagnostics": diagnostics,
+            "endpoint_health": self.endpoint_health(),
         })
     }
 }
@@ -85,6 +122,9 @@ async fn handle(
     let text = "text/plain; charset=utf-8";
     Ok(match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, text, "ok\n"),
+        "/readyz" if state.draining.load(Ordering::Relaxed) => {
+            respond(StatusCode::SERVICE_UNAVAILABLE, text, "shutting down\n")
+        }
         "/readyz" if state.published.is_ready() => respond(
             StatusCode::OK,
             text,
@@ -95,6 +135,11 @@ async fn handle(
             text,
             format!("no routing table published yet\n{}", state.readiness()),
         ),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.render(),
+        ),
         "/config" => {
             let body = serde_json::to_vec_pretty(&state.config_json()).unwrap_or_default();
             respond(StatusCode::OK, "application/json", body)
@@ -102,7 +147,7 @@ async fn handle(
         _ => respond(
             StatusCode::NOT_FOUND,
             text,
-            "not found: try /healthz, /readyz, /config\n",
+            "not found: try /healthz, /readyz, /config, /metrics\n",
         ),
     })
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use model::{Diagnostic, Severity};
@@ -115,27 +116,29 @@ fn apply(
     options: &translate::Options,
     translator: &mut translate::Translator,
     published: &Published,
-) -> (u64, Vec<Diagnostic>) {
-    let (generation, diagnostics, _) = publish(
+) -> (u64, Vec<Diagnostic>, Duration) {
+    let (generation, diagnostics, _, took) = publish(
         &load.snapshot,
         &load.diagnostics,
         options,
         translator,
         published,
     );
-    (generation, diagnostics)
+    (generation, diagnostics, took)
 }
 
 /// Translates a snapshot and publishes the table; returns the generation, all diagnostics
-/// (`source`'s first) and the Ingresses served.
+/// (`source`'s first), the Ingresses served and how long translating took.
 pub(crate) fn publish(
     snapshot: &model::Snapshot,
     source: &[Diagnostic],
     options: &translate::Options,
     translator: &mut translate::Translator,
     published: &Published,
-) -> (u64, Vec<Diagnostic>, Vec<model::ObjectKey>) {
+) -> (u64, Vec<Diagnostic>, Vec<model::ObjectKey>, Duration) {
+    let began = std::time::Instant::now();
     let translation = translator.translate(snapshot, &with_clock(options));
+    let took = began.elapsed();
     let mut diagnostics = source.to_vec();
     diagnostics.extend(translation.diagnostics);
     let routes = translation.table.route_count();
@@ -147,7 +150,18 @@ pub(crate) fn publish(
         objects = snapshot.len(),
         "published routing table"
     );
-    (generation, diagnostics, translation.ingresses)
+    (generation, diagnostics, translation.ingresses, took)
+}
+
+/// The admin state of a process serving `settings`: its metrics over `published` and a fresh
+/// data-plane state shared by the workers.
+pub(crate) fn admin_state(settings: &Settings, published: Arc<Published>) -> Arc<AdminState> {
+    Arc::new(AdminState::new(Arc::new(crate::metrics::Metrics {
+        shared: Arc::new(proxy::Shared::new(&settings.proxy)),
+        published,
+        control: crate::metrics::ControlStats::default(),
+        controller: crate::metrics::Controller::from_env(&settings.translate.controller_class),
+    })))
 }
 
 /// Reads the manifests, publishes the first table, binds the listeners and starts serving.
@@ -164,9 +178,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     };
     let published = Arc::new(Published::new());
     let mut translator = translate::Translator::new();
-    let (generation, diagnostics) = apply(&load, &settings.translate, &mut translator, &published);
+    let (generation, diagnostics, took) =
+        apply(&load, &settings.translate, &mut translator, &published);
     log_diagnostics(&diagnostics);
-    let admin_state = Arc::new(AdminState::new(published.clone(), diagnostics));
+    let admin_state = admin_state(&settings, published.clone());
+    admin_state.set_diagnostics(diagnostics, took);
     let (gen_tx, generations) = watch::channel(generation);
     let mut running = launch(
         &settings,
@@ -181,10 +197,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let watch_state = admin_state;
     running.background.push(tokio::spawn(async move {
         let result = source::watch(source, load, move |load| {
-            let (generation, diagnostics) =
+            let (generation, diagnostics, took) =
                 apply(load, &options, &mut translator, &watch_published);
             log_diagnostics(&diagnostics);
-            watch_state.set_diagnostics(diagnostics);
+            watch_state.set_diagnostics(diagnostics, took);
             let _ = gen_tx.send(generation);
         })
         .await;
@@ -215,7 +231,7 @@ pub(crate) async fn launch(
                 .await
                 .with_context(|| format!("cannot listen on --admin-addr {addr}"))?;
             let bound = listener.local_addr()?;
-            background.push(tokio::spawn(admin::serve(listener, admin_state)));
+            background.push(tokio::spawn(admin::serve(listener, admin_state.clone())));
             Some(bound)
         }
         None => None,
@@ -254,6 +270,7 @@ pub(crate) async fn launch(
             index,
             Worker {
                 published: published.clone(),
+                shared: admin_state.metrics.shared.clone(),
                 config: settings.proxy.clone(),
                 http: http_socket,
                 https: tls,
@@ -301,6 +318,7 @@ fn bind_shared(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::
 /// What one data-plane worker thread owns.
 struct Worker {
     published: Arc<Published>,
+    shared: Arc<proxy::Shared>,
     config: ProxyConfig,
     http: std::net::TcpListener,
     https: Option<(std::net::TcpListener, proxy::TlsConfig)>,
@@ -322,6 +340,7 @@ fn spawn_worker(index: usize, worker: Worker) -> anyhow::Result<std::thread::Joi
             runtime.block_on(async move {
                 let Worker {
                     published,
+                    shared,
                     config,
                     http,
                     https,
@@ -332,7 +351,7 @@ fn spawn_worker(index: usize, worker: Worker) -> anyhow::Result<std::thread::Joi
                     _ = ready.wait_for(|generation| *generation > 0) => {}
                     _ = shutdown.wait_for(|stop| *stop) => return,
                 }
-                let proxy = Arc::new(Proxy::new(published, config));
+                let proxy = Arc::new(Proxy::new(published, config, &shared));
                 let http = match TcpListener::from_std(http) {
                     Ok(l) => l,
                     Err(e) => {

@@ -44,7 +44,7 @@ const SHUTDOWN_API_WAIT: Duration = Duration::from_secs(5);
 pub async fn start(settings: Settings, cluster: ClusterSettings) -> anyhow::Result<Running> {
     let client = source::cluster::connect(&cluster.access).await?;
     let published = Arc::new(Published::new());
-    let admin_state = Arc::new(AdminState::new(published.clone(), Vec::new()));
+    let admin_state = app::admin_state(&settings, published.clone());
     let retry = cluster.source.retry;
     // Objects are read for the annotations translation reads.
     let mut watch = cluster.source;
@@ -171,14 +171,14 @@ async fn translate_updates(
             (t, out)
         })
         .await;
-        let Ok((t, (generation, diagnostics, ingresses))) = result else {
+        let Ok((t, (generation, diagnostics, ingresses, took))) = result else {
             tracing::error!("translation failed; the last table stays in service");
             continue;
         };
         translator = Some(t);
         translated = Some(update.routing_revision);
         log_new(&diagnostics, &mut seen);
-        admin.set_diagnostics(diagnostics.clone());
+        admin.set_diagnostics(diagnostics.clone(), took);
         let _ = generations.send(generation);
         let current = Served {
             snapshot: update.snapshot.clone(),

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod cluster;
 pub mod demo;
+pub mod metrics;
 pub mod report;
 
 pub use app::{start, Running, Settings};

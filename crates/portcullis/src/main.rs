@@ -157,6 +157,14 @@ struct ServeArgs {
     /// syntax: 1m, 512k, 0 for no limit); larger ones get 413, as in ingress-nginx.
     #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = parse_size)]
     proxy_body_size: u64,
+    /// Consecutive failures (refused or broken connections, timeouts, 5xx) that eject an
+    /// endpoint from its backend for a while; 0 turns passive health off.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    eject_after: u32,
+    /// Seconds the first ejection of an endpoint lasts; each further one lasts this much
+    /// longer, up to 30 times as long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    ejection_time: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -174,6 +182,11 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             https_redirect_port: self.https_redirect_port,
             max_body_size: self.proxy_body_size,
+            health: proxy::health::HealthConfig {
+                consecutive_failures: self.eject_after,
+                base_ejection: Duration::from_secs(self.ejection_time),
+                max_ejection: Duration::from_secs(self.ejection_time.saturating_mul(30)),
+            },
             workers: self
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
-use table::{Backend, BackendTarget, Lookup, Policy, Protocol, Retry, RetryOn, Table, UpstreamTls};
+use table::{
+    Backend, BackendTarget, Lookup, Policy, Protocol, Retry, RetryOn, Route, Table, UpstreamTls,
+};
+
+use crate::health::Health;
+use crate::stats::RouteCounters;
 
 use crate::upstream::Target;
 use crate::{Proxy, ProxyError};
@@ -140,9 +145,17 @@ impl Limits {
 }
 
 impl Proxy {
-    /// Decides what happens to a request. Errors become the one error → response mapping.
-    pub(crate) fn decide(&self, view: &View<'_>) -> Result<Decision, ProxyError> {
-        decide_in(&self.published.load(), &self.config, view)
+    /// Decides what happens to a request. Errors become the one error → response mapping. Also
+    /// returns the counters of the matched route (`None`: no route matched).
+    pub(crate) fn decide(
+        &self,
+        view: &View<'_>,
+    ) -> (Result<Decision, ProxyError>, Option<Arc<RouteCounters>>) {
+        let table = self.published.load();
+        let mut matched = None;
+        let decision = decide_in(&table, &self.config, Some(&self.health), view, &mut matched);
+        let counters = matched.map(|route| self.stats.route(&table, route));
+        (decision, counters)
     }
 
     /// The limits of a route with policy `p`.
@@ -163,11 +176,14 @@ fn limits_of(d: &Limits, p: &Policy) -> Limits {
     }
 }
 
-/// The decision for a request against one table, as [`Proxy::decide`] makes it.
-pub(crate) fn decide_in(
-    table: &Table,
+/// The decision for a request against one table, as [`Proxy::decide`] makes it; endpoints
+/// `health` finds unusable are avoided. The matched route, if any, is left in `matched`.
+pub(crate) fn decide_in<'t>(
+    table: &'t Table,
     config: &crate::ProxyConfig,
+    health: Option<&Health>,
     view: &View<'_>,
+    matched: &mut Option<&'t Arc<Route>>,
 ) -> Result<Decision, ProxyError> {
     let found = match table.resolve(view.host, view.path) {
         Lookup::NotFound => return Err(ProxyError::NoRoute),
@@ -196,6 +212,7 @@ pub(crate) fn decide_in(
         Lookup::Route(found) => found,
     };
     let route = found.route;
+    *matched = Some(route);
     let rules = route.policy.rules.as_ref();
     let mut cors_origin = None;
     if let Some(p) = rules {
@@ -236,7 +253,7 @@ pub(crate) fn decide_in(
             backend = table.backends[fallback.0].clone();
         }
     }
-    let target = pick(&backend)?;
+    let target = pick(&backend, health)?;
     let path = rules.and_then(|p| {
         let rewrite = p.rewrite.as_ref()?;
         if rewrite.written == route.origin.path {
@@ -289,15 +306,42 @@ fn has_ready(backend: &Backend) -> bool {
 }
 
 /// The first endpoint for a request to `backend`.
-fn pick(backend: &Backend) -> Result<Target, ProxyError> {
+fn pick(backend: &Backend, health: Option<&Health>) -> Result<Target, ProxyError> {
     match &backend.target {
-        BackendTarget::Endpoints { .. } => backend
-            .pick()
+        BackendTarget::Endpoints { .. } => pick_endpoint(backend, health, &[])
             .map(Target::Addr)
             .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone())),
         BackendTarget::ExternalName { host, port } => Ok(Target::Name(host.as_str().into(), *port)),
         BackendTarget::Unavailable { .. } => Err(ProxyError::NoEndpoint(backend.name.clone())),
     }
+}
+
+/// The next ready endpoint of `backend` in round-robin order, not among `failed`, avoiding the
+/// endpoints `health` finds unusable — unless fewer than half would be left (a backend's every
+/// endpoint is never shut out: then health is ignored, as Envoy's panic threshold does).
+fn pick_endpoint(
+    backend: &Backend,
+    health: Option<&Health>,
+    failed: &[SocketAddr],
+) -> Option<SocketAddr> {
+    let health = match health {
+        Some(h) if h.any_trouble() => h,
+        _ if failed.is_empty() => return backend.pick(),
+        _ => return backend.pick_excluding(failed),
+    };
+    let ready = backend.ready();
+    let mut exclude: Vec<SocketAddr> = ready
+        .iter()
+        .filter(|a| !health.usable(&backend.name, **a))
+        .copied()
+        .collect();
+    if exclude.len() * 2 > ready.len() {
+        exclude.clear();
+    }
+    exclude.extend_from_slice(failed);
+    backend
+        .pick_excluding(&exclude)
+        .or_else(|| backend.pick_excluding(failed))
 }
 
 /// The HTTPS URL for `host` (its port dropped) and `target` (path and query), naming `port`
@@ -361,12 +405,25 @@ impl Attempts {
     /// with the failed attempt).
     pub(crate) fn next(
         &mut self,
+        proxy: &Proxy,
         forward: &Forward,
         target: &Target,
         why: Failed,
         method: &Method,
         resendable: bool,
     ) -> Option<Target> {
+        if let Target::Addr(addr) = target {
+            if !matches!(why, Failed::Status(_)) {
+                proxy.health.failure(&forward.backend.name, *addr);
+            }
+        }
+        if matches!(why, Failed::Connect | Failed::ConnectTimeout) {
+            proxy
+                .stats
+                .backend(&forward.backend.name)
+                .connect_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let retry = forward
             .rules
             .as_ref()
@@ -401,13 +458,29 @@ impl Attempts {
         if let Target::Addr(addr) = target {
             self.failed.push(*addr);
         }
-        let next = forward.backend.pick_excluding(&self.failed)?;
+        let next = pick_endpoint(&forward.backend, Some(&proxy.health), &self.failed)?;
         self.count += 1;
+        proxy
+            .stats
+            .backend(&forward.backend.name)
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(Target::Addr(next))
     }
 }
 
 impl Forward {
+    /// Records how the upstream answered: a 5xx counts against the endpoint's health.
+    pub(crate) fn answered(&self, proxy: &Proxy, target: &Target, status: u16) {
+        if let Target::Addr(addr) = target {
+            if status >= 500 {
+                proxy.health.failure(&self.backend.name, *addr);
+            } else {
+                proxy.health.success(&self.backend.name, *addr);
+            }
+        }
+    }
+
     /// Timeouts, body limit and retry rules: the route's policy over the proxy's defaults.
     pub(crate) fn limits(&self, proxy: &Proxy) -> Limits {
         match &self.rules {

@@ -34,7 +34,8 @@ pub fn describe(
         headers,
     };
     let mut out = String::new();
-    match decide_in(table, config, &view) {
+    let mut matched = None;
+    match decide_in(table, config, None, &view, &mut matched) {
         Err(error) => {
             let _ = writeln!(out, "answer: {} ({error})", error.status());
         }

@@ -18,6 +18,7 @@ use crate::decide::{Attempts, Decision, Failed, Forward, Local, View};
 use crate::error::{local_response, ResBody, SERVER};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::log::{AccessLog, Entry};
+use crate::stats::Outcome;
 use crate::upstream::{RequestBody, Route, SendError, UpstreamError};
 use crate::{Proxy, ProxyError};
 
@@ -49,7 +50,6 @@ impl ConnInfo {
 
 /// What the access log records about a request beyond its status.
 struct Logged {
-    start: Instant,
     method: http::Method,
     version: Version,
     host: String,
@@ -65,7 +65,6 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
     let mut logged = (proxy.config.access_log != AccessLog::Off).then(|| Logged {
-        start: Instant::now(),
         method: req.method().clone(),
         version: req.version(),
         host: request_host(&req).to_string(),
@@ -78,8 +77,17 @@ pub async fn handle(
         .get(&X_REQUEST_ID)
         .cloned()
         .unwrap_or_else(headers::request_id);
+    let start = Instant::now();
+    let method = req.method().clone();
+    let request_bytes = req.body().size_hint().exact().unwrap_or(0);
+    let mut tally = Tally {
+        start,
+        counters: None,
+        upstream_at: None,
+    };
 
-    let response = match forward(&proxy, &conn, req, &request_id, logged.as_mut()).await {
+    let response = match forward(&proxy, &conn, req, &request_id, logged.as_mut(), &mut tally).await
+    {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ProxyError::Upstream { .. } | ProxyError::Timeout(_)) {
@@ -88,6 +96,16 @@ pub async fn handle(
             error.to_response()
         }
     };
+    let duration = start.elapsed();
+    let counters = tally.counters.as_ref().unwrap_or(&proxy.unrouted);
+    counters.record(&Outcome {
+        status: response.status().as_u16(),
+        method: &method,
+        duration,
+        upstream: tally.upstream_at.map(|at| duration.saturating_sub(at)),
+        request_bytes,
+        response_bytes: response.body().size_hint().exact().unwrap_or(0),
+    });
     if let Some(l) = logged {
         proxy.config.access_log.write(&Entry {
             client: conn.client,
@@ -98,7 +116,7 @@ pub async fn handle(
             status: response.status(),
             upstream: l.upstream.as_deref(),
             backend: l.backend.as_deref(),
-            duration: l.start.elapsed(),
+            duration,
             request_id: request_id.to_str().unwrap_or("-"),
         });
     }
@@ -115,6 +133,16 @@ fn request_host(req: &Request<Incoming>) -> &str {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
+}
+
+/// What the counters need to know of a request's exchange.
+struct Tally {
+    /// When the request arrived.
+    start: Instant,
+    /// The matched route's counters (`None`: no route).
+    counters: Option<Arc<crate::stats::RouteCounters>>,
+    /// When the request went upstream, after the start.
+    upstream_at: Option<std::time::Duration>,
 }
 
 /// A response Portcullis makes itself, as an `http` response.
@@ -138,7 +166,9 @@ async fn forward(
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     logged: Option<&mut Logged>,
+    tally: &mut Tally,
 ) -> Result<Response<ResBody>, ProxyError> {
+    let start = tally.start;
     // The host as a header value: a cheap clone of the Host header, or a copy of the URI authority
     // for HTTP/2 and absolute-form requests.
     let host = match req.uri().authority() {
@@ -164,6 +194,8 @@ async fn forward(
         content_length,
         headers: req.headers(),
     });
+    let (decision, counters) = decision;
+    tally.counters = counters;
     let fwd = match decision? {
         Decision::Local(local) => return Ok(local_to_response(&local)),
         Decision::Forward(fwd) => fwd,
@@ -222,6 +254,7 @@ async fn forward(
     let body = RequestBody::new(body, limits.body, exceeded.clone());
     let upstream_req = Request::from_parts(parts, body);
 
+    tally.upstream_at = Some(start.elapsed());
     let exchange = send(proxy, &fwd, upstream_req, h2, limits.connect);
     let mut response = match tokio::time::timeout(limits.read, exchange).await {
         Err(_) => return Err(ProxyError::Timeout(fwd.target.to_string())),
@@ -314,13 +347,16 @@ async fn send(
     let mut attempts = Attempts::new();
     loop {
         match proxy.pool.send(target.clone(), req, route).await {
-            Ok(response) => return Ok(response),
+            Ok(response) => {
+                fwd.answered(proxy, &target, response.status().as_u16());
+                return Ok(response);
+            }
             Err(SendError::NotSent(source, unsent)) => {
                 let why = match source {
                     UpstreamError::ConnectTimeout => Failed::ConnectTimeout,
                     _ => Failed::Connect,
                 };
-                match attempts.next(fwd, &target, why, &method, false) {
+                match attempts.next(proxy, fwd, &target, why, &method, false) {
                     Some(next) => {
                         tracing::debug!(%source, failed = %target, %next, "trying another endpoint");
                         target = next;
@@ -335,10 +371,13 @@ async fn send(
                 }
             }
             Err(SendError::Failed(source)) => {
+                if let crate::upstream::Target::Addr(addr) = target {
+                    proxy.health.failure(&fwd.backend.name, addr);
+                }
                 return Err(ProxyError::Upstream {
                     addr: target.to_string(),
                     source,
-                })
+                });
             }
         }
     }

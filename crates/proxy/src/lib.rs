@@ -12,9 +12,11 @@ mod error;
 mod forward;
 mod h1;
 mod headers;
+pub mod health;
 mod log;
 mod quickack;
 mod server;
+pub mod stats;
 mod tls;
 mod upstream;
 
@@ -57,6 +59,8 @@ pub struct ProxyConfig {
     pub tls_handshake_timeout: Duration,
     /// Largest request body in bytes for routes that set none (`proxy-body-size`); 0 = no limit.
     pub max_body_size: u64,
+    /// When failures eject an endpoint.
+    pub health: health::HealthConfig,
     /// Number of data-plane worker threads, each with its own listening sockets and upstream
     /// connection pool.
     pub workers: usize,
@@ -76,14 +80,40 @@ impl Default for ProxyConfig {
             https_redirect_port: None,
             tls_handshake_timeout: Duration::from_secs(10),
             max_body_size: 1 << 20,
+            health: health::HealthConfig::default(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
 
-/// The shared, per-process proxy state: the published table and the upstream connection pool.
+/// State that outlives a table, one for the whole process, shared by every worker: endpoint
+/// health and request counts.
+#[derive(Debug)]
+pub struct Shared {
+    /// Endpoint health.
+    pub health: Arc<health::Health>,
+    /// Request counts.
+    pub stats: Arc<stats::Stats>,
+}
+
+impl Shared {
+    /// Empty state for a process with `config`.
+    pub fn new(config: &ProxyConfig) -> Self {
+        Shared {
+            health: Arc::new(health::Health::new(config.health)),
+            stats: Arc::new(stats::Stats::default()),
+        }
+    }
+}
+
+/// One worker's proxy state: the published table, the worker's upstream connection pools and
+/// statistics shard, and the process-wide endpoint health.
 pub struct Proxy {
     published: Arc<Published>,
+    health: Arc<health::Health>,
+    stats: Arc<stats::WorkerStats>,
+    /// The counters of requests no route took, kept at hand.
+    unrouted: Arc<stats::RouteCounters>,
     /// The limits of routes whose policy sets none, worked out once.
     limits: decide::Limits,
     pool: Arc<Pool>,
@@ -100,12 +130,16 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// A proxy that routes by whatever table is published in `published`.
-    pub fn new(published: Arc<Published>, config: ProxyConfig) -> Self {
+    /// A worker's proxy that routes by whatever table is published in `published`.
+    pub fn new(published: Arc<Published>, config: ProxyConfig, shared: &Shared) -> Self {
+        let stats = shared.stats.worker();
         let pool = Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
         let h1_pool = h1::pool::Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
         Proxy {
             limits: decide::Limits::defaults(&config),
+            health: shared.health.clone(),
+            unrouted: stats.unrouted(),
+            stats,
             published,
             pool,
             h1_pool,

@@ -143,12 +143,15 @@ async fn cleartext(shared: Arc<Shared>, info: Arc<ConnInfo>, mut stream: TcpStre
         () = shared.stop.wait() => return,
         sniffed = tokio::time::timeout(idle, sniff(&mut stream, &mut buf)) => sniffed,
     };
+    let open = &shared.proxy.stats.connections;
     match sniffed {
         Ok(Ok(true)) => {
+            let _open = Open::count(&open.http2);
             let stream = Rewind::new(buf.take_unread(), stream);
             serve_h2(&shared, info, stream).await;
         }
         Ok(Ok(false)) => {
+            let _open = Open::count(&open.http1);
             h1::conn::serve(shared.proxy.clone(), info, stream, buf, shared.stop.clone()).await;
         }
         Ok(Err(_)) | Err(_) => {}
@@ -161,9 +164,12 @@ async fn encrypted(
     info: Arc<ConnInfo>,
     stream: tokio_rustls::server::TlsStream<TcpStream>,
 ) {
+    let open = &shared.proxy.stats.connections;
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let _open = Open::count(&open.https2);
         serve_h2(&shared, info, stream).await;
     } else {
+        let _open = Open::count(&open.https1);
         h1::conn::serve(
             shared.proxy.clone(),
             info,
@@ -172,6 +178,22 @@ async fn encrypted(
             shared.stop.clone(),
         )
         .await;
+    }
+}
+
+/// One open connection in a gauge, for as long as it lives.
+struct Open<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl<'a> Open<'a> {
+    fn count(gauge: &'a std::sync::atomic::AtomicI64) -> Self {
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Open(gauge)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

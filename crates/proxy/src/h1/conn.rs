@@ -4,8 +4,9 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
@@ -24,6 +25,7 @@ use crate::forward::ConnInfo;
 use crate::headers;
 use crate::log::{AccessLog, Entry};
 use crate::quickack::QuickAck;
+use crate::stats::{Outcome, RouteCounters};
 use crate::upstream::{Target, UpstreamError};
 use crate::{Proxy, ProxyError};
 
@@ -103,6 +105,16 @@ struct Req {
     framing: Framing,
     upgrade: bool,
     expect_continue: bool,
+    /// When the head was read.
+    start: Instant,
+    /// The head's size plus the declared body's.
+    request_bytes: u64,
+    /// The matched route's counters (`None`: no route; the proxy's unrouted counters).
+    counters: Option<Arc<RouteCounters>>,
+    /// When the request went upstream, in nanoseconds after `start` plus one (0: it did not).
+    upstream_at: AtomicU64,
+    /// Bytes of the response written to the client.
+    response_bytes: AtomicU64,
 }
 
 impl Req {
@@ -113,7 +125,6 @@ impl Req {
 
 /// What the access log needs beyond the status.
 struct Logged {
-    start: Instant,
     method: Method,
     version: Version,
     host: String,
@@ -205,7 +216,7 @@ impl<S: ClientIo> Client<'_, S> {
                 self.out.clear();
                 push_local(&mut self.out, &local, req.minor, keep, req.is_head());
                 let written = write_flush(&mut self.stream, &self.out).await.is_ok();
-                self.log(logged, local.status);
+                self.log(logged, &req, local.status);
                 return written && keep;
             }
             Plan::Forward(forward) => forward,
@@ -259,7 +270,7 @@ impl<S: ClientIo> Client<'_, S> {
             }
             ProxyError::ClientClosed => {
                 // Nobody to answer; logged with nginx's "client closed request" code.
-                self.log(logged, error.status());
+                self.log(logged, req, error.status());
                 return false;
             }
             _ => tracing::debug!(client = %self.info.client, %error, "request failed"),
@@ -275,7 +286,7 @@ impl<S: ClientIo> Client<'_, S> {
             req.is_head(),
         );
         let written = write_flush(&mut self.stream, &self.out).await.is_ok();
-        self.log(logged, status);
+        self.log(logged, req, status);
         written && keep
     }
 
@@ -296,7 +307,7 @@ impl<S: ClientIo> Client<'_, S> {
         let mut attempts = Attempts::new();
         let mut stale = 0;
         loop {
-            let mut up = match pool.take(&target, forward.upstream_tls()) {
+            let mut up = match pool.take(&target, forward.upstream_tls(), req.start) {
                 Some(up) => up,
                 None => match pool.connect(&target, forward, limits.connect).await {
                     Ok(up) => up,
@@ -305,7 +316,7 @@ impl<S: ClientIo> Client<'_, S> {
                             UpstreamError::ConnectTimeout => Failed::ConnectTimeout,
                             _ => Failed::Connect,
                         };
-                        match attempts.next(forward, &target, why, &req.method, whole) {
+                        match attempts.next(self.proxy, forward, &target, why, &req.method, whole) {
                             Some(next) => {
                                 tracing::debug!(error = %e, failed = %target, %next, "trying another endpoint");
                                 target = next;
@@ -329,12 +340,23 @@ impl<S: ClientIo> Client<'_, S> {
                 *body_done = true;
             }
             let waiting = read_response_head(&mut up, req.is_head());
-            let (why, error) = match self.deadline.within(limits.read, waiting).await {
+            let answer = self.deadline.within(limits.read, waiting).await;
+            if req.upstream_at.load(Ordering::Relaxed) == 0 {
+                // The wait for the answer began as the request was sent.
+                let sent = self.deadline.armed().saturating_duration_since(req.start);
+                req.upstream_at
+                    .store(sent.as_nanos() as u64 + 1, Ordering::Relaxed);
+            }
+            let (why, error) = match answer {
                 Some(Ok(head)) => {
                     let status = head.status;
+                    if status >= 200 {
+                        forward.answered(self.proxy, &target, status);
+                    }
                     if whole && limits.retry.on_status(status) {
                         let why = Failed::Status(status);
-                        if let Some(next) = attempts.next(forward, &target, why, &req.method, whole)
+                        if let Some(next) =
+                            attempts.next(self.proxy, forward, &target, why, &req.method, whole)
                         {
                             tracing::debug!(failed = %target, %next, status, "trying another endpoint");
                             target = next;
@@ -357,7 +379,7 @@ impl<S: ClientIo> Client<'_, S> {
                     (why, upstream_error(&target, e))
                 }
             };
-            match attempts.next(forward, &target, why, &req.method, whole) {
+            match attempts.next(self.proxy, forward, &target, why, &req.method, whole) {
                 Some(next) => {
                     tracing::debug!(failed = %target, %next, reason = ?why, "trying another endpoint");
                     target = next;
@@ -387,6 +409,7 @@ impl<S: ClientIo> Client<'_, S> {
             read_idle: self.proxy.config.body_idle_timeout,
             write_idle: limits.send,
             limit: limits.body,
+            written: 0,
         };
         match relay(
             &mut self.stream,
@@ -398,7 +421,7 @@ impl<S: ClientIo> Client<'_, S> {
         )
         .await
         {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(RelayError::Read(_) | RelayError::Eof) => Err(ProxyError::ClientClosed),
             Err(RelayError::ReadStalled) => Err(ProxyError::RequestTimeout),
             Err(RelayError::Framing(what)) => Err(ProxyError::BadRequest(what)),
@@ -501,8 +524,10 @@ impl<S: ClientIo> Client<'_, S> {
                 body = Framing::None;
             }
         }
+        req.response_bytes
+            .store(self.out.len() as u64, Ordering::Relaxed);
         if write_flush(&mut self.stream, &self.out).await.is_err() {
-            self.log(logged, status);
+            self.log(logged, req, status);
             return false;
         }
         let ends = Ends {
@@ -510,6 +535,7 @@ impl<S: ClientIo> Client<'_, S> {
             read_idle: limits.read_idle,
             write_idle: self.proxy.config.body_idle_timeout,
             limit: 0,
+            written: 0,
         };
         let relayed = relay(
             &mut up.stream,
@@ -520,11 +546,14 @@ impl<S: ClientIo> Client<'_, S> {
             ends,
         )
         .await;
-        self.log(logged, status);
+        if let Ok(n) = relayed {
+            req.response_bytes.fetch_add(n, Ordering::Relaxed);
+        }
+        let end = self.log(logged, req, status);
         match relayed {
-            Ok(()) => {
+            Ok(_) => {
                 if head.keep_alive && head.framing != Framing::Close {
-                    self.proxy.h1_pool.put(&target, up);
+                    self.proxy.h1_pool.put(&target, up, end);
                 }
                 keep
             }
@@ -567,7 +596,7 @@ impl<S: ClientIo> Client<'_, S> {
         up.buf.consume(head.len);
         self.out.extend_from_slice(up.buf.unread());
         up.buf.consume(up.buf.unread().len());
-        self.log(logged, status);
+        self.log(logged, req, status);
         if write_flush(&mut self.stream, &self.out).await.is_err() {
             return false;
         }
@@ -589,8 +618,24 @@ impl<S: ClientIo> Client<'_, S> {
         false
     }
 
-    fn log(&self, logged: Option<Box<Logged>>, status: StatusCode) {
-        let Some(l) = logged else { return };
+    /// Counts a finished request and writes its access-log line; returns when it finished.
+    fn log(&self, logged: Option<Box<Logged>>, req: &Req, status: StatusCode) -> Instant {
+        let end = Instant::now();
+        let duration = end.saturating_duration_since(req.start);
+        let upstream = match req.upstream_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => duration.checked_sub(Duration::from_nanos(at - 1)),
+        };
+        let counters = req.counters.as_ref().unwrap_or(&self.proxy.unrouted);
+        counters.record(&Outcome {
+            status: status.as_u16(),
+            method: &req.method,
+            duration,
+            upstream,
+            request_bytes: req.request_bytes,
+            response_bytes: req.response_bytes.load(Ordering::Relaxed),
+        });
+        let Some(l) = logged else { return end };
         self.proxy.config.access_log.write(&Entry {
             client: self.info.client,
             method: &l.method,
@@ -600,9 +645,10 @@ impl<S: ClientIo> Client<'_, S> {
             status,
             upstream: l.upstream.as_deref(),
             backend: l.backend.as_deref(),
-            duration: l.start.elapsed(),
+            duration,
             request_id: &l.request_id,
         });
+        end
     }
 }
 
@@ -636,13 +682,22 @@ fn plan(
         b"" => b"/",
         p => p,
     };
-    let req = Req {
+    let mut req = Req {
         method: head.method.clone(),
         minor: head.minor_version,
         keep_alive: head.keep_alive,
         framing: head.framing,
         upgrade: head.upgrade,
         expect_continue: head.expect_continue,
+        start: Instant::now(),
+        request_bytes: head.len as u64
+            + match head.framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+        counters: None,
+        upstream_at: AtomicU64::new(0),
+        response_bytes: AtomicU64::new(0),
     };
     let given_id = head
         .fields
@@ -659,7 +714,6 @@ fn plan(
     };
     let mut logged = log.then(|| {
         Box::new(Logged {
-            start: Instant::now(),
             method: head.method.clone(),
             version: if head.minor_version == 0 {
                 Version::HTTP_10
@@ -707,7 +761,9 @@ fn plan(
             fields: &head.fields,
         },
     };
-    let forward = match proxy.decide(&view) {
+    let (decision, counters) = proxy.decide(&view);
+    req.counters = counters;
+    let forward = match decision {
         Ok(Decision::Forward(forward)) => forward,
         Ok(Decision::Local(local)) => return (Plan::Local(local), req, logged),
         Err(error) => return (Plan::Local(Local::status(error.status())), req, logged),

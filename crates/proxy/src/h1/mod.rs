@@ -175,6 +175,8 @@ pub(crate) struct Deadline {
     timer: Pin<Box<Sleep>>,
     due: Instant,
     step: Duration,
+    /// When the latest wait began.
+    armed: Instant,
 }
 
 impl Deadline {
@@ -185,11 +187,18 @@ impl Deadline {
             timer: Box::pin(tokio::time::sleep_until(now + step)),
             due: now + step,
             step,
+            armed: now,
         }
     }
 
+    /// When the latest wait began: a clock reading that costs nothing more.
+    pub(crate) fn armed(&self) -> std::time::Instant {
+        self.armed.into_std()
+    }
+
     fn set(&mut self, timeout: Duration) {
-        self.due = Instant::now() + timeout;
+        self.armed = Instant::now();
+        self.due = self.armed + timeout;
         if self.timer.deadline() > self.due {
             self.timer.as_mut().reset(self.due);
         }

@@ -50,14 +50,21 @@ impl Pool {
     }
 
     /// The most recently used idle connection to `target` with the TLS configuration `tls`
-    /// that is still open.
-    pub(crate) fn take(&self, target: &Target, tls: Option<&UpstreamTls>) -> Option<Upstream> {
+    /// that is still open, at time `now`.
+    pub(crate) fn take(
+        &self,
+        target: &Target,
+        tls: Option<&UpstreamTls>,
+        now: Instant,
+    ) -> Option<Upstream> {
         let mut idle = self.idle.lock().ok()?;
         let tls = tls.map_or(0, |t| t.id);
         let list = idle.get_mut(target)?;
         while let Some(at) = list.iter().rposition(|e| e.conn.tls == tls) {
             let entry = list.remove(at);
-            if entry.since.elapsed() < self.idle_timeout && is_quiet(entry.conn.stream.tcp()) {
+            if now.saturating_duration_since(entry.since) < self.idle_timeout
+                && is_quiet(entry.conn.stream.tcp())
+            {
                 let mut conn = entry.conn;
                 conn.reused = true;
                 return Some(conn);
@@ -66,14 +73,13 @@ impl Pool {
         None
     }
 
-    /// Keeps `conn` for the next request to `target`; connections with unread bytes are not
-    /// reusable and are closed.
-    pub(crate) fn put(&self, target: &Target, mut conn: Upstream) {
+    /// Keeps `conn`, idle since `now`, for the next request to `target`; connections with
+    /// unread bytes are not reusable and are closed.
+    pub(crate) fn put(&self, target: &Target, mut conn: Upstream, now: Instant) {
         if !conn.buf.is_empty() {
             return;
         }
         conn.buf.release_if_empty();
-        let now = Instant::now();
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
@@ -157,9 +163,9 @@ mod tests {
 
         let conn = pool.connect_plain(&target).await.unwrap();
         let (peer, _) = listener.accept().await.unwrap();
-        pool.put(&target, conn);
+        pool.put(&target, conn, Instant::now());
         let again = pool
-            .take(&target, None)
+            .take(&target, None, Instant::now())
             .expect("an open idle connection is reused");
         assert!(again.reused);
 
@@ -167,9 +173,9 @@ mod tests {
         drop(peer);
         let mut probe = [0u8; 1];
         assert_eq!(again.stream.tcp().peek(&mut probe).await.unwrap(), 0);
-        pool.put(&target, again);
+        pool.put(&target, again, Instant::now());
         assert!(
-            pool.take(&target, None).is_none(),
+            pool.take(&target, None, Instant::now()).is_none(),
             "a closed connection is dropped"
         );
 
@@ -177,9 +183,9 @@ mod tests {
         let (mut peer, _) = listener.accept().await.unwrap();
         peer.write_all(b"unexpected").await.unwrap();
         assert_eq!(conn.stream.tcp().peek(&mut probe).await.unwrap(), 1);
-        pool.put(&target, conn);
+        pool.put(&target, conn, Instant::now());
         assert!(
-            pool.take(&target, None).is_none(),
+            pool.take(&target, None, Instant::now()).is_none(),
             "a chatty connection is dropped"
         );
     }
@@ -200,16 +206,19 @@ mod tests {
         let pool = Pool::new(idle_timeout, 4);
         let conn = pool.connect_plain(&target).await.unwrap();
         let _peer = listener.accept().await.unwrap();
-        pool.put(&target, conn);
+        pool.put(&target, conn, Instant::now());
 
         age(&pool, &target, idle_timeout - Duration::from_secs(1));
         let conn = pool
-            .take(&target, None)
+            .take(&target, None, Instant::now())
             .expect("not idle for long enough to expire");
-        pool.put(&target, conn);
+        pool.put(&target, conn, Instant::now());
 
         age(&pool, &target, idle_timeout);
-        assert!(pool.take(&target, None).is_none(), "idle past the timeout");
+        assert!(
+            pool.take(&target, None, Instant::now()).is_none(),
+            "idle past the timeout"
+        );
     }
 
     #[tokio::test]
@@ -220,16 +229,16 @@ mod tests {
         let pool = Pool::new(idle_timeout, 1);
         let old = pool.connect_plain(&target).await.unwrap();
         let _old_peer = listener.accept().await.unwrap();
-        pool.put(&target, old);
+        pool.put(&target, old, Instant::now());
         age(&pool, &target, idle_timeout);
 
         // With room for one idle connection, the fresh one takes the expired one's place.
         let fresh = pool.connect_plain(&target).await.unwrap();
         let fresh_addr = fresh.stream.tcp().local_addr().unwrap();
         let _fresh_peer = listener.accept().await.unwrap();
-        pool.put(&target, fresh);
+        pool.put(&target, fresh, Instant::now());
         let taken = pool
-            .take(&target, None)
+            .take(&target, None, Instant::now())
             .expect("the fresh connection is kept");
         assert_eq!(taken.stream.tcp().local_addr().unwrap(), fresh_addr);
     }

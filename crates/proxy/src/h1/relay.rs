@@ -53,6 +53,8 @@ pub(super) struct Ends<'d> {
     pub(super) write_idle: Duration,
     /// Largest chunked body in data bytes (0 = unlimited).
     pub(super) limit: u64,
+    /// Bytes written to the receiver so far.
+    pub(super) written: u64,
 }
 
 impl Ends<'_> {
@@ -79,6 +81,7 @@ impl Ends<'_> {
         dst: &mut W,
         bytes: &[u8],
     ) -> Result<(), RelayError> {
+        self.written += bytes.len() as u64;
         match self
             .deadline
             .within(self.write_idle, dst.write_all(bytes))
@@ -123,14 +126,14 @@ pub(super) async fn relay<R, W>(
     framing: Framing,
     mode: Mode,
     mut ends: Ends<'_>,
-) -> Result<(), RelayError>
+) -> Result<u64, RelayError>
 where
     R: AsyncRead + QuickAck + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut scratch = Vec::new();
     match framing {
-        Framing::None => return Ok(()),
+        Framing::None => return Ok(0),
         Framing::Length(total) => {
             let mut left = total;
             loop {
@@ -204,7 +207,8 @@ where
             }
         }
     }
-    dst.flush().await.map_err(RelayError::Write)
+    dst.flush().await.map_err(RelayError::Write)?;
+    Ok(ends.written)
 }
 
 #[cfg(test)]
@@ -277,6 +281,7 @@ pub(super) mod tests {
             read_idle: Duration::from_secs(5),
             write_idle: Duration::from_secs(5),
             limit: 0,
+            written: 0,
         };
         relay(
             &mut src,
