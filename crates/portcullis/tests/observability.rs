@@ -12,9 +12,9 @@ use portcullis::Running;
 use proxy::health::HealthConfig;
 use proxy::ProxyConfig;
 use support::{
-    deploy, endpoint_slices_yaml, ingress_yaml, quiet_proxy, send, service_yaml, spawn_simple_echo,
-    start_with, write_manifest, IngressPath, IngressRule, ServiceSpec, TestRequest, TestResponse,
-    NAMESPACE,
+    connect_http1, deploy, endpoint_slices_yaml, ingress_yaml, quiet_proxy, send, send_h2,
+    service_yaml, spawn_simple_echo, start_with, write_manifest, IngressPath, IngressRule,
+    ServiceSpec, TestRequest, TestResponse, NAMESPACE,
 };
 
 const CLASS: &str = "portcullis";
@@ -45,6 +45,22 @@ async fn config(running: &Running) -> serde_json::Value {
     let admin = running.admin_addr.expect("admin address");
     let response = get(admin, &admin.to_string(), "/config").await;
     serde_json::from_slice(&response.body).expect("/config is JSON")
+}
+
+/// The metrics once `requests` requests are counted. A request is counted once its response is
+/// written, so a client can see its answer a moment before the count moves; bounded retries.
+async fn scrape_after(running: &Running, requests: u64) -> String {
+    const SCRAPES: usize = 200;
+    let mut metrics = String::new();
+    for _ in 0..SCRAPES {
+        metrics = scrape(running).await;
+        let counted = sample(&metrics, "nginx_ingress_controller_requests", &[]).unwrap_or(0.0);
+        if counted as u64 >= requests {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{requests} requests are never all counted: {metrics}");
 }
 
 /// The sum of the samples of `name` whose labels include every `label="value"` in `labels`.
@@ -102,18 +118,21 @@ async fn metrics_count_requests_by_route_status_and_method() {
             200
         );
     }
-    for _ in 0..3 {
-        assert_eq!(
-            get(running.http_addr, "shop.example", "/api/items")
-                .await
-                .status,
-            200
-        );
+    for _ in 0..2 {
+        let r = get(running.http_addr, "shop.example", "/api/items").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     }
+    let over_h2 = send_h2(
+        running.http_addr,
+        &TestRequest::get("shop.example", "/api/items"),
+    )
+    .await
+    .expect("HTTP/2 request");
+    assert_eq!(over_h2.status, StatusCode::OK, "{}", over_h2.text());
     let unknown = get(running.http_addr, "nobody.example", "/").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
-    let metrics = scrape(&running).await;
+    let metrics = scrape_after(&running, 9).await;
     let requests = |service: &str, status: &str| {
         sample(
             &metrics,
@@ -129,7 +148,11 @@ async fn metrics_count_requests_by_route_status_and_method() {
         )
     };
     assert_eq!(requests("web", "200"), Some(5.0), "{metrics}");
-    assert_eq!(requests("api", "200"), Some(3.0), "{metrics}");
+    assert_eq!(
+        requests("api", "200"),
+        Some(3.0),
+        "HTTP/1.1 and HTTP/2 are both counted: {metrics}"
+    );
     assert_eq!(
         sample(
             &metrics,
@@ -176,11 +199,28 @@ async fn metrics_count_requests_by_route_status_and_method() {
         ),
         Some(1.0)
     );
-    assert_eq!(
-        sample(&metrics, "portcullis_connections", &[("listener", "http")]),
-        Some(0.0),
-        "every test connection is closed: {metrics}"
+    assert!(
+        sample(&metrics, "portcullis_connections", &[("listener", "http")]).is_some(),
+        "{metrics}"
     );
+
+    // A connection kept open after its request is counted as open.
+    let mut held = connect_http1::<http_body_util::Full<bytes::Bytes>>(running.http_addr)
+        .await
+        .expect("connect");
+    let request = TestRequest::get("shop.example", "/")
+        .to_hyper()
+        .expect("request");
+    let answer = held.send_request(request).await.expect("response");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let metrics = scrape_after(&running, 10).await;
+    let open = sample(
+        &metrics,
+        "portcullis_connections",
+        &[("listener", "http"), ("protocol", "http1")],
+    );
+    assert!(open.is_some_and(|n| n >= 1.0), "{metrics}");
+    drop(held);
     running.shutdown().await;
 }
 
@@ -240,7 +280,7 @@ async fn failing_endpoint_is_ejected_and_reported() {
             response.text()
         );
     }
-    let metrics = scrape(&running).await;
+    let metrics = scrape_after(&running, REQUESTS as u64).await;
     let dead_text = dead.to_string();
     let live_text = live.addr().to_string();
     let healthy = |m: &str, endpoint: &str| {
@@ -324,7 +364,7 @@ async fn when_every_endpoint_is_ejected_all_of_them_are_tried_again() {
             response.text()
         );
     }
-    let metrics = scrape(&running).await;
+    let metrics = scrape_after(&running, 4).await;
     let refused =
         sample(&metrics, "portcullis_upstream_connect_errors_total", &[]).expect("connect errors");
     assert!(
