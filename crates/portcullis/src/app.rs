@@ -51,6 +51,8 @@ pub struct Running {
     /// Runs once shutdown begins, while in-flight requests finish (cluster mode: status and
     /// the leader's Lease).
     pub(crate) on_shutdown: Option<ShutdownHook>,
+    admin: Arc<AdminState>,
+    shutdown_delay: Duration,
 }
 
 /// Work to do when shutdown begins: makes the future to wait for.
@@ -59,8 +61,21 @@ pub(crate) type ShutdownHook = Box<
 >;
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish (bounded by the grace period), stops.
+    /// Drains and stops: `/readyz` answers 503 at once, the listeners keep accepting for the
+    /// shutdown delay, then close; in-flight requests get the grace period to finish.
     pub async fn shutdown(self) {
+        self.shutdown_after(std::future::pending()).await;
+    }
+
+    /// As [`Running::shutdown`], with the delay cut short when `hurry` completes.
+    pub async fn shutdown_after(self, hurry: impl std::future::Future<Output = ()>) {
+        self.admin.set_draining();
+        if !self.shutdown_delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(self.shutdown_delay) => {}
+                () = hurry => {}
+            }
+        }
         let _ = self.shutdown.send(true);
         let workers = self.workers;
         let drained = tokio::task::spawn_blocking(move || {
@@ -289,6 +304,8 @@ pub(crate) async fn launch(
         workers: threads,
         background,
         on_shutdown: None,
+        admin: admin_state,
+        shutdown_delay: settings.proxy.shutdown_delay,
     })
 }
 

@@ -150,6 +150,10 @@ struct ServeArgs {
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
+    /// Seconds to keep accepting after SIGTERM, with `/readyz` answering 503, so that load
+    /// balancers stop sending before the listeners close (a second signal cuts it short).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    shutdown_delay: u64,
     /// Port named in HTTP→HTTPS redirects (default 443, which is left out of the URL).
     #[arg(long, value_name = "PORT")]
     https_redirect_port: Option<u16>,
@@ -180,6 +184,7 @@ impl ServeArgs {
             client_idle_timeout: Duration::from_secs(self.client_idle_timeout),
             body_idle_timeout: Duration::from_secs(self.body_idle_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            shutdown_delay: Duration::from_secs(self.shutdown_delay),
             https_redirect_port: self.https_redirect_port,
             max_body_size: self.proxy_body_size,
             health: proxy::health::HealthConfig {
@@ -403,8 +408,8 @@ fn serve(
             tracing::info!("admin server on http://{admin}/ (/healthz /readyz /config)");
         }
         termination().await;
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        running.shutdown().await;
+        tracing::info!("shutting down: /readyz answers 503, then no new connections, finishing in-flight requests");
+        running.shutdown_after(termination()).await;
         anyhow::Ok(demo)
     })?;
     // The watchers go with the runtime, before the demo's manifest folder is removed.

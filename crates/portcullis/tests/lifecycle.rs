@@ -88,6 +88,14 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
         .expect("the in-flight request completes");
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.body, Bytes::from_static(b"finished"));
+    assert_eq!(
+        response
+            .headers
+            .get(http::header::CONNECTION)
+            .and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "a response finished while draining closes its keep-alive connection"
+    );
     tokio::time::timeout(Duration::from_secs(10), shutdown)
         .await
         .expect("shutdown completes once the request is done")
@@ -123,4 +131,80 @@ async fn external_name_service_is_resolved_by_the_proxy() {
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     assert_eq!(response.served_by(), "external");
     running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_keeps_serving_while_readyz_turns_away_load_balancers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend =
+        spawn_http1(|_req| async { Response::new(Full::new(Bytes::from_static(b"still here"))) })
+            .await;
+    write_manifest(
+        dir.path(),
+        "app.yaml",
+        &format!(
+            "{}---\n{}---\n{}",
+            support::service_yaml("default", "app", 80, None),
+            support::endpoint_slice_yaml("default", "app", "app-0", None, backend.addr, true),
+            ingress_yaml(
+                "default",
+                "app",
+                "portcullis",
+                None,
+                &[IngressRule::new(
+                    None,
+                    vec![IngressPath::new("/", "Prefix", "app", 80)]
+                )],
+            )
+        ),
+    );
+    // A delay longer than the test: it ends when the test says so.
+    let proxy = proxy::ProxyConfig {
+        shutdown_delay: Duration::from_secs(600),
+        ..support::quiet_proxy()
+    };
+    let running = support::start_with(dir.path(), "portcullis", proxy, true).await;
+    let (addr, admin) = (running.http_addr, running.admin_addr.expect("admin"));
+    let readyz = || async move {
+        support::send(
+            admin,
+            &support::TestRequest::get(admin.to_string(), "/readyz"),
+        )
+        .await
+        .expect("/readyz answers")
+        .status
+    };
+    assert_eq!(readyz().await, StatusCode::OK);
+
+    let (hurry_tx, hurry_rx) = oneshot::channel::<()>();
+    let shutdown = tokio::spawn(running.shutdown_after(async {
+        let _ = hurry_rx.await;
+    }));
+    let mut turned = false;
+    for _ in 0..1000 {
+        if readyz().await == StatusCode::SERVICE_UNAVAILABLE {
+            turned = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(turned, "/readyz answers 503 once shutdown begins");
+    for _ in 0..3 {
+        let response = support::send(addr, &support::TestRequest::get("any.example", "/"))
+            .await
+            .expect("new connections are still served during the delay");
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.body, Bytes::from_static(b"still here"));
+    }
+    assert!(!shutdown.is_finished(), "the delay is not over");
+
+    let _ = hurry_tx.send(());
+    tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("shutdown completes once the delay is cut short")
+        .expect("join");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after the delay"
+    );
 }

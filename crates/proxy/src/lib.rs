@@ -51,6 +51,9 @@ pub struct ProxyConfig {
     pub upstream_max_idle: usize,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// On shutdown, how long to keep accepting (while `/readyz` answers 503, so load balancers
+    /// stop sending) before the listeners close.
+    pub shutdown_delay: Duration,
     /// Where the access log goes.
     pub access_log: AccessLog,
     /// The port HTTPS redirects name (`None`: the default, 443, so no port in the URL).
@@ -76,6 +79,7 @@ impl Default for ProxyConfig {
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_idle: 256,
             shutdown_grace: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
             access_log: AccessLog::Text,
             https_redirect_port: None,
             tls_handshake_timeout: Duration::from_secs(10),
