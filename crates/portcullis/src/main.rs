@@ -169,6 +169,13 @@ struct ServeArgs {
     /// longer, up to 30 times as long.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     ejection_time: u64,
+    /// Most open client connections per listener; further ones wait in the accept queue until
+    /// one closes (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 32_768)]
+    max_connections: usize,
+    /// Most concurrent streams per HTTP/2 client connection.
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_concurrent_streams: u32,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -187,6 +194,8 @@ impl ServeArgs {
             shutdown_delay: Duration::from_secs(self.shutdown_delay),
             https_redirect_port: self.https_redirect_port,
             max_body_size: self.proxy_body_size,
+            max_connections: self.max_connections,
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
             health: proxy::health::HealthConfig {
                 consecutive_failures: self.eject_after,
                 base_ejection: Duration::from_secs(self.ejection_time),

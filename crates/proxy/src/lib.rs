@@ -64,6 +64,11 @@ pub struct ProxyConfig {
     pub max_body_size: u64,
     /// When failures eject an endpoint.
     pub health: health::HealthConfig,
+    /// Most open client connections per listener (all workers together); further ones wait in
+    /// the kernel's accept queue until one closes. 0: no limit.
+    pub max_connections: usize,
+    /// Most concurrent streams an HTTP/2 client may open on one connection.
+    pub http2_max_concurrent_streams: u32,
     /// Number of data-plane worker threads, each with its own listening sockets and upstream
     /// connection pool.
     pub workers: usize,
@@ -85,6 +90,8 @@ impl Default for ProxyConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             max_body_size: 1 << 20,
             health: health::HealthConfig::default(),
+            max_connections: 32_768,
+            http2_max_concurrent_streams: 128,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -98,6 +105,8 @@ pub struct Shared {
     pub health: Arc<health::Health>,
     /// Request counts.
     pub stats: Arc<stats::Stats>,
+    /// Connection slots of the cleartext and the TLS listener (`None`: no limit).
+    slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
 }
 
 impl Shared {
@@ -106,6 +115,12 @@ impl Shared {
         Shared {
             health: Arc::new(health::Health::new(config.health)),
             stats: Arc::new(stats::Stats::default()),
+            slots: std::array::from_fn(|_| {
+                let n = config
+                    .max_connections
+                    .min(tokio::sync::Semaphore::MAX_PERMITS);
+                (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n)))
+            }),
         }
     }
 }
@@ -122,6 +137,7 @@ pub struct Proxy {
     limits: decide::Limits,
     pool: Arc<Pool>,
     h1_pool: h1::pool::Pool,
+    slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
     config: ProxyConfig,
 }
 
@@ -147,6 +163,7 @@ impl Proxy {
             published,
             pool,
             h1_pool,
+            slots: shared.slots.clone(),
             config,
         }
     }

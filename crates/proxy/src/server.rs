@@ -53,13 +53,44 @@ struct Shared {
     h2: http2::Builder<TokioExecutor>,
 }
 
-/// Accepts connections on `listener` until `shutdown` completes, then stops accepting and gives
-/// in-flight requests up to the configured grace period to finish.
-pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<Output = ()>) {
+/// The largest header list an HTTP/2 client may send: the HTTP/1.x head limit, plus the 32
+/// bytes per field that RFC 9113 §6.5.2 adds to each.
+const H2_MAX_HEADER_LIST: u32 = (h1::codec::MAX_HEAD + 32 * h1::codec::MAX_HEADERS) as u32;
+
+/// Streams a client may reset before the server has even picked them up; beyond this the
+/// connection is closed with `ENHANCE_YOUR_CALM` (the rapid-reset attack, CVE-2023-44487).
+const H2_MAX_PENDING_RESETS: usize = 20;
+
+/// Streams a client may cancel while they are being answered before the connection is closed,
+/// if it cancelled more than it let finish: a client that starts requests only to reset them
+/// makes Portcullis work for nothing.
+const H2_MAX_CANCELLED: u32 = 100;
+
+/// The HTTP/2 server settings, chosen rather than inherited.
+fn h2_builder(config: &crate::ProxyConfig) -> http2::Builder<TokioExecutor> {
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        // Pings find dead peers; a peer that does not answer within the timeout is dropped.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        // Streams the server itself resets for protocol errors the client caused.
+        .max_local_error_reset_streams(Some(256))
+        // CONTINUATION frames are bounded by h2 through the header list size above.
+        .max_send_buf_size(256 * 1024);
+    h2
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, then stops accepting and gives
+/// in-flight requests up to the configured grace period to finish. While the listener is at its
+/// connection limit, new connections wait: one per worker accepted and held, the rest in the
+/// kernel's accept queue.
+pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<Output = ()>) {
+    let h2 = h2_builder(&proxy.config);
     let grace = proxy.config.shutdown_grace;
+    let slots = proxy.slots[usize::from(listener.tls.is_some())].clone();
     let shared = Arc::new(Shared {
         proxy,
         stop: Arc::new(Stop::default()),
@@ -83,6 +114,13 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                         continue;
                     }
                 };
+                // At the limit, this connection waits for a slot and no other is accepted
+                // meanwhile: at most one connection per worker is held unserved, and the slot
+                // goes to a worker that has a connection for it.
+                let slot = tokio::select! {
+                    slot = take_slot(slots.as_ref()) => slot,
+                    () = &mut shutdown => break,
+                };
                 let _ = stream.set_nodelay(true);
                 let Ok(local) = stream.local_addr() else { continue };
                 let info = Arc::new(ConnInfo::new(client, local, scheme));
@@ -92,7 +130,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                     None => {
                         tokio::spawn(async move {
                             cleartext(shared, info, stream).await;
-                            drop(alive);
+                            drop((alive, slot));
                         });
                     }
                     Some(tls) => {
@@ -108,7 +146,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                                     tracing::debug!(client = %client, "TLS handshake timed out");
                                 }
                             }
-                            drop(alive);
+                            drop((alive, slot));
                         });
                     }
                 }
@@ -122,6 +160,18 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
     if tokio::time::timeout(grace, all_done.recv()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+}
+
+/// A connection slot of a limited listener, waiting while all are taken.
+async fn take_slot(
+    slots: Option<&Arc<tokio::sync::Semaphore>>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let slots = slots?;
+    if let Ok(slot) = slots.clone().try_acquire_owned() {
+        return Some(slot);
+    }
+    tracing::warn!("connection limit reached; new connections wait until one closes");
+    slots.clone().acquire_owned().await.ok()
 }
 
 /// The TLS handshake, with the configuration chosen from the ClientHello.
@@ -222,7 +272,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let proxy = shared.proxy.clone();
-    let service = service_fn(move |req| handle(proxy.clone(), info.clone(), req));
+    let cancels = Arc::new(Cancels::default());
+    let counted = cancels.clone();
+    let service = service_fn(move |req| {
+        let stream = Answering(Some(counted.clone()));
+        let answer = handle(proxy.clone(), info.clone(), req);
+        async move {
+            let response = answer.await;
+            stream.finished();
+            response
+        }
+    });
     let conn = shared.h2.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -231,8 +291,51 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        () = cancels.abusive.notified() => {
+            tracing::warn!("HTTP/2 client cancels most of its streams; closing the connection");
+            conn.as_mut().graceful_shutdown();
+            // Answers in flight get a moment; the client gets no more.
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+            return;
+        }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "HTTP/2 client connection ended with an error");
+    }
+}
+
+/// What the streams of one HTTP/2 connection came to: answered, or cancelled by the client
+/// while being answered.
+#[derive(Default)]
+struct Cancels {
+    answered: std::sync::atomic::AtomicU32,
+    cancelled: std::sync::atomic::AtomicU32,
+    abusive: tokio::sync::Notify,
+}
+
+/// A stream being answered; dropped unfinished when the client resets it.
+struct Answering(Option<Arc<Cancels>>);
+
+impl Answering {
+    fn finished(mut self) {
+        if let Some(c) = self.0.take() {
+            c.answered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let Some(c) = self.0.take() else { return };
+        let cancelled = c
+            .cancelled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if cancelled > H2_MAX_CANCELLED
+            && cancelled > c.answered.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            c.abusive.notify_one();
+        }
     }
 }
