@@ -276,9 +276,11 @@ where
     let counted = cancels.clone();
     let service = service_fn(move |req| {
         let stream = Answering(Some(counted.clone()));
-        let answer = handle(proxy.clone(), info.clone(), req);
+        let (proxy, info) = (proxy.clone(), info.clone());
+        // The answer is built inside the block so that its state is held once, not twice
+        // (captured and awaited): hyper moves this future into a task per stream.
         async move {
-            let response = answer.await;
+            let response = handle(proxy, info, req).await;
             stream.finished();
             response
         }
