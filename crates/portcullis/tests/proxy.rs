@@ -21,7 +21,7 @@ use portcullis::Running;
 use proxy::ProxyConfig;
 use support::{
     change_and_wait, connect_http1, count_body, deploy, endpoint_slices_yaml, ingress_yaml,
-    quiet_proxy, read_response, routed_endpoints, send, service_yaml, spawn_http1,
+    quiet_proxy, read_response, routed_endpoints, send, send_both, service_yaml, spawn_http1,
     spawn_simple_echo, start, start_with, write_manifest, Echo, GeneratedBody, IngressPath,
     IngressRule, ServiceSpec, TestRequest, TestResponse, NAMESPACE,
 };
@@ -182,6 +182,92 @@ async fn routes_by_host_and_path() {
                 response.status,
                 response.served_by()
             ));
+        }
+    }
+    running.shutdown().await;
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Dot segments are resolved before matching, over both protocols: a host whose only rule is
+/// Prefix `/app` never sends `/app/../admin` to the `/app` backend, and what reaches a backend
+/// is the resolved path; a path whose meaning depends on decoding `%2F` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_are_resolved_before_matching() {
+    let dir = temp_folder();
+    let _pods = deploy(
+        dir.path(),
+        NAMESPACE,
+        &["app", "admin"].map(|s| ServiceSpec::new(s, PORT)),
+    )
+    .await;
+    write_manifest(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_yaml(
+            NAMESPACE,
+            "paths",
+            CLASS,
+            None,
+            &[
+                IngressRule::new(
+                    Some("only-app.example"),
+                    vec![IngressPath::new("/app", "Prefix", "app", PORT)],
+                ),
+                IngressRule::new(
+                    Some("both.example"),
+                    vec![
+                        IngressPath::new("/app", "Prefix", "app", PORT),
+                        IngressPath::new("/admin", "Prefix", "admin", PORT),
+                    ],
+                ),
+            ],
+        ),
+    );
+    let running = start(dir.path(), CLASS).await;
+    // (host, target, status, service and path the backend saw)
+    let cases: [(&str, &str, u16, Option<(&str, &str)>); 9] = [
+        ("only-app.example", "/app/x", 200, Some(("app", "/app/x"))),
+        ("only-app.example", "/app/../admin", 404, None),
+        ("only-app.example", "/app/%2e%2e/admin", 404, None),
+        ("only-app.example", "/app/..%2fadmin", 400, None),
+        (
+            "only-app.example",
+            "/app/./x/../y?q=1",
+            200,
+            Some(("app", "/app/y?q=1")),
+        ),
+        (
+            "both.example",
+            "/app/../admin/x",
+            200,
+            Some(("admin", "/admin/x")),
+        ),
+        (
+            "both.example",
+            "/app/.%2E/admin",
+            200,
+            Some(("admin", "/admin")),
+        ),
+        ("both.example", "/app//x", 200, Some(("app", "/app//x"))),
+        (
+            "both.example",
+            "/app/a%2Fb",
+            200,
+            Some(("app", "/app/a%2Fb")),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (host, target, status, want) in cases {
+        for (proto, response) in send_both(running.http_addr, &TestRequest::get(host, target)).await
+        {
+            let echo = response.echo();
+            let got = echo.as_ref().map(|e| (e.service.as_str(), e.path.as_str()));
+            if response.status.as_u16() != status || got != want {
+                failures.push(format!(
+                    "{proto} GET http://{host}{target}: expected {status} {want:?}, got {} {got:?}",
+                    response.status
+                ));
+            }
         }
     }
     running.shutdown().await;

@@ -3,6 +3,7 @@
 //! needs (backend, endpoint, compiled policy, request and response edits, limits) out. The
 //! decision is held for the whole exchange, retries included; the table is not.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,7 +186,10 @@ pub(crate) fn decide_in<'t>(
     view: &View<'_>,
     matched: &mut Option<&'t Arc<Route>>,
 ) -> Result<Decision, ProxyError> {
-    let found = match table.resolve(view.host, view.path) {
+    // Routed (and forwarded) by its dot segments resolved; see `table::normalize_path`.
+    let routed =
+        table::normalize_path(view.path).map_err(|e| ProxyError::BadRequest(e.reason()))?;
+    let found = match table.resolve(view.host, &routed) {
         Lookup::NotFound => return Err(ProxyError::NoRoute),
         Lookup::RedirectHost(to) => {
             let location = format!(
@@ -259,8 +263,12 @@ pub(crate) fn decide_in<'t>(
         if rewrite.written == route.origin.path {
             return None;
         }
-        let captures = found.pattern.and_then(|re| re.captures(view.path));
+        let captures = found.pattern.and_then(|re| re.captures(&routed));
         Some(rewrite.apply(captures.as_ref(), view.query))
+    });
+    let path = path.or_else(|| match &routed {
+        Cow::Owned(resolved) => Some(with_query(resolved, view.query)),
+        Cow::Borrowed(_) => None,
     });
     let protocol = rules.map_or(Protocol::Http, |p| p.protocol);
     let edits =
@@ -276,9 +284,14 @@ pub(crate) fn decide_in<'t>(
 
 /// The path and query of a request as received.
 fn request_target(view: &View<'_>) -> String {
-    match view.query {
-        Some(q) => format!("{}?{q}", view.path),
-        None => view.path.to_string(),
+    with_query(view.path, view.query)
+}
+
+/// `path` followed by `query`, if there is one.
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
     }
 }
 

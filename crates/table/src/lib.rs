@@ -11,6 +11,7 @@ mod builder;
 mod explain;
 pub mod fasthash;
 mod host;
+mod normalize;
 mod policy;
 mod publish;
 mod regex_paths;
@@ -21,6 +22,7 @@ pub use backend::{Backend, BackendId, BackendTarget};
 pub use builder::{Conflict, Rejected, TableBuilder};
 pub use explain::{path_matches, Candidate, Explanation, Verdict};
 pub use host::{normalize_host, HostPattern};
+pub use normalize::{normalize_path, PathError};
 pub use policy::{
     origin_matches, Cors, CorsOrigins, Policy, Protocol, Redirect, Retry, RetryOn, RewriteTarget,
     Timeouts, UpstreamTls,
