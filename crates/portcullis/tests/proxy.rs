@@ -225,7 +225,13 @@ async fn dot_segments_are_resolved_before_matching() {
     );
     let running = start(dir.path(), CLASS).await;
     // (host, target, status, service and path the backend saw)
-    let cases: [(&str, &str, u16, Option<(&str, &str)>); 9] = [
+    type Case = (
+        &'static str,
+        &'static str,
+        u16,
+        Option<(&'static str, &'static str)>,
+    );
+    let cases: [Case; 9] = [
         ("only-app.example", "/app/x", 200, Some(("app", "/app/x"))),
         ("only-app.example", "/app/../admin", 404, None),
         ("only-app.example", "/app/%2e%2e/admin", 404, None),
