@@ -1,7 +1,8 @@
 //! The admin page as an operator sees it: headless Chromium loads `/` on the admin port and the
 //! page draws routes, endpoint health, certificates and diagnostics from `/status.json`, shows
 //! hostile names as text, and follows a published change and an ejection without a reload. Also
-//! `/status.json`'s request rates and the admin endpoints that were there before the page.
+//! `/status.json`'s request rates, the admin endpoints that were there before the page, and the
+//! Grafana dashboard in `grafana/`, whose every metric must be one a running Portcullis exports.
 //!
 //! The browser test needs the Debian packages `chromium` and `chromium-driver`. Without them a
 //! local run prints `skipped: …`; under CI (`CI` set) a missing browser fails the test.
@@ -9,6 +10,7 @@
 mod support;
 mod webdriver;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -424,4 +426,149 @@ async fn wait_for_rate(running: &Running) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The metric families a scrape declares, each with the names its samples carry: `_total` for
+/// counters; `_bucket`, `_sum`, `_count` for histograms; the family's name otherwise.
+fn exported_families(metrics: &str) -> BTreeMap<String, Vec<String>> {
+    let mut families = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+        let names = match kind {
+            "counter" => vec![format!("{name}_total")],
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{name}{s}"))
+                .collect(),
+            _ => vec![name.to_string()],
+        };
+        families.insert(name.to_string(), names);
+    }
+    families
+}
+
+/// The metric names in a PromQL expression: identifiers outside string literals that start like
+/// Portcullis's metrics (functions, keywords, labels and `$variables` do not).
+fn metrics_in(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut in_string = false;
+    let mut previous = ' ';
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if in_string {
+            in_string = !(c == '"' && previous != '\\');
+        } else if c == '"' {
+            in_string = true;
+        } else if c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '$' {
+            word.push(c);
+        } else {
+            let is_metric =
+                word.starts_with("nginx_ingress_controller_") || word.starts_with("portcullis_");
+            if is_metric {
+                out.push(std::mem::take(&mut word));
+            }
+            word.clear();
+        }
+        previous = c;
+    }
+    out
+}
+
+/// Every query in the dashboard: panel targets (rows included) and template variables.
+fn queries(dashboard: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut panels: Vec<&Value> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .collect();
+    while let Some(panel) = panels.pop() {
+        if let Some(nested) = panel["panels"].as_array() {
+            panels.extend(nested);
+        }
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            out.extend(target["expr"].as_str().map(str::to_string));
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out.extend(variable["definition"].as_str().map(str::to_string));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_uses_only_exported_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../grafana/portcullis.json");
+    let text = std::fs::read_to_string(&path).expect("grafana/portcullis.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    assert!(
+        !text.contains("\"uid\": \"prometheus\""),
+        "panels use the ${{DS_PROMETHEUS}} input"
+    );
+
+    let dir = tempfile::tempdir().expect("a folder");
+    let _live = write_scenario(dir.path()).await;
+    let running = start_with(dir.path(), CLASS, quiet_proxy(), true).await;
+    assert_eq!(get_host(&running, "evil.example", "/x").await.status, 200);
+    let admin = running.admin_addr.expect("admin address");
+    let families = exported_families(&get(admin, "/metrics").await.text());
+    let exported: BTreeSet<&str> = families.values().flatten().map(String::as_str).collect();
+    running.shutdown().await;
+    assert!(
+        exported.contains("nginx_ingress_controller_requests")
+            && exported.contains("nginx_ingress_controller_request_duration_seconds_bucket")
+            && exported.contains("portcullis_endpoint_ejections_total"),
+        "{exported:?}"
+    );
+
+    let queries = queries(&dashboard);
+    assert!(queries.len() >= 20, "{queries:?}");
+    let mut used = BTreeSet::new();
+    for query in &queries {
+        let names = metrics_in(query);
+        assert!(
+            !names.is_empty(),
+            "a query over no Portcullis metric: {query}"
+        );
+        for name in names {
+            assert!(
+                exported.contains(name.as_str()),
+                "the dashboard queries {name}, which Portcullis does not export: {query}"
+            );
+            used.insert(name);
+        }
+    }
+    // Every family has a panel: a new metric comes with one.
+    for (family, names) in &families {
+        assert!(
+            names.iter().any(|n| used.contains(n)),
+            "no panel shows {family} ({names:?})"
+        );
+    }
+}
+
+#[test]
+fn metric_names_are_found_outside_strings_and_variables() {
+    let expr = "histogram_quantile(0.95, sum by (le) (rate(\
+                nginx_ingress_controller_request_duration_seconds_bucket\
+                {namespace=~\"$namespace\", ingress=\"portcullis_x\"}[$__rate_interval]))) \
+                / portcullis_connections";
+    assert_eq!(
+        metrics_in(expr),
+        [
+            "nginx_ingress_controller_request_duration_seconds_bucket",
+            "portcullis_connections"
+        ]
+    );
+    let scrape = "# TYPE a counter\n# TYPE b histogram\n# TYPE c gauge\n# TYPE d unknown\n";
+    let names: Vec<String> = exported_families(scrape).into_values().flatten().collect();
+    assert_eq!(names, ["a_total", "b_bucket", "b_sum", "b_count", "c", "d"]);
 }
