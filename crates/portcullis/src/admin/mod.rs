@@ -1,4 +1,5 @@
-//! The admin server: `/healthz`, `/readyz`, `/config`, `/metrics`.
+//! The admin server: `/healthz`, `/readyz`, `/config`, `/metrics`, and the admin page (`/`) with
+//! the status it draws (`/status.json`).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,10 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
+mod page;
+mod rates;
+mod status;
+
 /// What the admin endpoints report on.
 pub struct AdminState {
     published: Arc<Published>,
@@ -28,6 +33,8 @@ pub struct AdminState {
     draining: AtomicBool,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// The counts behind the admin page's request rates.
+    rates: rates::Sampler,
 }
 
 impl AdminState {
@@ -39,6 +46,7 @@ impl AdminState {
             readiness: Mutex::new(String::new()),
             draining: AtomicBool::new(false),
             metrics,
+            rates: rates::Sampler::default(),
         }
     }
 
@@ -103,6 +111,38 @@ impl AdminState {
     }
 }
 
+impl AdminState {
+    /// What the admin page shows; samples the request counters when the last sample is old.
+    fn status(&self) -> status::Status {
+        let table = self.published.load_full();
+        let now = std::time::Instant::now();
+        if self.rates.due(now) {
+            let totals = self.metrics.shared.stats.totals();
+            self.rates.record(now, rates::sample(&table, &totals));
+        }
+        let rates = self.rates.rates();
+        let health = self.metrics.shared.health.view();
+        let diagnostics = self
+            .diagnostics
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        status::build(&status::Inputs {
+            table: &table,
+            generation: self.published.generation(),
+            ready: self.published.is_ready(),
+            draining: self.draining.load(Ordering::Relaxed),
+            health: &health,
+            rates: rates.as_ref(),
+            diagnostics: &diagnostics,
+            now: unix_now,
+        })
+    }
+}
+
 fn respond(
     status: StatusCode,
     content_type: &'static str,
@@ -112,6 +152,22 @@ fn respond(
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// The admin page, with a policy that lets only its own inline style and script run.
+fn page_response() -> Response<Full<Bytes>> {
+    let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", page::HTML);
+    let headers = r.headers_mut();
+    if let Ok(policy) = HeaderValue::from_str(page::content_security_policy()) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 
@@ -144,10 +200,18 @@ async fn handle(
             let body = serde_json::to_vec_pretty(&state.config_json()).unwrap_or_default();
             respond(StatusCode::OK, "application/json", body)
         }
+        "/" => page_response(),
+        "/status.json" => {
+            let body = serde_json::to_vec(&state.status()).unwrap_or_default();
+            let mut r = respond(StatusCode::OK, "application/json", body);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
         _ => respond(
             StatusCode::NOT_FOUND,
             text,
-            "not found: try /healthz, /readyz, /config, /metrics\n",
+            "not found: try /, /status.json, /healthz, /readyz, /config, /metrics\n",
         ),
     })
 }
