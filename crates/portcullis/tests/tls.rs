@@ -23,20 +23,6 @@ use tokio_rustls::TlsConnector;
 /// The subject of the certificate Portcullis generates at start-up for names nothing covers.
 const DEFAULT_CERTIFICATE: &str = "Portcullis Default Certificate";
 
-fn secret_yaml(name: &str, leaf: &Leaf) -> String {
-    let indent = |t: &str| {
-        t.lines()
-            .map(|l| format!("    {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
-        indent(&leaf.crt),
-        indent(&leaf.key)
-    )
-}
-
 fn ingress_yaml(name: &str, annotations: &str, tls: &str, hosts: &[&str]) -> String {
     let rules: String = hosts
         .iter()
@@ -75,17 +61,17 @@ async fn start_site(redirect_port: Option<u16>) -> Site {
     write_manifest(
         &path,
         "a.yaml",
-        &secret_yaml("a", &pki.leaf(&["a.example"], "a-v1")),
+        &pki.leaf(&["a.example"], "a-v1").secret_yaml("a"),
     );
     write_manifest(
         &path,
         "w.yaml",
-        &secret_yaml("w", &pki.leaf(&["*.w.example"], "w")),
+        &pki.leaf(&["*.w.example"], "w").secret_yaml("w"),
     );
     write_manifest(
         &path,
         "off.yaml",
-        &secret_yaml("off", &pki.leaf(&["off.example"], "off")),
+        &pki.leaf(&["off.example"], "off").secret_yaml("off"),
     );
     write_manifest(
         &path,
@@ -399,7 +385,7 @@ async fn rotated_certificate_is_served_on_new_handshakes_without_dropping_old_co
     let (status, _, mut old_sender) = get_http1(old, "a.example").await;
     assert_eq!(status, StatusCode::OK);
 
-    let renewed = secret_yaml("a", &site.pki.leaf(&["a.example"], "a-v2"));
+    let renewed = site.pki.leaf(&["a.example"], "a-v2").secret_yaml("a");
     write_manifest(&site.dir, "a.yaml", &renewed);
     tokio::time::timeout(Duration::from_secs(10), site.running.generations.changed())
         .await
@@ -601,7 +587,7 @@ async fn rsa_certificate_is_served() {
     };
     let path = dir.path();
     let backends = deploy(path, "default", &[ServiceSpec::new("web", 80)]).await;
-    write_manifest(path, "rsa.yaml", &secret_yaml("rsa", &leaf));
+    write_manifest(path, "rsa.yaml", &leaf.secret_yaml("rsa"));
     write_manifest(
         path,
         "ingress.yaml",

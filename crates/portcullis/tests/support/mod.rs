@@ -8,6 +8,7 @@
 
 pub mod pki;
 pub mod tools;
+pub mod tunnel;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

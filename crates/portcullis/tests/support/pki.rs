@@ -20,6 +20,23 @@ pub struct Leaf {
     pub key: String,
 }
 
+impl Leaf {
+    /// A `kubernetes.io/tls` Secret named `name` holding this certificate and key.
+    pub fn secret_yaml(&self, name: &str) -> String {
+        let indent = |t: &str| {
+            t.lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+            indent(&self.crt),
+            indent(&self.key)
+        )
+    }
+}
+
 impl Pki {
     /// A fresh CA named `name`.
     pub fn new(name: &str) -> Self {
