@@ -8,7 +8,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,7 +33,8 @@ const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(20);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a page gets to show what a test waits for.
 pub const UI_TIMEOUT: Duration = Duration::from_secs(20);
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a test looks again at a page while it waits.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A running ChromeDriver with one browser session, and the scratch folder of its profile.
 pub struct Browser {
@@ -93,14 +94,16 @@ impl Browser {
 }
 
 /// A child process that is killed, with everything it started, when the guard is dropped.
-struct Guard {
+pub struct Guard {
     name: &'static str,
     child: Child,
 }
 
 impl Guard {
-    fn spawn(name: &'static str, mut command: Command) -> Self {
-        // Its own process group, so that the browser ChromeDriver starts is killed along with it.
+    /// Starts `command` (`name` is for messages); panics if it cannot be started.
+    pub fn spawn(name: &'static str, mut command: Command) -> Self {
+        // Its own process group, so that what it starts (the browser ChromeDriver starts) is
+        // killed along with it.
         command.process_group(0);
         let child = command
             .spawn()
@@ -108,8 +111,14 @@ impl Guard {
         Self { name, child }
     }
 
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Its stdout, if the command piped it and it has not been taken yet.
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
     }
 }
 
@@ -172,6 +181,7 @@ async fn new_session(http: HttpClient, base: &str, profile: &Path) -> Session {
                         "--no-sandbox",
                         "--disable-gpu",
                         "--disable-dev-shm-usage",
+                        "--disable-quic",
                         "--no-first-run",
                         "--disable-background-networking",
                         "--disable-component-update",
@@ -227,6 +237,56 @@ impl Session {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| format!("no element reference in {value}"))
+    }
+
+    /// Waits until an element matching `css` exists and returns a reference to the first one.
+    /// Panics after [`UI_TIMEOUT`] with the driver's last answer.
+    pub async fn wait_for_element(&self, css: &str) -> String {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        loop {
+            let found = self.find(css).await;
+            match found {
+                Ok(element) => return element,
+                Err(err) => assert!(
+                    Instant::now() < deadline,
+                    "element {css} never appeared: {err}"
+                ),
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The property `name` of `element` (`value` of an input, say).
+    pub async fn property(&self, element: &str, name: &str) -> Value {
+        self.run(
+            Method::GET,
+            &format!("/element/{element}/property/{name}"),
+            None,
+        )
+        .await
+        .unwrap_or_else(|err| panic!("reading property {name}: {err}"))
+    }
+
+    /// Types `text` into `element`.
+    pub async fn type_into(&self, element: &str, text: &str) {
+        self.run(
+            Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("typing {text:?}: {err}"));
+    }
+
+    /// Clicks `element`.
+    pub async fn click(&self, element: &str) {
+        self.run(
+            Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("clicking: {err}"));
     }
 
     /// The rendered text of the first element matching `css`.
