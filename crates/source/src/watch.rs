@@ -82,7 +82,11 @@ pub async fn watch(
 ) -> Result<(), SourceError> {
     // Only the revision is kept: a load that stays alive would make the source copy its snapshot
     // on the next change instead of updating it in place.
-    let mut last = last.revision;
+    let mut last = {
+        let revision = last.revision;
+        drop(last);
+        revision
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let message = match event {

@@ -1,15 +1,17 @@
 //! Building a [`Table`]: the only way routes get in, so precedence is enforced in one place.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use crate::fasthash::FastMap;
 use std::sync::Arc;
 
 use crate::regex_paths::{RegexCache, RegexPaths};
 use crate::{
-    Backend, BackendId, BackendTarget, Certificate, HostPattern, PathType, Route, RouteOrigin,
-    RoutePolicy, Table, VirtualHost,
+    Backend, BackendId, BackendTarget, Backends, Certificate, HostPattern, PathType, Route,
+    RouteOrigin, RoutePolicy, Table, TlsTable, VirtualHost,
 };
 
 /// Something finishing the table has to tell about an Ingress: a part it had to leave out, or
@@ -42,16 +44,47 @@ pub struct Conflict {
     pub winner: RouteOrigin,
 }
 
+/// A backend keyed by its name without copying the name: hashes and compares as the name does.
+#[derive(Debug)]
+struct ByName(Arc<Backend>);
+
+impl Hash for ByName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for ByName {}
+
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
 /// Accumulates routes and backends, then yields an immutable [`Table`].
 ///
 /// Callers add routes in precedence order (older Ingress first): the first route for a given
 /// host/path/type wins and later ones get a [`Conflict`].
 #[derive(Debug, Default)]
 pub struct TableBuilder {
-    table: Table,
-    backend_ids: HashMap<String, BackendId>,
+    exact_hosts: FastMap<String, VirtualHost>,
+    wildcard_hosts: FastMap<String, VirtualHost>,
+    any_host: Option<VirtualHost>,
+    default_backend: Option<Arc<Route>>,
+    backends: Vec<Arc<Backend>>,
+    tls: TlsTable,
+    backend_ids: FastMap<ByName, BackendId>,
     order: usize,
     aliases: Vec<Alias>,
+    /// The table built before this one: the parts that come out the same are taken from it.
+    previous: Option<Table>,
 }
 
 impl TableBuilder {
@@ -64,10 +97,17 @@ impl TableBuilder {
     /// large table does not grow its maps step by step.
     pub fn with_capacity(routes: usize) -> Self {
         let mut builder = Self::default();
-        builder.table.exact_hosts.reserve(routes);
-        builder.table.backends.reserve(routes);
+        builder.exact_hosts.reserve(routes);
+        builder.backends.reserve(routes);
         builder.backend_ids.reserve(routes);
         builder
+    }
+
+    /// Shares with `previous` whatever of it the finished table would hold unchanged: virtual
+    /// hosts with the same routes, the default backend route, the certificates.
+    pub fn reusing(mut self, previous: &Table) -> Self {
+        self.previous = Some(previous.clone());
+        self
     }
 
     /// The id of the backend called `name`, creating it with `target()` the first time.
@@ -76,17 +116,11 @@ impl TableBuilder {
         name: impl Into<String>,
         target: impl FnOnce() -> BackendTarget,
     ) -> BackendId {
-        match self.backend_ids.entry(name.into()) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => {
-                let id = BackendId(self.table.backends.len());
-                self.table
-                    .backends
-                    .push(Arc::new(Backend::new(e.key().clone(), target())));
-                e.insert(id);
-                id
-            }
+        let name = name.into();
+        if let Some(id) = self.backend_ids.get(name.as_str()) {
+            return *id;
         }
+        self.add_backend(Arc::new(Backend::new(name, target())))
     }
 
     /// The id of the backend named like `backend`, taking `backend` itself (not a copy) the first
@@ -95,9 +129,13 @@ impl TableBuilder {
         if let Some(id) = self.backend_ids.get(backend.name.as_str()) {
             return *id;
         }
-        let id = BackendId(self.table.backends.len());
-        self.table.backends.push(backend.clone());
-        self.backend_ids.insert(backend.name.clone(), id);
+        self.add_backend(backend.clone())
+    }
+
+    fn add_backend(&mut self, backend: Arc<Backend>) -> BackendId {
+        let id = BackendId(self.backends.len());
+        self.backends.push(backend.clone());
+        self.backend_ids.insert(ByName(backend), id);
         id
     }
 
@@ -160,20 +198,26 @@ impl TableBuilder {
         path: &str,
     ) -> (&mut FastMap<String, Arc<Route>>, String) {
         let vhost = match host {
-            HostPattern::Any => self
-                .table
-                .any_host
-                .get_or_insert_with(|| VirtualHost::new("")),
-            HostPattern::Exact(h) => self
-                .table
-                .exact_hosts
-                .entry(h.clone())
-                .or_insert_with(|| VirtualHost::new(h.clone())),
-            HostPattern::Wildcard(s) => self
-                .table
-                .wildcard_hosts
-                .entry(s.clone())
-                .or_insert_with(|| VirtualHost::new(format!("*.{s}"))),
+            HostPattern::Any => self.any_host.get_or_insert_with(|| VirtualHost::new("")),
+            // Look up before inserting, so a host seen before costs no copy of its name.
+            HostPattern::Exact(h) => {
+                if !self.exact_hosts.contains_key(h.as_str()) {
+                    self.exact_hosts
+                        .insert(h.clone(), VirtualHost::new(h.clone()));
+                }
+                self.exact_hosts
+                    .get_mut(h.as_str())
+                    .expect("inserted above")
+            }
+            HostPattern::Wildcard(s) => {
+                if !self.wildcard_hosts.contains_key(s.as_str()) {
+                    let vhost = VirtualHost::new(format!("*.{s}"));
+                    self.wildcard_hosts.insert(s.clone(), vhost);
+                }
+                self.wildcard_hosts
+                    .get_mut(s.as_str())
+                    .expect("inserted above")
+            }
         };
         match path_type {
             PathType::Exact => (&mut vhost.exact, path.to_string()),
@@ -189,18 +233,28 @@ impl TableBuilder {
         backend: BackendId,
         origin: RouteOrigin,
     ) -> Result<(), Conflict> {
-        if let Some(existing) = &self.table.default_backend {
+        if let Some(existing) = &self.default_backend {
             return Err(Conflict {
                 winner: existing.origin.clone(),
             });
         }
         let order = self.next_order();
-        self.table.default_backend = Some(Arc::new(Route {
+        let route = Route {
             backend,
             origin,
             policy: RoutePolicy::default(),
             order,
-        }));
+        };
+        let last = self
+            .previous
+            .as_ref()
+            .and_then(|t| t.default_backend.as_ref());
+        self.default_backend = Some(match last {
+            Some(r) if r.backend == backend && r.order == order && r.origin == route.origin => {
+                r.clone()
+            }
+            _ => Arc::new(route),
+        });
         Ok(())
     }
 
@@ -213,8 +267,8 @@ impl TableBuilder {
     ) -> Result<(), Arc<Certificate>> {
         let map = match host {
             HostPattern::Any => return Ok(()),
-            HostPattern::Exact(h) => self.table.tls.exact.entry(h.clone()),
-            HostPattern::Wildcard(s) => self.table.tls.wildcard.entry(s.clone()),
+            HostPattern::Exact(h) => self.tls.exact.entry(h.clone()),
+            HostPattern::Wildcard(s) => self.tls.wildcard.entry(s.clone()),
         };
         match map {
             Entry::Occupied(e) => Err(e.get().clone()),
@@ -227,7 +281,7 @@ impl TableBuilder {
 
     /// Sets the certificate for names nothing else covers.
     pub fn set_default_certificate(&mut self, cert: Arc<Certificate>) {
-        self.table.tls.default = Some(cert);
+        self.tls.default = Some(cert);
     }
 
     fn next_order(&mut self) -> usize {
@@ -257,17 +311,46 @@ impl TableBuilder {
         let mut rejected = Vec::new();
         self.add_www_twins();
         self.add_aliases(&mut rejected);
-        let table = &mut self.table;
-        let vhosts = table
-            .exact_hosts
-            .values_mut()
-            .chain(table.wildcard_hosts.values_mut())
-            .chain(table.any_host.as_mut());
-        for vhost in vhosts {
-            finish_vhost(vhost, cache, &mut rejected);
-            table.has_app_roots |= vhost.app_root.is_some();
-        }
-        (self.table, rejected)
+        let previous = self.previous.take().unwrap_or_default();
+        let mut has_app_roots = false;
+        let mut finish = |vhost: VirtualHost, old: Option<&Arc<VirtualHost>>| {
+            let vhost = finish_vhost(vhost, old, cache, &mut rejected);
+            has_app_roots |= vhost.app_root.is_some();
+            vhost
+        };
+        let exact_hosts = std::mem::take(&mut self.exact_hosts)
+            .into_iter()
+            .map(|(name, vhost)| {
+                let old = previous.exact_hosts.get(name.as_str());
+                (name, finish(vhost, old))
+            })
+            .collect();
+        let wildcard_hosts = std::mem::take(&mut self.wildcard_hosts)
+            .into_iter()
+            .map(|(name, vhost)| {
+                let old = previous.wildcard_hosts.get(name.as_str());
+                (name, finish(vhost, old))
+            })
+            .collect();
+        let any_host = self
+            .any_host
+            .take()
+            .map(|vhost| finish(vhost, previous.any_host.as_ref()));
+        let tls = if same_tls(&self.tls, &previous.tls) {
+            previous.tls.clone()
+        } else {
+            Arc::new(std::mem::take(&mut self.tls))
+        };
+        let table = Table {
+            exact_hosts: Arc::new(exact_hosts),
+            wildcard_hosts: Arc::new(wildcard_hosts),
+            any_host,
+            default_backend: self.default_backend.take(),
+            backends: Backends::from_vec(std::mem::take(&mut self.backends)),
+            tls,
+            has_app_roots,
+        };
+        (table, rejected)
     }
 
     fn add_aliases(&mut self, rejected: &mut Vec<Rejected>) {
@@ -294,12 +377,12 @@ impl TableBuilder {
                 continue;
             }
             let source = match &alias.of {
-                HostPattern::Exact(h) => self.table.exact_hosts.get(h),
-                HostPattern::Wildcard(s) => self.table.wildcard_hosts.get(s),
-                HostPattern::Any => self.table.any_host.as_ref(),
+                HostPattern::Exact(h) => self.exact_hosts.get(h),
+                HostPattern::Wildcard(s) => self.wildcard_hosts.get(s),
+                HostPattern::Any => self.any_host.as_ref(),
             };
             let Some(source) = source else { continue };
-            if self.table.exact_hosts.contains_key(&alias.name) {
+            if self.exact_hosts.contains_key(&alias.name) {
                 rejected.push(Rejected {
                     reason: format!(
                         "alias {:?} ignored: that host has routes of its own",
@@ -318,14 +401,10 @@ impl TableBuilder {
                 prefix: source.prefix.clone(),
                 ..VirtualHost::default()
             };
-            if let Some(cert) = self.table.tls.for_server_name(&source.name).cloned() {
-                self.table
-                    .tls
-                    .exact
-                    .entry(alias.name.clone())
-                    .or_insert(cert);
+            if let Some(cert) = self.tls.for_server_name(&source.name).cloned() {
+                self.tls.exact.entry(alias.name.clone()).or_insert(cert);
             }
-            self.table.exact_hosts.insert(alias.name, copy);
+            self.exact_hosts.insert(alias.name, copy);
         }
     }
 
@@ -333,7 +412,7 @@ impl TableBuilder {
     /// without `www.`) that redirects to it, unless the twin has routes of its own.
     fn add_www_twins(&mut self) {
         let mut twins = Vec::new();
-        for (name, vhost) in &self.table.exact_hosts {
+        for (name, vhost) in &self.exact_hosts {
             let wants = vhost
                 .exact
                 .values()
@@ -346,41 +425,100 @@ impl TableBuilder {
                 Some(bare) => bare.to_string(),
                 None => format!("www.{name}"),
             };
-            if !self.table.exact_hosts.contains_key(&twin) {
+            if !self.exact_hosts.contains_key(&twin) {
                 twins.push((twin, name.clone()));
             }
         }
         for (twin, to) in twins {
-            if let Some(cert) = self.table.tls.exact.get(&to).cloned() {
-                self.table.tls.exact.entry(twin.clone()).or_insert(cert);
+            if let Some(cert) = self.tls.exact.get(&to).cloned() {
+                self.tls.exact.entry(twin.clone()).or_insert(cert);
             }
             let vhost = VirtualHost {
                 name: twin.clone(),
                 redirect_to: Some(to),
                 ..VirtualHost::default()
             };
-            self.table.exact_hosts.insert(twin, vhost);
+            self.exact_hosts.insert(twin, vhost);
         }
     }
 }
 
+/// Whether two certificate tables hold the same certificates (the same allocations).
+fn same_tls(a: &TlsTable, b: &TlsTable) -> bool {
+    fn same_map(
+        a: &FastMap<String, Arc<Certificate>>,
+        b: &FastMap<String, Arc<Certificate>>,
+    ) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .all(|(k, v)| b.get(k.as_str()).is_some_and(|w| Arc::ptr_eq(v, w)))
+    }
+    same_map(&a.exact, &b.exact)
+        && same_map(&a.wildcard, &b.wildcard)
+        && match (&a.default, &b.default) {
+            (None, None) => true,
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+}
+
+/// Whether two path maps hold the same routes (the same allocations) under the same keys.
+fn same_routes(a: &FastMap<String, Arc<Route>>, b: &FastMap<String, Arc<Route>>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, r)| b.get(k.as_str()).is_some_and(|s| Arc::ptr_eq(r, s)))
+}
+
+/// A finished virtual host: `old` itself when it was finished from the same routes (and is not in
+/// regex mode, whose diagnostics are worked out again), else `vhost` finished.
+fn finish_vhost(
+    vhost: VirtualHost,
+    old: Option<&Arc<VirtualHost>>,
+    cache: &mut RegexCache,
+    rejected: &mut Vec<Rejected>,
+) -> Arc<VirtualHost> {
+    if let Some(old) = old {
+        let plain = old.regex.is_none()
+            && !vhost
+                .exact
+                .values()
+                .chain(vhost.prefix.values())
+                .any(|r| r.policy.regex);
+        if plain
+            && old.name == vhost.name
+            && old.redirect_to == vhost.redirect_to
+            && same_routes(&old.exact, &vhost.exact)
+            && same_routes(&old.prefix, &vhost.prefix)
+        {
+            return old.clone();
+        }
+    }
+    let mut vhost = vhost;
+    compile_vhost(&mut vhost, cache, rejected);
+    Arc::new(vhost)
+}
+
 /// Sets a virtual host's `app-root` (from the route of highest precedence that has one) and
 /// compiles its paths when a route asked for regex mode; unusable paths are removed.
-fn finish_vhost(vhost: &mut VirtualHost, cache: &mut RegexCache, rejected: &mut Vec<Rejected>) {
+fn compile_vhost(vhost: &mut VirtualHost, cache: &mut RegexCache, rejected: &mut Vec<Rejected>) {
+    let app_root = vhost
+        .exact
+        .values()
+        .chain(vhost.prefix.values())
+        .filter_map(|r| Some((r.order, r.policy.rules.as_ref()?.app_root.as_ref()?)))
+        .min_by_key(|(order, _)| *order)
+        .map(|(_, root)| root.clone());
+    vhost.app_root = app_root;
+    let mut routes = vhost.exact.values().chain(vhost.prefix.values());
+    if !routes.any(|r| r.policy.regex) {
+        return;
+    }
     let routes: Vec<Arc<Route>> = vhost
         .exact
         .values()
         .chain(vhost.prefix.values())
         .cloned()
         .collect();
-    vhost.app_root = routes
-        .iter()
-        .filter_map(|r| Some((r.order, r.policy.rules.as_ref()?.app_root.as_ref()?)))
-        .min_by_key(|(order, _)| *order)
-        .map(|(_, root)| root.clone());
-    if !routes.iter().any(|r| r.policy.regex) {
-        return;
-    }
     let asked_by = routes
         .iter()
         .filter(|r| r.policy.regex)

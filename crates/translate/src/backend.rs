@@ -15,10 +15,10 @@ use crate::{Diagnostic, Severity};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// What translation remembers of the objects backends are resolved from: the Services, Endpoints
-/// and EndpointSlices of the last snapshot (to tell which Services' inputs changed since), and the
-/// EndpointSlices indexed by the Service they belong to, so resolving a backend does not scan
-/// every slice.
+/// What translation remembers of the objects backends are resolved from: the Services,
+/// Endpoints and EndpointSlices of the last snapshot (to tell which Services' inputs changed
+/// since), and the EndpointSlices indexed by the Service they belong to, so resolving a backend
+/// does not scan every slice.
 #[derive(Default)]
 pub struct Index {
     services: BTreeMap<ObjectKey, Arc<Service>>,
@@ -108,19 +108,7 @@ impl Index {
     /// differently than before.
     pub fn update(&mut self, snapshot: &Snapshot) -> Changed {
         if !self.primed {
-            self.primed = true;
-            self.services = snapshot.services.clone();
-            self.endpoints = snapshot.endpoints.clone();
-            self.slices = snapshot.endpoint_slices.clone();
-            self.by_service.clear();
-            for (key, slice) in &self.slices {
-                if let Some(service) = service_of(slice) {
-                    self.by_service
-                        .entry(service)
-                        .or_default()
-                        .push((key.clone(), slice.clone()));
-                }
-            }
+            self.prime(snapshot);
             return Changed::All;
         }
         let mut changed = HashSet::new();
@@ -131,26 +119,113 @@ impl Index {
             changed.insert(key);
         }
         for (key, old, new) in sync(&mut self.slices, &snapshot.endpoint_slices) {
-            if let Some(service) = old.as_deref().and_then(service_of) {
-                if let Some(list) = self.by_service.get_mut(&service) {
-                    list.retain(|(k, _)| *k != key);
-                    if list.is_empty() {
-                        self.by_service.remove(&service);
-                    }
-                }
-                changed.insert(service);
-            }
-            if let Some(slice) = new {
-                if let Some(service) = service_of(&slice) {
-                    let list = self.by_service.entry(service.clone()).or_default();
-                    let at = list.partition_point(|(k, _)| *k < key);
-                    list.insert(at, (key, slice));
-                    changed.insert(service);
-                }
-            }
+            self.move_slice(key, old, new, &mut changed);
         }
         Changed::Services(changed)
     }
+
+    /// Brings the index up to date with `snapshot`, which differs from the snapshot of the last
+    /// update only in the objects `changed` names (added, changed or removed); says which
+    /// Services' backends may resolve differently than before. The cost is that of the changes.
+    pub fn apply(&mut self, snapshot: &Snapshot, changed: &[(Kind, ObjectKey)]) -> Changed {
+        if !self.primed {
+            self.prime(snapshot);
+            return Changed::All;
+        }
+        let mut services = HashSet::new();
+        for (kind, key) in changed {
+            let moved = match kind {
+                Kind::Service => refresh(&mut self.services, &snapshot.services, key).map(|_| ()),
+                Kind::Endpoints => {
+                    refresh(&mut self.endpoints, &snapshot.endpoints, key).map(|_| ())
+                }
+                Kind::EndpointSlice => {
+                    if let Some((old, new)) =
+                        refresh(&mut self.slices, &snapshot.endpoint_slices, key)
+                    {
+                        self.move_slice(key.clone(), old, new, &mut services);
+                    }
+                    None
+                }
+                _ => None,
+            };
+            if moved.is_some() {
+                services.insert(key.clone());
+            }
+        }
+        Changed::Services(services)
+    }
+
+    /// Fills the index from `snapshot` alone.
+    fn prime(&mut self, snapshot: &Snapshot) {
+        self.primed = true;
+        self.services = snapshot.services.clone();
+        self.endpoints = snapshot.endpoints.clone();
+        self.slices = snapshot.endpoint_slices.clone();
+        self.by_service.clear();
+        for (key, slice) in &self.slices {
+            if let Some(service) = service_of(slice) {
+                self.by_service
+                    .entry(service)
+                    .or_default()
+                    .push((key.clone(), slice.clone()));
+            }
+        }
+    }
+
+    /// Files slice `key` under the Service it now belongs to instead of the one it belonged to,
+    /// recording both Services as changed.
+    fn move_slice(
+        &mut self,
+        key: ObjectKey,
+        old: Option<Arc<EndpointSlice>>,
+        new: Option<Arc<EndpointSlice>>,
+        changed: &mut HashSet<ObjectKey>,
+    ) {
+        if let Some(service) = old.as_deref().and_then(service_of) {
+            if let Some(list) = self.by_service.get_mut(&service) {
+                list.retain(|(k, _)| *k != key);
+                if list.is_empty() {
+                    self.by_service.remove(&service);
+                }
+            }
+            changed.insert(service);
+        }
+        if let Some(slice) = new {
+            if let Some(service) = service_of(&slice) {
+                let list = self.by_service.entry(service.clone()).or_default();
+                let at = list.partition_point(|(k, _)| *k < key);
+                list.insert(at, (key, slice));
+                changed.insert(service);
+            }
+        }
+    }
+}
+
+/// An entry's old and new value (`None`: absent).
+type Replaced<T> = (Option<Arc<T>>, Option<Arc<T>>);
+
+/// Brings `last`'s entry for `key` in line with `now`'s; returns the old and new values when
+/// they differ.
+fn refresh<T: PartialEq>(
+    last: &mut BTreeMap<ObjectKey, Arc<T>>,
+    now: &BTreeMap<ObjectKey, Arc<T>>,
+    key: &ObjectKey,
+) -> Option<Replaced<T>> {
+    let new = now.get(key).cloned();
+    let same = match (last.get(key), &new) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+        (None, None) => true,
+        _ => false,
+    };
+    if same {
+        return None;
+    }
+    let old = match &new {
+        Some(object) => last.insert(key.clone(), object.clone()),
+        None => last.remove(key),
+    };
+    Some((old, new))
 }
 
 /// The snapshot with the [`Index`] kept in step with it.

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use model::{Ingress, Kind, ObjectKey, Snapshot};
-use table::{Conflict, HostPattern, PathType, Route, RouteOrigin, RoutePolicy, TableBuilder};
+use table::{
+    BackendId, Conflict, HostPattern, PathType, Route, RouteOrigin, RoutePolicy, TableBuilder,
+};
 
 use crate::annotations::{self, Rules};
 use crate::backend::{resolve, Objects, Resolved};
@@ -19,9 +21,25 @@ pub struct TlsContext<'a, 'c> {
     pub hosts: &'a mut HashSet<HostPattern>,
     /// The current time for expiry checks.
     pub now: Option<i64>,
+    /// The earliest time at which an expiry diagnostic of a certificate loaded so far changes.
+    pub horizon: &'a mut i64,
 }
 
-/// Adds the certificates of one Ingress's `spec.tls` and records its TLS hosts.
+/// The earliest time after `now` at which the expiry diagnostic of a certificate valid until
+/// `not_after` reads differently (a warning starts, its day count drops, or it expires).
+pub fn expiry_horizon(now: i64, not_after: i64) -> i64 {
+    let left = not_after.saturating_sub(now);
+    if left < 0 {
+        i64::MAX
+    } else if left < crate::EXPIRY_WARNING_SECS {
+        not_after - (left / 86_400) * 86_400 + 1
+    } else {
+        not_after - crate::EXPIRY_WARNING_SECS + 1
+    }
+}
+
+/// Adds the certificates of one Ingress's `spec.tls` and records its TLS hosts (and, in
+/// `ctx.horizon`, when the time passing would change what is said about its certificates).
 pub fn compile_tls(
     snapshot: &Snapshot,
     key: &ObjectKey,
@@ -72,7 +90,12 @@ pub fn compile_tls(
         };
         let secret_key = ObjectKey::new(key.namespace.clone(), secret_name);
         let cert = match ctx.secrets.get(snapshot, &secret_key, ctx.now, diagnostics) {
-            Ok(cert) => cert,
+            Ok(cert) => {
+                if let Some(now) = ctx.now {
+                    *ctx.horizon = (*ctx.horizon).min(expiry_horizon(now, cert.not_after));
+                }
+                cert
+            }
             Err(e) => {
                 let names: Vec<String> = hosts.iter().map(|(_, h)| h.display()).collect();
                 diagnostics.push(diag(
@@ -137,10 +160,13 @@ impl std::fmt::Display for BackendField {
 
 /// What one Ingress contributes to the table, worked out without looking at any other Ingress:
 /// its diagnostics, backends and routes in the order it lists them. Precedence between Ingresses
-/// is settled when plans are [`Plan::apply`]ed in order.
+/// is settled when plans are [`Plan::apply`]ed in order; what applying said is kept, so the
+/// plan's share of the diagnostics can be [`Plan::replay`]ed without applying it again.
 pub struct Plan {
     /// Backends resolved, with the Services they came from.
     resolved: Resolved,
+    /// The table id each backend in `resolved` got when the plan was last applied.
+    ids: Vec<Option<BackendId>>,
     /// Diagnostics, the default backend and routes, in the order they are written.
     steps: Vec<Step>,
     /// What the annotations ask for.
@@ -151,12 +177,29 @@ pub struct Plan {
     hosts: Vec<HostPattern>,
 }
 
+/// Whether two readings of an Ingress's annotations shape its routes alike.
+fn same_rules(a: &Rules, b: &Rules) -> bool {
+    a.policy == b.policy
+        && a.use_regex == b.use_regex
+        && a.ssl_redirect == b.ssl_redirect
+        && a.force_ssl_redirect == b.force_ssl_redirect
+        && a.aliases == b.aliases
+        && a.service_upstream == b.service_upstream
+        && a.default_backend == b.default_backend
+        && a.refused == b.refused
+}
+
 /// One thing a [`Plan`] adds, in order.
 enum Step {
     /// A diagnostic about the Ingress itself.
     Note(Diagnostic),
     /// `spec.defaultBackend`, with the index of its backend in the plan.
-    Default { backend: usize, origin: RouteOrigin },
+    Default {
+        backend: usize,
+        origin: RouteOrigin,
+        /// Why it was not used, the last time the plan was applied.
+        conflict: Option<Box<Diagnostic>>,
+    },
     /// A path, with the index of its backend in the plan and the route last built from it.
     Route {
         host: HostPattern,
@@ -165,7 +208,45 @@ enum Step {
         /// Whether the route asks its host for regex matching.
         regex: bool,
         last: Option<Arc<Route>>,
+        /// Why it was not served, the last time the plan was applied.
+        conflict: Option<Box<Diagnostic>>,
     },
+}
+
+impl Step {
+    /// Whether two steps add the same route or default backend (or are both notes).
+    fn same_shape(&self, other: &Step) -> bool {
+        match (self, other) {
+            (Step::Note(_), Step::Note(_)) => true,
+            (
+                Step::Default {
+                    backend, origin, ..
+                },
+                Step::Default {
+                    backend: b,
+                    origin: o,
+                    ..
+                },
+            ) => backend == b && origin == o,
+            (
+                Step::Route {
+                    host,
+                    backend,
+                    origin,
+                    regex,
+                    ..
+                },
+                Step::Route {
+                    host: h,
+                    backend: b,
+                    origin: o,
+                    regex: r,
+                    ..
+                },
+            ) => host == h && backend == b && origin == o && regex == r,
+            _ => false,
+        }
+    }
 }
 
 impl Plan {
@@ -176,6 +257,7 @@ impl Plan {
         let rules = annotations::read(objects.snapshot, options, key, ing, &mut notes);
         let mut plan = Plan {
             resolved: Resolved::default(),
+            ids: Vec::new(),
             steps: Vec::new(),
             rules,
             fallback: None,
@@ -194,6 +276,87 @@ impl Plan {
     /// The Services the plan's backends were resolved from.
     pub fn services(&self) -> &[ObjectKey] {
         &self.resolved.services
+    }
+
+    /// The backends resolved, each with the table id it got when the plan was last applied.
+    pub fn backends_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (&mut Arc<table::Backend>, Option<BackendId>)> {
+        let ids = self.ids.iter().copied().chain(std::iter::repeat(None));
+        self.resolved.backends.iter_mut().zip(ids)
+    }
+
+    /// Takes over what applying `old` (a plan of the same Ingress) found out, when this plan adds
+    /// the same routes and default backend with the same backends as `old` (only the backends'
+    /// targets and the notes may differ): the routes built, the table ids of the backends and why
+    /// routes were not served. Returns whether it did; if not, the plan must be applied anew.
+    pub fn adopt(&mut self, old: &Plan) -> bool {
+        let steps = |p: &Plan| {
+            p.steps
+                .iter()
+                .filter(|s| !matches!(s, Step::Note(_)))
+                .count()
+        };
+        let names = |p: &Plan| {
+            p.resolved
+                .backends
+                .iter()
+                .map(|b| b.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let same = self.fallback == old.fallback
+            && self.resolved.services == old.resolved.services
+            && names(self) == names(old)
+            && steps(self) == steps(old)
+            && self.hosts == old.hosts
+            && same_rules(&self.rules, &old.rules)
+            && self
+                .steps
+                .iter()
+                .filter(|s| !matches!(s, Step::Note(_)))
+                .zip(old.steps.iter().filter(|s| !matches!(s, Step::Note(_))))
+                .all(|(a, b)| a.same_shape(b));
+        if !same {
+            return false;
+        }
+        let olds = old.steps.iter().filter(|s| !matches!(s, Step::Note(_)));
+        let news = self
+            .steps
+            .iter_mut()
+            .filter(|s| !matches!(s, Step::Note(_)));
+        for (new, old) in news.zip(olds) {
+            match (new, old) {
+                (Step::Default { conflict, .. }, Step::Default { conflict: was, .. }) => {
+                    conflict.clone_from(was)
+                }
+                (
+                    Step::Route { last, conflict, .. },
+                    Step::Route {
+                        last: built,
+                        conflict: was,
+                        ..
+                    },
+                ) => {
+                    last.clone_from(built);
+                    conflict.clone_from(was);
+                }
+                _ => {}
+            }
+        }
+        self.ids.clone_from(&old.ids);
+        true
+    }
+
+    /// The diagnostics the plan added when it was last applied, in the same order.
+    pub fn replay(&self, out: &mut Vec<Diagnostic>) {
+        for step in &self.steps {
+            match step {
+                Step::Note(d) => out.push(d.clone()),
+                Step::Default { conflict, .. } | Step::Route { conflict, .. } => {
+                    out.extend(conflict.as_deref().cloned());
+                }
+            }
+        }
     }
 
     /// Whether the ConfigMaps and Secrets the annotations read are unchanged in `snapshot`.
@@ -311,7 +474,11 @@ impl Plan {
                     path: "/".into(),
                     path_type: PathType::Prefix,
                 };
-                self.steps.push(Step::Default { backend, origin });
+                self.steps.push(Step::Default {
+                    backend,
+                    origin,
+                    conflict: None,
+                });
             }
         }
 
@@ -427,10 +594,47 @@ impl Plan {
                     origin,
                     regex,
                     last: None,
+                    conflict: None,
                 });
             }
         }
     }
+}
+
+/// The warning for a `spec.defaultBackend` an older Ingress's wins over.
+fn default_conflict(key: &ObjectKey, Conflict { winner }: &Conflict) -> Box<Diagnostic> {
+    Box::new(Diagnostic::new(
+        Severity::Warning,
+        Kind::Ingress,
+        key,
+        Some("spec.defaultBackend".into()),
+        format!(
+            "ignored: the older Ingress {} already sets the default backend",
+            winner.ingress
+        ),
+    ))
+}
+
+/// The warning for a path an older Ingress's route wins over.
+fn route_conflict(
+    key: &ObjectKey,
+    origin: &RouteOrigin,
+    Conflict { winner }: &Conflict,
+) -> Box<Diagnostic> {
+    Box::new(Diagnostic::new(
+        Severity::Warning,
+        Kind::Ingress,
+        key,
+        Some(origin.field()),
+        format!(
+            "shadowed: {} {:?} on host {:?} is already routed by {} ({}), which takes precedence",
+            origin.path_type.as_str(),
+            origin.path,
+            origin.host,
+            winner.ingress,
+            winner.field()
+        ),
+    ))
 }
 
 impl Plan {
@@ -444,26 +648,28 @@ impl Plan {
         builder: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
     ) {
-        let diag = |severity, field: String, message: String| {
-            Diagnostic::new(severity, Kind::Ingress, key, Some(field), message)
+        self.ids.clear();
+        self.ids.resize(self.resolved.backends.len(), None);
+        let (resolved, ids) = (&self.resolved, &mut self.ids);
+        let mut id_of = |builder: &mut TableBuilder, i: usize| {
+            let id = builder.shared_backend(&resolved.backends[i]);
+            ids[i] = Some(id);
+            id
         };
         for step in &mut self.steps {
             match step {
                 Step::Note(d) => diagnostics.push(d.clone()),
-                Step::Default { backend, origin } => {
-                    let id = builder.shared_backend(&self.resolved.backends[*backend]);
-                    if let Err(Conflict { winner }) =
-                        builder.set_default_backend(id, origin.clone())
-                    {
-                        diagnostics.push(diag(
-                            Severity::Warning,
-                            "spec.defaultBackend".into(),
-                            format!(
-                                "ignored: the older Ingress {} already sets the default backend",
-                                winner.ingress
-                            ),
-                        ));
-                    }
+                Step::Default {
+                    backend,
+                    origin,
+                    conflict,
+                } => {
+                    let id = id_of(builder, *backend);
+                    *conflict = builder
+                        .set_default_backend(id, origin.clone())
+                        .err()
+                        .map(|c| default_conflict(key, &c));
+                    diagnostics.extend(conflict.as_deref().cloned());
                 }
                 Step::Route {
                     host,
@@ -471,11 +677,10 @@ impl Plan {
                     origin,
                     regex,
                     last,
+                    conflict,
                 } => {
-                    let id = builder.shared_backend(&self.resolved.backends[*backend]);
-                    let fallback = self
-                        .fallback
-                        .map(|i| builder.shared_backend(&self.resolved.backends[i]));
+                    let id = id_of(builder, *backend);
+                    let fallback = self.fallback.map(|i| id_of(builder, i));
                     let policy = RoutePolicy {
                         https_redirect: self.rules.force_ssl_redirect
                             || (self.rules.ssl_redirect
@@ -485,22 +690,11 @@ impl Plan {
                         rules: self.rules.policy.clone(),
                         fallback,
                     };
-                    if let Err(Conflict { winner }) =
-                        builder.add_route_reusing(host, id, origin, policy, last)
-                    {
-                        diagnostics.push(diag(
-                            Severity::Warning,
-                            origin.field(),
-                            format!(
-                                "shadowed: {} {:?} on host {:?} is already routed by {} ({}), which takes precedence",
-                                origin.path_type.as_str(),
-                                origin.path,
-                                origin.host,
-                                winner.ingress,
-                                winner.field()
-                            ),
-                        ));
-                    }
+                    *conflict = builder
+                        .add_route_reusing(host, id, origin, policy, last)
+                        .err()
+                        .map(|c| route_conflict(key, origin, &c));
+                    diagnostics.extend(conflict.as_deref().cloned());
                 }
             }
         }

@@ -8,6 +8,7 @@
 pub mod annotations;
 mod backend;
 mod class;
+mod endpoints;
 mod ingress;
 mod tls;
 
@@ -15,10 +16,11 @@ pub use class::IngressSelection;
 pub use model::{Diagnostic, Severity};
 pub use tls::{certificate_from_secret, covers, EXPIRY_WARNING_SECS};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use model::{Ingress, Kind, ObjectKey, Snapshot};
+use table::fasthash::FastMap;
 use table::Table;
 
 /// Controller settings that change what translation produces.
@@ -79,8 +81,9 @@ pub struct Translation {
     pub table: Table,
     /// Everything worth telling the user, in a stable order.
     pub diagnostics: Vec<Diagnostic>,
-    /// The Ingresses of our class, in precedence order (oldest first).
-    pub ingresses: Vec<ObjectKey>,
+    /// The Ingresses of our class, in precedence order (oldest first); the same allocation as the
+    /// previous translation's while the list is unchanged.
+    pub ingresses: Arc<Vec<ObjectKey>>,
 }
 
 impl Translation {
@@ -111,19 +114,26 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
 
 /// [`translate`] for a sequence of snapshots: what one translation worked out and a later one can
 /// use again (certificates of unchanged Secrets, the routes of Ingresses whose objects did not
-/// change) is kept, so a change costs little more than the objects it touches. Every translation
-/// returns exactly what [`translate`] returns for the same snapshot and options.
+/// change, virtual hosts that come out the same) is kept, so a change costs little more than the
+/// objects it touches. Told which objects changed ([`Translator::translate_changed`]), a change of
+/// endpoints alone costs only what those endpoints' backends cost: the new table shares everything
+/// else with the last one. Every translation returns exactly what [`translate`] returns for the
+/// same snapshot and options.
 #[derive(Default)]
 pub struct Translator {
     certs: tls::CertCache,
     index: backend::Index,
-    plans: HashMap<ObjectKey, Memo>,
+    plans: FastMap<ObjectKey, Memo>,
+    /// Service → the Ingresses whose plans resolved a backend on it.
+    users: HashMap<ObjectKey, Vec<ObjectKey>>,
     regexes: table::RegexCache,
     /// The options of the last translation (without the clock): plans hold only while they
     /// stay the same.
     options: Option<Options>,
-    /// Counts translations; plans not used by the latest one are dropped.
+    /// Counts translations of every Ingress; plans not used by the latest one are dropped.
     round: u64,
+    /// What the last translation returned, for building the next one from it.
+    last: Option<Last>,
 }
 
 /// The plan of one Ingress and what it was made from.
@@ -131,6 +141,63 @@ struct Memo {
     ingress: Arc<Ingress>,
     plan: ingress::Plan,
     round: u64,
+    /// The Ingress's place in precedence order.
+    position: usize,
+}
+
+/// The last translation, as the next one can build on it.
+struct Last {
+    table: Table,
+    diagnostics: Vec<Diagnostic>,
+    /// How many diagnostics come before the first Ingress's plan (class selection and
+    /// certificates), and after the last one's (finishing the table).
+    head: usize,
+    tail: usize,
+    /// The Ingresses whose plans added diagnostics, by position.
+    noisy: BTreeMap<usize, ObjectKey>,
+    ingresses: Arc<Vec<ObjectKey>>,
+    now: Option<i64>,
+    /// From this time on, some certificate's expiry diagnostic reads differently.
+    horizon: i64,
+}
+
+/// What applying the plans of one translation reads.
+struct Plans<'a> {
+    snapshot: &'a Snapshot,
+    options: &'a Options,
+    /// The Services whose backends may resolve differently than in the last translation.
+    changed: &'a backend::Changed,
+    /// The hosts some Ingress lists under `spec.tls`.
+    tls_hosts: &'a HashSet<table::HostPattern>,
+}
+
+/// Whether `keys` lists the selected Ingresses, in order.
+fn same_keys(keys: &[ObjectKey], selection: &IngressSelection<'_>) -> bool {
+    keys.len() == selection.ours.len()
+        && keys.iter().zip(&selection.ours).all(|(a, (b, _))| a == *b)
+}
+
+/// Records that the plan of Ingress `ingress` resolves backends on `services` (instead of `was`).
+fn relink(
+    users: &mut HashMap<ObjectKey, Vec<ObjectKey>>,
+    ingress: &ObjectKey,
+    was: &[ObjectKey],
+    services: &[ObjectKey],
+) {
+    for service in was.iter().filter(|s| !services.contains(s)) {
+        if let Some(list) = users.get_mut(service) {
+            list.retain(|k| k != ingress);
+            if list.is_empty() {
+                users.remove(service);
+            }
+        }
+    }
+    for service in services.iter().filter(|s| !was.contains(s)) {
+        users
+            .entry(service.clone())
+            .or_default()
+            .push(ingress.clone());
+    }
 }
 
 impl Translator {
@@ -141,15 +208,207 @@ impl Translator {
 
     /// Compiles the Ingresses of our class in `snapshot` into a routing table.
     pub fn translate(&mut self, snapshot: &Snapshot, options: &Options) -> Translation {
+        self.translate_changed(snapshot, options, None)
+    }
+
+    /// [`Translator::translate`], told what changed: `changed` names every object (kind and key)
+    /// added, changed or removed since the snapshot of the previous call, except for changes
+    /// translation cannot see (an Ingress's or Service's status); `None`: not known, so the
+    /// snapshots are compared. When only EndpointSlices and Endpoints changed, the table is the
+    /// last one with those Services' backends replaced, at a cost that does not grow with the
+    /// number of Ingresses.
+    pub fn translate_changed(
+        &mut self,
+        snapshot: &Snapshot,
+        options: &Options,
+        changed: Option<&[(Kind, ObjectKey)]>,
+    ) -> Translation {
+        let services = match changed {
+            Some(changed) => {
+                let endpoints_only = changed
+                    .iter()
+                    .all(|(kind, _)| matches!(kind, Kind::EndpointSlice | Kind::Endpoints));
+                let fast = endpoints_only && self.can_keep_all_but_backends(options);
+                let services = self.index.apply(snapshot, changed);
+                if fast {
+                    if let backend::Changed::Services(keys) = &services {
+                        if let Some(t) = self.endpoints_changed(snapshot, options, keys) {
+                            return t;
+                        }
+                    }
+                }
+                services
+            }
+            None => self.index.update(snapshot),
+        };
+        self.translate_all(snapshot, options, services)
+    }
+
+    /// Whether a translation with `options` can keep all of the last one but backends.
+    fn can_keep_all_but_backends(&self, options: &Options) -> bool {
+        let Some(last) = &self.last else {
+            return false;
+        };
+        let clock = match (last.now, options.now) {
+            (None, None) => true,
+            (Some(then), Some(now)) => then <= now && now < last.horizon,
+            _ => false,
+        };
+        clock
+            && self.options.as_ref().is_some_and(|o| {
+                Options {
+                    now: options.now,
+                    ..o.clone()
+                } == *options
+            })
+    }
+
+    /// Translates every Ingress of our class; plans of Ingresses whose inputs did not change
+    /// (none of `changed` Services among them) are applied as they are.
+    fn translate_all(
+        &mut self,
+        snapshot: &Snapshot,
+        options: &Options,
+        changed: backend::Changed,
+    ) -> Translation {
         self.round += 1;
-        let round = self.round;
         let mut diagnostics = Vec::new();
         let selection = class::select(snapshot, options, &mut diagnostics);
         let mut builder = table::TableBuilder::with_capacity(selection.ours.len());
+        if let Some(last) = &self.last {
+            builder = builder.reusing(&last.table);
+        }
+        let (horizon, tls_hosts) = self.compile_certificates(
+            snapshot,
+            options,
+            &selection,
+            &mut builder,
+            &mut diagnostics,
+        );
+        let head = diagnostics.len();
+        let plan_options = Options {
+            now: None,
+            ..options.clone()
+        };
+        if matches!(changed, backend::Changed::All) || self.options.as_ref() != Some(&plan_options)
+        {
+            self.plans.clear();
+            self.users.clear();
+            self.options = Some(plan_options);
+        }
+        let plans = Plans {
+            snapshot,
+            options,
+            changed: &changed,
+            tls_hosts: &tls_hosts,
+        };
+        let noisy = self.apply_plans(&plans, &selection, &mut builder, &mut diagnostics);
+        let (table, rejected) = builder.finish(&mut self.regexes);
+        self.regexes.rotate();
+        let before = diagnostics.len();
+        diagnostics.extend(rejected.into_iter().map(rejected_diagnostic));
+        let tail = diagnostics.len() - before;
+        let ingresses = match &self.last {
+            Some(last) if same_keys(&last.ingresses, &selection) => last.ingresses.clone(),
+            _ => Arc::new(selection.ours.iter().map(|(k, _)| (*k).clone()).collect()),
+        };
+        self.last = Some(Last {
+            table: table.clone(),
+            diagnostics: diagnostics.clone(),
+            head,
+            tail,
+            noisy,
+            ingresses: ingresses.clone(),
+            now: options.now,
+            horizon,
+        });
+        Translation {
+            table,
+            diagnostics,
+            ingresses,
+        }
+    }
+
+    /// Applies the plan of every selected Ingress in precedence order, making again those whose
+    /// inputs changed and dropping those of Ingresses no longer selected; returns the positions
+    /// of the Ingresses whose plans added diagnostics.
+    fn apply_plans(
+        &mut self,
+        with: &Plans<'_>,
+        selection: &IngressSelection<'_>,
+        builder: &mut table::TableBuilder,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> BTreeMap<usize, ObjectKey> {
+        let round = self.round;
+        let objects = backend::Objects {
+            snapshot: with.snapshot,
+            index: &self.index,
+        };
+        let mut noisy = BTreeMap::new();
+        for (position, &(key, ing)) in selection.ours.iter().enumerate() {
+            let plan = || ingress::Plan::new(&objects, with.options, key, ing);
+            let memo = match self.plans.get_mut(key) {
+                Some(memo) => {
+                    if !memo.is_current(ing, with.changed, with.snapshot) {
+                        let fresh = plan();
+                        relink(&mut self.users, key, memo.plan.services(), fresh.services());
+                        memo.ingress = ing.clone();
+                        memo.plan = fresh;
+                    }
+                    memo
+                }
+                None => {
+                    let fresh = plan();
+                    relink(&mut self.users, key, &[], fresh.services());
+                    self.plans.entry(key.clone()).or_insert(Memo {
+                        ingress: ing.clone(),
+                        plan: fresh,
+                        round,
+                        position,
+                    })
+                }
+            };
+            memo.round = round;
+            memo.position = position;
+            let before = diagnostics.len();
+            memo.plan.apply(key, with.tls_hosts, builder, diagnostics);
+            if diagnostics.len() > before {
+                noisy.insert(position, key.clone());
+            }
+        }
+        if self.plans.len() > selection.ours.len() {
+            let users = &mut self.users;
+            self.plans.retain(|key, memo| {
+                let keep = memo.round == round;
+                if !keep {
+                    relink(users, key, memo.plan.services(), &[]);
+                }
+                keep
+            });
+        }
+        noisy
+    }
+
+    /// The default certificate and every Ingress's `spec.tls`: adds the certificates, and returns
+    /// when the first of their expiry diagnostics changes and the hosts that have TLS.
+    fn compile_certificates(
+        &mut self,
+        snapshot: &Snapshot,
+        options: &Options,
+        selection: &IngressSelection<'_>,
+        builder: &mut table::TableBuilder,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> (i64, HashSet<table::HostPattern>) {
+        let mut horizon = i64::MAX;
         let mut secrets = tls::SecretCache::new(&mut self.certs);
         if let Some(key) = &options.default_certificate {
-            match secrets.get(snapshot, key, options.now, &mut diagnostics) {
-                Ok(cert) => builder.set_default_certificate(cert),
+            match secrets.get(snapshot, key, options.now, diagnostics) {
+                Ok(cert) => {
+                    if let Some(now) = options.now {
+                        horizon = horizon.min(ingress::expiry_horizon(now, cert.not_after));
+                    }
+                    builder.set_default_certificate(cert)
+                }
                 Err(e) => diagnostics.push(Diagnostic::new(
                     Severity::Error,
                     Kind::Secret,
@@ -168,73 +427,26 @@ impl Translator {
                 secrets: &mut secrets,
                 hosts: &mut tls_hosts,
                 now: options.now,
+                horizon: &mut horizon,
             };
-            ingress::compile_tls(snapshot, key, ing, &mut builder, &mut ctx, &mut diagnostics);
+            ingress::compile_tls(snapshot, key, ing, builder, &mut ctx, diagnostics);
         }
-        drop(secrets);
-        let changed = self.index.update(snapshot);
-        let plan_options = Options {
-            now: None,
-            ..options.clone()
-        };
-        if matches!(changed, backend::Changed::All) || self.options.as_ref() != Some(&plan_options)
-        {
-            self.plans.clear();
-            self.options = Some(plan_options);
-        }
-        let objects = backend::Objects {
-            snapshot,
-            index: &self.index,
-        };
-        for &(key, ing) in &selection.ours {
-            let plan = || ingress::Plan::new(&objects, options, key, ing);
-            let memo = match self.plans.get_mut(key) {
-                Some(memo) => {
-                    if !memo.is_current(ing, &changed, snapshot) {
-                        memo.ingress = ing.clone();
-                        memo.plan = plan();
-                    }
-                    memo
-                }
-                None => self.plans.entry(key.clone()).or_insert_with(|| Memo {
-                    ingress: ing.clone(),
-                    plan: plan(),
-                    round,
-                }),
-            };
-            memo.round = round;
-            memo.plan
-                .apply(key, &tls_hosts, &mut builder, &mut diagnostics);
-        }
-        if self.plans.len() > selection.ours.len() {
-            self.plans.retain(|_, memo| memo.round == round);
-        }
-        let (table, rejected) = builder.finish(&mut self.regexes);
-        self.regexes.rotate();
-        for r in rejected {
-            let key = match r.ingress.split_once('/') {
-                Some((ns, name)) => ObjectKey::new(ns, name),
-                None => ObjectKey::new("", r.ingress.as_str()),
-            };
-            let (severity, message) = if r.dropped {
-                (Severity::Error, format!("{}; not served", r.reason))
-            } else {
-                (Severity::Warning, r.reason)
-            };
-            diagnostics.push(Diagnostic::new(
-                severity,
-                Kind::Ingress,
-                &key,
-                Some(r.field),
-                message,
-            ));
-        }
-        Translation {
-            table,
-            diagnostics,
-            ingresses: selection.ours.iter().map(|(k, _)| (*k).clone()).collect(),
-        }
+        (horizon, tls_hosts)
     }
+}
+
+/// What finishing the table had to say about an Ingress, as a diagnostic.
+fn rejected_diagnostic(r: table::Rejected) -> Diagnostic {
+    let key = match r.ingress.split_once('/') {
+        Some((ns, name)) => ObjectKey::new(ns, name),
+        None => ObjectKey::new("", r.ingress.as_str()),
+    };
+    let (severity, message) = if r.dropped {
+        (Severity::Error, format!("{}; not served", r.reason))
+    } else {
+        (Severity::Warning, r.reason)
+    };
+    Diagnostic::new(severity, Kind::Ingress, &key, Some(r.field), message)
 }
 
 impl Memo {
