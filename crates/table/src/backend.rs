@@ -169,6 +169,19 @@ impl Backends {
         out
     }
 
+    /// These backends, each chunk that holds the same backends as `previous`'s chunk at its place
+    /// taken from `previous`.
+    pub(crate) fn share_chunks(mut self, previous: &Backends) -> Backends {
+        for (chunk, old) in self.chunks.iter_mut().zip(&previous.chunks) {
+            let same = chunk.len() == old.len()
+                && chunk.iter().zip(old.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
+            if same {
+                *chunk = old.clone();
+            }
+        }
+        self
+    }
+
     /// Whether backend `index` is the same allocation in both.
     pub fn shares(&self, other: &Backends, index: usize) -> bool {
         match (self.get(index), other.get(index)) {

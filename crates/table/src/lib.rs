@@ -10,6 +10,7 @@ mod backend;
 mod builder;
 mod explain;
 pub mod fasthash;
+mod finish;
 mod host;
 mod normalize;
 mod policy;
@@ -46,9 +47,9 @@ use serde::Serialize;
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Table {
     /// Virtual hosts whose rule names an exact host (lower-case, no port).
-    pub exact_hosts: Arc<FastMap<String, Arc<VirtualHost>>>,
+    pub exact_hosts: Arc<FastMap<Arc<str>, Arc<VirtualHost>>>,
     /// Virtual hosts for `*.suffix` rules, keyed by `suffix`.
-    pub wildcard_hosts: Arc<FastMap<String, Arc<VirtualHost>>>,
+    pub wildcard_hosts: Arc<FastMap<Arc<str>, Arc<VirtualHost>>>,
     /// Rules without a host: they serve any Host header no other virtual host claims.
     pub any_host: Option<Arc<VirtualHost>>,
     /// The `defaultBackend` that serves what no rule matches (from the oldest Ingress that has one).

@@ -38,16 +38,6 @@ pub enum Changed {
     Services(HashSet<ObjectKey>),
 }
 
-impl Changed {
-    /// Whether a backend on Service `key` may resolve differently.
-    pub fn touches(&self, key: &ObjectKey) -> bool {
-        match self {
-            Changed::All => true,
-            Changed::Services(keys) => !keys.is_empty() && keys.contains(key),
-        }
-    }
-}
-
 /// The Service an EndpointSlice belongs to, by its label.
 fn service_of(slice: &EndpointSlice) -> Option<ObjectKey> {
     let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;

@@ -387,6 +387,10 @@ impl Plan {
             .get(&svc_key)
             .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
         let Some(port) = port else {
+            // Looked up all the same: when the Service appears, the plan must be made again.
+            if !self.resolved.services.contains(&svc_key) {
+                self.resolved.services.push(svc_key.clone());
+            }
             notes.push(Diagnostic::new(
                 Severity::Error,
                 Kind::Ingress,

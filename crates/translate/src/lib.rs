@@ -143,6 +143,8 @@ struct Memo {
     round: u64,
     /// The Ingress's place in precedence order.
     position: usize,
+    /// A Service the plan resolved a backend on changed since.
+    stale: bool,
 }
 
 /// The last translation, as the next one can build on it.
@@ -340,6 +342,15 @@ impl Translator {
         diagnostics: &mut Vec<Diagnostic>,
     ) -> BTreeMap<usize, ObjectKey> {
         let round = self.round;
+        // The plans of Ingresses on changed Services, found from the Services (not by asking
+        // every plan).
+        if let backend::Changed::Services(services) = with.changed {
+            for ingress in services.iter().filter_map(|s| self.users.get(s)).flatten() {
+                if let Some(memo) = self.plans.get_mut(ingress) {
+                    memo.stale = true;
+                }
+            }
+        }
         let objects = backend::Objects {
             snapshot: with.snapshot,
             index: &self.index,
@@ -349,11 +360,12 @@ impl Translator {
             let plan = || ingress::Plan::new(&objects, with.options, key, ing);
             let memo = match self.plans.get_mut(key) {
                 Some(memo) => {
-                    if !memo.is_current(ing, with.changed, with.snapshot) {
+                    if !memo.is_current(ing, with.snapshot) {
                         let fresh = plan();
                         relink(&mut self.users, key, memo.plan.services(), fresh.services());
                         memo.ingress = ing.clone();
                         memo.plan = fresh;
+                        memo.stale = false;
                     }
                     memo
                 }
@@ -365,6 +377,7 @@ impl Translator {
                         plan: fresh,
                         round,
                         position,
+                        stale: false,
                     })
                 }
             };
@@ -452,17 +465,9 @@ fn rejected_diagnostic(r: table::Rejected) -> Diagnostic {
 impl Memo {
     /// Whether the plan still holds for `ing`: the same Ingress, none of its Services changed,
     /// and the ConfigMaps and Secrets its annotations read are as they were.
-    fn is_current(
-        &mut self,
-        ing: &Arc<Ingress>,
-        changed: &backend::Changed,
-        snapshot: &Snapshot,
-    ) -> bool {
+    fn is_current(&mut self, ing: &Arc<Ingress>, snapshot: &Snapshot) -> bool {
         let same = Arc::ptr_eq(&self.ingress, ing) || *self.ingress == **ing;
-        if !same
-            || self.plan.services().iter().any(|s| changed.touches(s))
-            || !self.plan.reads_unchanged(snapshot)
-        {
+        if self.stale || !same || !self.plan.reads_unchanged(snapshot) {
             return false;
         }
         self.ingress = ing.clone();

@@ -22,6 +22,15 @@ const HOSTS: [&str; 5] = [
 const PATHS: [&str; 5] = ["/", "/a", "/a/", "/b", "b"];
 const PATH_TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Regex"];
 const SECRETS: [&str; 3] = ["tls0", "tls1", "tls2"];
+/// Annotations that make hosts of their own or change how a host is served.
+const EXTRA: [&str; 6] = [
+    "nginx.ingress.kubernetes.io/server-alias: \"y.example.com, z.example.com\"",
+    "nginx.ingress.kubernetes.io/from-to-www-redirect: \"true\"",
+    "nginx.ingress.kubernetes.io/app-root: /a",
+    "nginx.ingress.kubernetes.io/use-regex: \"true\"",
+    "nginx.ingress.kubernetes.io/default-backend: s1",
+    "nginx.ingress.kubernetes.io/server-alias: z.example.com",
+];
 const NOW: i64 = 1_800_000_000;
 
 /// PEM certificate and key pairs, generated once.
@@ -85,6 +94,8 @@ enum Change {
         created: Option<u8>,
         ssl_redirect: usize,
         force: bool,
+        /// One of [`EXTRA`], or none.
+        extra: usize,
         default: Option<BackendRef>,
         rules: Vec<Rule>,
         tls: Vec<(Vec<usize>, Option<usize>)>,
@@ -143,7 +154,11 @@ fn change() -> impl Strategy<Value = Change> {
             0..3usize,
             proptest::option::of(0..3u8),
         ),
-        (0..4usize, any::<bool>()),
+        (
+            0..4usize,
+            any::<bool>(),
+            prop_oneof![3 => Just(EXTRA.len()), 2 => 0..EXTRA.len()],
+        ),
         proptest::option::weighted(0.3, backend_ref()),
         proptest::collection::vec(
             (
@@ -164,7 +179,7 @@ fn change() -> impl Strategy<Value = Change> {
         ),
     )
         .prop_map(
-            |((ns, name, class, created), (ssl_redirect, force), default, rules, tls)| {
+            |((ns, name, class, created), (ssl_redirect, force, extra), default, rules, tls)| {
                 Change::Ingress {
                     ns,
                     name,
@@ -172,6 +187,7 @@ fn change() -> impl Strategy<Value = Change> {
                     created,
                     ssl_redirect,
                     force,
+                    extra,
                     default,
                     rules,
                     tls,
@@ -216,6 +232,7 @@ fn ingress_yaml(change: &Change) -> String {
         created,
         ssl_redirect,
         force,
+        extra,
         default,
         rules,
         tls,
@@ -238,6 +255,9 @@ fn ingress_yaml(change: &Change) -> String {
     };
     if *force {
         out += "    nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"\n";
+    }
+    if let Some(extra) = EXTRA.get(*extra) {
+        out += &format!("    {extra}\n");
     }
     out += "spec:\n";
     match class {
@@ -641,6 +661,7 @@ fn unchanged_objects_are_reused() {
         created: None,
         ssl_redirect: 2,
         force: false,
+        extra: EXTRA.len(),
         default: None,
         rules: vec![([1, 3][name], vec![(1, 0, BackendRef { service, port: 0 })])],
         tls: vec![(vec![[1, 3][name]], Some(name))],
