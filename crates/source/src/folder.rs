@@ -4,16 +4,18 @@
 //! that file's objects, and the snapshot it hands out shares every object (behind `Arc`s) with the
 //! source, so neither a re-read nor a [`Load`] copies objects.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use model::{
-    parse_manifests, Diagnostic, Kind, ObjectKey, Parsed, Severity, SharedObject, Snapshot,
-};
+use model::{parse_manifests, Diagnostic, Parsed, Severity, SharedObject, Snapshot};
 
 use crate::{Changes, SourceError};
+
+mod index;
+
+use index::{entry_of, same_entry, Index};
 
 /// The result of one read of all paths.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,168 +62,7 @@ struct FileState {
     /// Diagnostics of the current text.
     notes: Vec<Diagnostic>,
     /// Why the file could not be read the last time, if it could not.
-    read_error: Option<Diagnostic>,
-}
-
-/// The kind and key of an object: what a snapshot holds one of.
-type Id = (Kind, ObjectKey);
-
-fn id_of(object: &SharedObject) -> Id {
-    (object.kind(), object.key())
-}
-
-/// Every object of the files' last good versions, and where each is defined.
-#[derive(Debug, Default)]
-struct Index {
-    /// The objects; where several files (or one file twice) define an object, the definition read
-    /// last in path order.
-    snapshot: Arc<Snapshot>,
-    /// The files defining each object, in path order, once per definition; the last one wins.
-    defs: HashMap<Id, Vec<Arc<Path>>>,
-    /// Objects defined more than once.
-    duplicates: HashSet<Id>,
-    /// The objects whose entry in `snapshot` changed since the last [`Load`], with the entry they
-    /// had then (held, so a new object cannot take its place unnoticed)…
-    changed: BTreeMap<Id, Option<SharedObject>>,
-    /// …once there was a first one (before it, everything is new).
-    track: bool,
-    /// An object defined more than once (or becoming so) was touched: where the warnings about
-    /// it go may have changed.
-    duplicates_touched: bool,
-}
-
-/// The snapshot's current entry for an object.
-fn entry_of(snapshot: &Snapshot, (kind, key): &Id) -> Option<SharedObject> {
-    match kind {
-        Kind::Ingress => snapshot
-            .ingresses
-            .get(key)
-            .cloned()
-            .map(SharedObject::Ingress),
-        Kind::IngressClass => snapshot
-            .ingress_classes
-            .get(key)
-            .cloned()
-            .map(SharedObject::IngressClass),
-        Kind::Service => snapshot
-            .services
-            .get(key)
-            .cloned()
-            .map(SharedObject::Service),
-        Kind::EndpointSlice => snapshot
-            .endpoint_slices
-            .get(key)
-            .cloned()
-            .map(SharedObject::EndpointSlice),
-        Kind::Endpoints => snapshot
-            .endpoints
-            .get(key)
-            .cloned()
-            .map(SharedObject::Endpoints),
-        Kind::Secret => snapshot.secrets.get(key).cloned().map(SharedObject::Secret),
-        Kind::ConfigMap => snapshot
-            .config_maps
-            .get(key)
-            .cloned()
-            .map(SharedObject::ConfigMap),
-    }
-}
-
-/// Whether two entries of a snapshot are the same allocation (or both absent).
-fn same_entry(a: Option<&SharedObject>, b: Option<&SharedObject>) -> bool {
-    a.map(pointer_of) == b.map(pointer_of)
-}
-
-/// The pointer a shared object has in a snapshot.
-fn pointer_of(object: &SharedObject) -> *const () {
-    match object {
-        SharedObject::Ingress(o) => Arc::as_ptr(o).cast(),
-        SharedObject::IngressClass(o) => Arc::as_ptr(o).cast(),
-        SharedObject::Service(o) => Arc::as_ptr(o).cast(),
-        SharedObject::EndpointSlice(o) => Arc::as_ptr(o).cast(),
-        SharedObject::Endpoints(o) => Arc::as_ptr(o).cast(),
-        SharedObject::Secret(o) => Arc::as_ptr(o).cast(),
-        SharedObject::ConfigMap(o) => Arc::as_ptr(o).cast(),
-    }
-}
-
-impl Index {
-    /// Records that `file` now defines `new` instead of `old`. Returns the objects `old` defined,
-    /// whose winning definition [`Index::settle`] must look up once the file's state holds `new`.
-    fn replace(&mut self, file: &Arc<Path>, old: &[SharedObject], new: &[SharedObject]) -> Vec<Id> {
-        let snapshot = Arc::make_mut(&mut self.snapshot);
-        let mut orphans = Vec::with_capacity(old.len());
-        for object in old {
-            let id = id_of(object);
-            if self.duplicates.contains(&id) {
-                self.duplicates_touched = true;
-            }
-            if let Some(list) = self.defs.get_mut(&id) {
-                if let Some(at) = list.iter().position(|p| p == file) {
-                    list.remove(at);
-                }
-            }
-            orphans.push(id);
-        }
-        for object in new {
-            let id = id_of(object);
-            let list = self.defs.entry(id.clone()).or_default();
-            let at = list.partition_point(|p| **p <= **file);
-            list.insert(at, file.clone());
-            let wins = at + 1 == list.len();
-            let many = list.len() > 1;
-            if wins {
-                let before = entry_of(snapshot, &id);
-                if !same_entry(before.as_ref(), Some(object)) {
-                    snapshot.insert_shared(object.clone());
-                    if self.track {
-                        self.changed.entry(id.clone()).or_insert(before);
-                    }
-                }
-            }
-            if many {
-                self.duplicates.insert(id);
-                self.duplicates_touched = true;
-            }
-        }
-        orphans
-    }
-
-    /// Puts the winning definition of each object in `ids` into the snapshot (or takes the object
-    /// out when nothing defines it any more).
-    fn settle(&mut self, files: &BTreeMap<Arc<Path>, FileState>, ids: Vec<Id>) {
-        if ids.is_empty() {
-            return;
-        }
-        let snapshot = Arc::make_mut(&mut self.snapshot);
-        for id in ids {
-            let list = self.defs.get(&id);
-            let winner = list.and_then(|l| l.last()).and_then(|file| {
-                let objects = files.get(file)?.good.as_ref()?;
-                objects.iter().rev().find(|o| id_of(o) == id)
-            });
-            let before = entry_of(snapshot, &id);
-            if !same_entry(before.as_ref(), winner) {
-                match winner {
-                    Some(object) => snapshot.insert_shared(object.clone()),
-                    None => snapshot.remove(id.0, &id.1),
-                };
-                if self.track {
-                    self.changed.entry(id.clone()).or_insert(before);
-                }
-            }
-            match list.map_or(0, Vec::len) {
-                0 => {
-                    self.defs.remove(&id);
-                    self.duplicates_touched |= self.duplicates.remove(&id);
-                }
-                1 => {
-                    self.duplicates_touched |= self.duplicates.remove(&id);
-                }
-                _ => self.duplicates_touched = true,
-            }
-        }
-    }
+    read_error: Option<Box<Diagnostic>>,
 }
 
 /// A set of manifest files and folders, re-read on demand.
@@ -386,7 +227,7 @@ impl FolderSource {
             return;
         };
         let old = state.good.take().unwrap_or_default();
-        let orphans = self.index.replace(&file, &old, &[]);
+        let orphans = self.index.replace(&self.files, &file, &old, &[]);
         self.index.settle(&self.files, orphans);
         self.dirty = true;
         self.notes_dirty = true;
@@ -399,8 +240,8 @@ impl FolderSource {
             format!("cannot read ({e}); keeping its last good objects"),
         );
         let state = self.files.entry(Arc::from(path)).or_default();
-        if state.read_error.as_ref() != Some(&diag) {
-            state.read_error = Some(diag);
+        if state.read_error.as_deref() != Some(&diag) {
+            state.read_error = Some(Box::new(diag));
             self.dirty = true;
             self.notes_dirty = true;
         }
@@ -511,8 +352,10 @@ impl FolderSource {
             state.good = Some(objects);
             return;
         }
-        let orphans = self.index.replace(&file, &old, &objects);
-        state.good = Some(objects);
+        let orphans = self.index.replace(&self.files, &file, &old, &objects);
+        if let Some(state) = self.files.get_mut(path) {
+            state.good = Some(objects);
+        }
         self.dirty = true;
         self.index.settle(&self.files, orphans);
     }
@@ -556,30 +399,14 @@ impl FolderSource {
     /// every object it defines that an earlier definition (in path order) also defines.
     fn assemble_diagnostics(&self) -> Vec<Diagnostic> {
         // (file, position of the object in the file) → warning
-        let mut overridden: Vec<((&Path, usize), Diagnostic)> = Vec::new();
+        let mut overridden: Vec<((Arc<Path>, usize), Diagnostic)> = Vec::new();
         for id in &self.index.duplicates {
-            let Some(list) = self.index.defs.get(id) else {
-                continue;
-            };
-            for (i, pair) in list.windows(2).enumerate() {
-                let (first, path) = (&pair[0], &pair[1]);
-                // This is the n-th definition of the object in `path`.
-                let n = list[..=i + 1].iter().filter(|p| *p == path).count() - 1;
-                let position = self
-                    .files
-                    .get(&**path)
-                    .and_then(|s| s.good.as_ref())
-                    .and_then(|objects| {
-                        objects
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, o)| id_of(o) == *id)
-                            .nth(n)
-                            .map(|(at, _)| at)
-                    })
-                    .unwrap_or(0);
+            let defs = self.index.defs_of(&self.files, None, id);
+            for pair in defs.windows(2) {
+                let (first, def) = (&pair[0], &pair[1]);
+                let path: &Path = &def.file;
                 overridden.push((
-                    (&**path, position),
+                    (def.file.clone(), def.at),
                     file_diag(
                         Severity::Warning,
                         path,
@@ -587,7 +414,7 @@ impl FolderSource {
                             "{} {} is also defined in {}; this later definition wins",
                             id.0,
                             id.1,
-                            first.display()
+                            first.file.display()
                         ),
                     ),
                 ));
@@ -597,8 +424,14 @@ impl FolderSource {
         let mut overridden = overridden.into_iter().peekable();
         let mut diagnostics = self.root_notes.clone();
         for (path, state) in &self.files {
-            diagnostics.extend(state.notes.iter().chain(&state.read_error).cloned());
-            while let Some(((_, _), d)) = overridden.next_if(|((p, _), _)| *p == &**path) {
+            diagnostics.extend(
+                state
+                    .notes
+                    .iter()
+                    .chain(state.read_error.as_deref())
+                    .cloned(),
+            );
+            while let Some(((_, _), d)) = overridden.next_if(|((p, _), _)| **p == **path) {
                 diagnostics.push(d);
             }
         }

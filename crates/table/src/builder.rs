@@ -87,7 +87,7 @@ pub(crate) enum Building {
         routes: Vec<Arc<Route>>,
     },
     /// A host of its own: its routes differ from the previous table's, or it had none.
-    Own(VirtualHost),
+    Own(Box<VirtualHost>),
 }
 
 /// The path map a route of `path_type` goes into, and its key there.
@@ -109,7 +109,7 @@ impl Building {
                     routes: Vec::new(),
                 }
             }
-            _ => Building::Own(VirtualHost::new(name())),
+            _ => Building::Own(Box::new(VirtualHost::new(name()))),
         }
     }
 
@@ -146,7 +146,7 @@ impl Building {
                 };
                 map.insert(key.to_string(), route);
             }
-            *self = Building::Own(vhost);
+            *self = Building::Own(Box::new(vhost));
         }
         match self {
             Building::Own(vhost) => vhost,
@@ -428,7 +428,10 @@ fn start_named<'a>(
     }
     let (key, building) = match previous.get_key_value(name) {
         Some((key, prev)) => (key.clone(), Building::start(Some(prev), full)),
-        None => (Arc::from(name), Building::Own(VirtualHost::new(full()))),
+        None => (
+            Arc::from(name),
+            Building::Own(Box::new(VirtualHost::new(full()))),
+        ),
     };
     hosts.entry(key).or_insert(building)
 }

@@ -33,7 +33,7 @@ impl TableBuilder {
         let mut finish = |building: Building, old: &dyn Fn() -> Option<Arc<VirtualHost>>| {
             let vhost = match building {
                 Building::Same { prev, .. } => prev,
-                Building::Own(vhost) => finish_vhost(vhost, old().as_ref(), cache, &mut rejected),
+                Building::Own(vhost) => finish_vhost(*vhost, old().as_ref(), cache, &mut rejected),
             };
             has_app_roots |= vhost.app_root.is_some();
             vhost
@@ -132,7 +132,7 @@ impl TableBuilder {
                 self.tls.exact.entry(alias.name.clone()).or_insert(cert);
             }
             let key = self.host_key(&alias.name);
-            self.exact_hosts.insert(key, Building::Own(copy));
+            self.exact_hosts.insert(key, Building::Own(Box::new(copy)));
         }
     }
 
@@ -167,7 +167,7 @@ impl TableBuilder {
                 redirect_to: Some(to),
                 ..VirtualHost::default()
             };
-            self.exact_hosts.insert(key, Building::Own(vhost));
+            self.exact_hosts.insert(key, Building::Own(Box::new(vhost)));
         }
     }
 }

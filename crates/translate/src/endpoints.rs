@@ -10,7 +10,7 @@ use std::sync::Arc;
 use model::{ObjectKey, Snapshot};
 use table::{Backend, BackendId, Backends};
 
-use crate::{backend, ingress, Diagnostic, Last, Options, Translation, Translator};
+use crate::{backend, ingress, keyed, Diagnostic, Last, Options, Translation, Translator};
 
 /// An Ingress's plan worked out again, waiting to replace the one it adopted.
 struct Replanned {
@@ -67,10 +67,14 @@ impl Translator {
         services: &HashSet<ObjectKey>,
     ) -> Option<Translation> {
         let last = self.last.as_ref()?;
-        let mut keys: Vec<&ObjectKey> = services
+        // The Ingresses on those Services (and, should hashes collide, a few more, whose plans
+        // then come out as they were).
+        let mut keys: Vec<ObjectKey> = services
             .iter()
-            .filter_map(|s| self.users.get(s))
-            .flatten()
+            .filter_map(|s| self.users.get(&keyed::hash_of(s)))
+            .flat_map(|users| users.iter())
+            .flat_map(|ingress| self.plans.by_hash(ingress))
+            .map(|memo| ObjectKey::of(&memo.ingress.metadata))
             .collect();
         keys.sort();
         keys.dedup();
@@ -85,7 +89,7 @@ impl Translator {
         };
         let mut replanned = Vec::with_capacity(keys.len());
         let mut notes_changed = false;
-        for key in keys {
+        for key in &keys {
             // Unchanged, as the caller says: nothing but endpoints changed.
             let memo = self.plans.get(key)?;
             let ing = snapshot.ingresses.get(key)?;

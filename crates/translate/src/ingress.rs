@@ -4,14 +4,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use model::{Ingress, Kind, ObjectKey, Snapshot};
-use table::{
-    BackendId, Conflict, HostPattern, PathType, Route, RouteOrigin, RoutePolicy, TableBuilder,
-};
+use table::{BackendId, Conflict, HostPattern, Route, RouteOrigin, RoutePolicy, TableBuilder};
 
-use crate::annotations::{self, Rules};
-use crate::backend::{resolve, Objects, Resolved};
+use crate::annotations::Rules;
+use crate::backend::Resolved;
 use crate::tls::{covers, SecretCache};
-use crate::{Diagnostic, Options, Severity};
+use crate::{Diagnostic, Severity};
 
 /// State shared by the TLS pass over all Ingresses.
 pub struct TlsContext<'a, 'c> {
@@ -135,46 +133,24 @@ pub fn compile_tls(
     }
 }
 
-/// The field path of one Ingress path, written out only when a diagnostic needs it.
-#[derive(Clone, Copy)]
-struct PathField {
-    rule: usize,
-    path: usize,
-}
-
-impl std::fmt::Display for PathField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "spec.rules[{}].http.paths[{}]", self.rule, self.path)
-    }
-}
-
-/// A [`PathField`]'s `backend` field.
-#[derive(Clone, Copy)]
-struct BackendField(PathField);
-
-impl std::fmt::Display for BackendField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.backend", self.0)
-    }
-}
-
 /// What one Ingress contributes to the table, worked out without looking at any other Ingress:
 /// its diagnostics, backends and routes in the order it lists them. Precedence between Ingresses
 /// is settled when plans are [`Plan::apply`]ed in order; what applying said is kept, so the
-/// plan's share of the diagnostics can be [`Plan::replay`]ed without applying it again.
+/// plan's share of the diagnostics can be [`Plan::replay`]ed without applying it again. Kept for
+/// every Ingress, so it holds little: a route's origin lives in the route once it is built.
 pub struct Plan {
-    /// Backends resolved, with the Services they came from.
-    resolved: Resolved,
-    /// The table id each backend in `resolved` got when the plan was last applied.
-    ids: Vec<Option<BackendId>>,
+    /// Backends resolved, each with the table id it got when the plan was last applied.
+    backends: Box<[(Arc<table::Backend>, Option<BackendId>)]>,
+    /// The hashes of the keys of the Services the backends were resolved from (or looked up).
+    services: Box<[u64]>,
     /// Diagnostics, the default backend and routes, in the order they are written.
-    steps: Vec<Step>,
+    steps: Box<[Step]>,
     /// What the annotations ask for.
     rules: Rules,
-    /// The `default-backend` annotation's backend, as an index into `resolved`.
+    /// The `default-backend` annotation's backend, as an index into `backends`.
     fallback: Option<usize>,
-    /// The hosts of the Ingress's rules, for its `server-alias`es.
-    hosts: Vec<HostPattern>,
+    /// The hosts of the Ingress's rules, kept only for its `server-alias`es.
+    hosts: Box<[HostPattern]>,
 }
 
 /// Whether two readings of an Ingress's annotations shape its routes alike.
@@ -190,13 +166,13 @@ fn same_rules(a: &Rules, b: &Rules) -> bool {
 }
 
 /// One thing a [`Plan`] adds, in order.
-enum Step {
+pub(crate) enum Step {
     /// A diagnostic about the Ingress itself.
-    Note(Diagnostic),
+    Note(Box<Diagnostic>),
     /// `spec.defaultBackend`, with the index of its backend in the plan.
     Default {
         backend: usize,
-        origin: RouteOrigin,
+        origin: Box<RouteOrigin>,
         /// Why it was not used, the last time the plan was applied.
         conflict: Option<Box<Diagnostic>>,
     },
@@ -204,13 +180,26 @@ enum Step {
     Route {
         host: HostPattern,
         backend: usize,
-        origin: RouteOrigin,
+        /// Where the route comes from; once `last` is built, read from there instead.
+        origin: Option<Box<RouteOrigin>>,
         /// Whether the route asks its host for regex matching.
         regex: bool,
         last: Option<Arc<Route>>,
         /// Why it was not served, the last time the plan was applied.
         conflict: Option<Box<Diagnostic>>,
     },
+}
+
+/// A route step's origin: its own, or that of the route built from it.
+fn origin_of<'a>(
+    origin: &'a Option<Box<RouteOrigin>>,
+    last: &'a Option<Arc<Route>>,
+) -> &'a RouteOrigin {
+    match (origin, last) {
+        (Some(o), _) => o,
+        (None, Some(r)) => &r.origin,
+        (None, None) => unreachable!("a route step keeps its origin until a route holds it"),
+    }
 }
 
 impl Step {
@@ -234,6 +223,7 @@ impl Step {
                     backend,
                     origin,
                     regex,
+                    last,
                     ..
                 },
                 Step::Route {
@@ -241,49 +231,53 @@ impl Step {
                     backend: b,
                     origin: o,
                     regex: r,
+                    last: l,
                     ..
                 },
-            ) => host == h && backend == b && origin == o && regex == r,
+            ) => {
+                host == h
+                    && backend == b
+                    && regex == r
+                    && origin_of(origin, last) == origin_of(o, l)
+            }
             _ => false,
         }
     }
 }
 
 impl Plan {
-    /// Works out the rules and default backend of one Ingress; everything unusable becomes a
-    /// diagnostic step.
-    pub fn new(objects: &Objects<'_>, options: &Options, key: &ObjectKey, ing: &Ingress) -> Plan {
-        let mut notes = Vec::new();
-        let rules = annotations::read(objects.snapshot, options, key, ing, &mut notes);
-        let mut plan = Plan {
-            resolved: Resolved::default(),
-            ids: Vec::new(),
-            steps: Vec::new(),
+    /// A plan of `steps` over the backends `resolved`, not applied yet.
+    pub(crate) fn from_parts(
+        resolved: Resolved,
+        steps: Vec<Step>,
+        rules: Rules,
+        fallback: Option<usize>,
+        hosts: Box<[HostPattern]>,
+    ) -> Plan {
+        Plan {
+            backends: resolved.backends.into_iter().map(|b| (b, None)).collect(),
+            services: resolved
+                .services
+                .iter()
+                .map(crate::keyed::hash_of)
+                .collect(),
+            steps: steps.into_boxed_slice(),
             rules,
-            fallback: None,
-            hosts: Vec::new(),
-        };
-        plan.note_all(&mut notes);
-        if plan.rules.refused {
-            return plan;
+            fallback,
+            hosts,
         }
-        plan.add_fallback(objects, options, key, &mut notes);
-        plan.add_spec(objects, key, ing, &mut notes);
-        plan.steps.shrink_to_fit();
-        plan
     }
 
-    /// The Services the plan's backends were resolved from.
-    pub fn services(&self) -> &[ObjectKey] {
-        &self.resolved.services
+    /// The hashes of the keys of the Services the plan's backends were resolved from.
+    pub fn services(&self) -> &[u64] {
+        &self.services
     }
 
     /// The backends resolved, each with the table id it got when the plan was last applied.
     pub fn backends_mut(
         &mut self,
     ) -> impl Iterator<Item = (&mut Arc<table::Backend>, Option<BackendId>)> {
-        let ids = self.ids.iter().copied().chain(std::iter::repeat(None));
-        self.resolved.backends.iter_mut().zip(ids)
+        self.backends.iter_mut().map(|(b, id)| (b, *id))
     }
 
     /// Takes over what applying `old` (a plan of the same Ingress) found out, when this plan adds
@@ -291,23 +285,21 @@ impl Plan {
     /// targets and the notes may differ): the routes built, the table ids of the backends and why
     /// routes were not served. Returns whether it did; if not, the plan must be applied anew.
     pub fn adopt(&mut self, old: &Plan) -> bool {
-        let steps = |p: &Plan| {
+        let shaping = |p: &Plan| {
             p.steps
                 .iter()
                 .filter(|s| !matches!(s, Step::Note(_)))
                 .count()
         };
-        let names = |p: &Plan| {
-            p.resolved
+        let same = self.fallback == old.fallback
+            && self.services == old.services
+            && self.backends.len() == old.backends.len()
+            && self
                 .backends
                 .iter()
-                .map(|b| b.name.clone())
-                .collect::<Vec<_>>()
-        };
-        let same = self.fallback == old.fallback
-            && self.resolved.services == old.resolved.services
-            && names(self) == names(old)
-            && steps(self) == steps(old)
+                .zip(old.backends.iter())
+                .all(|((a, _), (b, _))| a.name == b.name)
+            && shaping(self) == shaping(old)
             && self.hosts == old.hosts
             && same_rules(&self.rules, &old.rules)
             && self
@@ -330,7 +322,12 @@ impl Plan {
                     conflict.clone_from(was)
                 }
                 (
-                    Step::Route { last, conflict, .. },
+                    Step::Route {
+                        origin,
+                        last,
+                        conflict,
+                        ..
+                    },
                     Step::Route {
                         last: built,
                         conflict: was,
@@ -339,11 +336,16 @@ impl Plan {
                 ) => {
                     last.clone_from(built);
                     conflict.clone_from(was);
+                    if last.is_some() {
+                        *origin = None;
+                    }
                 }
                 _ => {}
             }
         }
-        self.ids.clone_from(&old.ids);
+        for ((_, id), (_, was)) in self.backends.iter_mut().zip(old.backends.iter()) {
+            *id = *was;
+        }
         true
     }
 
@@ -351,7 +353,7 @@ impl Plan {
     pub fn replay(&self, out: &mut Vec<Diagnostic>) {
         for step in &self.steps {
             match step {
-                Step::Note(d) => out.push(d.clone()),
+                Step::Note(d) => out.push((**d).clone()),
                 Step::Default { conflict, .. } | Step::Route { conflict, .. } => {
                     out.extend(conflict.as_deref().cloned());
                 }
@@ -362,246 +364,6 @@ impl Plan {
     /// Whether the ConfigMaps and Secrets the annotations read are unchanged in `snapshot`.
     pub fn reads_unchanged(&self, snapshot: &Snapshot) -> bool {
         self.rules.reads.iter().all(|r| r.unchanged(snapshot))
-    }
-
-    /// Resolves the `default-backend` annotation's Service (its first port, as ingress-nginx
-    /// uses it).
-    fn add_fallback(
-        &mut self,
-        objects: &Objects<'_>,
-        options: &Options,
-        key: &ObjectKey,
-        notes: &mut Vec<Diagnostic>,
-    ) {
-        let Some(name) = self.rules.default_backend.clone() else {
-            return;
-        };
-        let field = format!(
-            "metadata.annotations[{}/default-backend]",
-            options.annotations_prefix
-        );
-        let svc_key = ObjectKey::new(key.namespace.clone(), name.as_str());
-        let port = objects
-            .snapshot
-            .services
-            .get(&svc_key)
-            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
-        let Some(port) = port else {
-            // Looked up all the same: when the Service appears, the plan must be made again.
-            if !self.resolved.services.contains(&svc_key) {
-                self.resolved.services.push(svc_key.clone());
-            }
-            notes.push(Diagnostic::new(
-                Severity::Error,
-                Kind::Ingress,
-                key,
-                Some(field),
-                format!("Service {svc_key} not found or has no ports; no default backend for this Ingress's paths"),
-            ));
-            self.note_all(notes);
-            return;
-        };
-        let backend = model::k8s_openapi::api::networking::v1::IngressBackend {
-            service: Some(
-                model::k8s_openapi::api::networking::v1::IngressServiceBackend {
-                    name,
-                    port: Some(
-                        model::k8s_openapi::api::networking::v1::ServiceBackendPort {
-                            number: Some(port),
-                            name: None,
-                        },
-                    ),
-                },
-            ),
-            resource: None,
-        };
-        self.fallback = resolve(
-            objects,
-            key,
-            &backend,
-            &field,
-            false,
-            &mut self.resolved,
-            notes,
-        );
-        self.note_all(notes);
-    }
-
-    fn note_all(&mut self, notes: &mut Vec<Diagnostic>) {
-        self.steps.extend(notes.drain(..).map(Step::Note));
-    }
-
-    fn add_spec(
-        &mut self,
-        objects: &Objects<'_>,
-        key: &ObjectKey,
-        ing: &Ingress,
-        notes: &mut Vec<Diagnostic>,
-    ) {
-        let diag = |severity, field: String, message: String| {
-            Step::Note(Diagnostic::new(
-                severity,
-                Kind::Ingress,
-                key,
-                Some(field),
-                message,
-            ))
-        };
-        let Some(spec) = &ing.spec else {
-            self.steps.push(diag(
-                Severity::Warning,
-                "spec".into(),
-                "missing; nothing to route".into(),
-            ));
-            return;
-        };
-        let ingress_name = crate::key_text(key, 0);
-
-        if let Some(default) = &spec.default_backend {
-            let field = "spec.defaultBackend";
-            let found = resolve(
-                objects,
-                key,
-                default,
-                &field,
-                self.rules.service_upstream,
-                &mut self.resolved,
-                notes,
-            );
-            self.note_all(notes);
-            if let Some(backend) = found {
-                let origin = RouteOrigin {
-                    ingress: ingress_name.clone(),
-                    rule: None,
-                    path_index: None,
-                    host: String::new(),
-                    path: "/".into(),
-                    path_type: PathType::Prefix,
-                };
-                self.steps.push(Step::Default {
-                    backend,
-                    origin,
-                    conflict: None,
-                });
-            }
-        }
-
-        let rules = spec.rules.as_deref().unwrap_or_default();
-        if rules.is_empty() && spec.default_backend.is_none() {
-            self.steps.push(diag(
-                Severity::Warning,
-                "spec".into(),
-                "has neither rules nor a defaultBackend; nothing to route".into(),
-            ));
-        }
-        for (r, rule) in rules.iter().enumerate() {
-            let host_written = rule.host.as_deref().unwrap_or_default();
-            let host = match HostPattern::parse(host_written) {
-                Ok(h) => {
-                    if !self.hosts.contains(&h) {
-                        self.hosts.push(h.clone());
-                    }
-                    h
-                }
-                Err(e) => {
-                    self.steps
-                        .push(diag(Severity::Error, format!("spec.rules[{r}].host"), e));
-                    continue;
-                }
-            };
-            let Some(http) = &rule.http else {
-                self.steps.push(diag(
-                    Severity::Info,
-                    format!("spec.rules[{r}].http"),
-                    "rule has no http paths; only the default backend serves this host".into(),
-                ));
-                continue;
-            };
-            for (p, path) in http.paths.iter().enumerate() {
-                let field = PathField { rule: r, path: p };
-                let Some(path_type) = PathType::parse(&path.path_type) else {
-                    self.steps.push(diag(
-                        Severity::Error,
-                        format!("{field}.pathType"),
-                        format!(
-                            "{:?} is not one of Exact, Prefix, ImplementationSpecific",
-                            path.path_type
-                        ),
-                    ));
-                    continue;
-                };
-                let written = match (path.path.as_deref(), path_type) {
-                    (Some(p), _) if !p.is_empty() => p,
-                    (_, PathType::ImplementationSpecific) => "/",
-                    _ => {
-                        self.steps.push(diag(
-                            Severity::Error,
-                            format!("{field}.path"),
-                            format!("required for pathType {}", path_type.as_str()),
-                        ));
-                        continue;
-                    }
-                };
-                if !written.starts_with('/') {
-                    self.steps.push(diag(
-                        Severity::Error,
-                        format!("{field}.path"),
-                        format!("{written:?} must be an absolute path starting with '/'"),
-                    ));
-                    continue;
-                }
-                let regex = self.rules.use_regex
-                    || self
-                        .rules
-                        .policy
-                        .as_ref()
-                        .and_then(|p| p.rewrite.as_ref())
-                        .is_some_and(|t| t.written != written);
-                if !regex
-                    && path_type != PathType::Exact
-                    && written.contains(['(', ')', '*', '?', '$', '^'])
-                {
-                    self.steps.push(diag(
-                        Severity::Warning,
-                        format!("{field}.path"),
-                        format!(
-                            "{written:?} looks like a regular expression; pathType {} matches it literally",
-                            path_type.as_str()
-                        ),
-                    ));
-                }
-                let backend_field = BackendField(field);
-                let found = resolve(
-                    objects,
-                    key,
-                    &path.backend,
-                    &backend_field,
-                    self.rules.service_upstream,
-                    &mut self.resolved,
-                    notes,
-                );
-                self.note_all(notes);
-                let Some(backend) = found else {
-                    continue;
-                };
-                let origin = RouteOrigin {
-                    ingress: ingress_name.clone(),
-                    rule: Some(r),
-                    path_index: Some(p),
-                    host: host.display(),
-                    path: written.to_string(),
-                    path_type,
-                };
-                self.steps.push(Step::Route {
-                    host: host.clone(),
-                    backend,
-                    origin,
-                    regex,
-                    last: None,
-                    conflict: None,
-                });
-            }
-        }
     }
 }
 
@@ -652,17 +414,16 @@ impl Plan {
         builder: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
     ) {
-        self.ids.clear();
-        self.ids.resize(self.resolved.backends.len(), None);
-        let (resolved, ids) = (&self.resolved, &mut self.ids);
+        let backends = &mut self.backends;
         let mut id_of = |builder: &mut TableBuilder, i: usize| {
-            let id = builder.shared_backend(&resolved.backends[i]);
-            ids[i] = Some(id);
-            id
+            let (backend, id) = &mut backends[i];
+            let got = builder.shared_backend(backend);
+            *id = Some(got);
+            got
         };
-        for step in &mut self.steps {
+        for step in self.steps.iter_mut() {
             match step {
-                Step::Note(d) => diagnostics.push(d.clone()),
+                Step::Note(d) => diagnostics.push((**d).clone()),
                 Step::Default {
                     backend,
                     origin,
@@ -670,7 +431,7 @@ impl Plan {
                 } => {
                     let id = id_of(builder, *backend);
                     *conflict = builder
-                        .set_default_backend(id, origin.clone())
+                        .set_default_backend(id, (**origin).clone())
                         .err()
                         .map(|c| default_conflict(key, &c));
                     diagnostics.extend(conflict.as_deref().cloned());
@@ -694,11 +455,24 @@ impl Plan {
                         rules: self.rules.policy.clone(),
                         fallback,
                     };
+                    // The origin is read from the route built last time, which the builder may
+                    // replace: hold it meanwhile.
+                    let built = last.clone();
+                    let from = match (origin.as_deref(), &built) {
+                        (Some(o), _) => o,
+                        (None, Some(r)) => &r.origin,
+                        (None, None) => {
+                            unreachable!("a route step keeps its origin until a route holds it")
+                        }
+                    };
                     *conflict = builder
-                        .add_route_reusing(host, id, origin, policy, last)
+                        .add_route_reusing(host, id, from, policy, last)
                         .err()
-                        .map(|c| route_conflict(key, origin, &c));
+                        .map(|c| route_conflict(key, from, &c));
                     diagnostics.extend(conflict.as_deref().cloned());
+                    if last.is_some() {
+                        *origin = None;
+                    }
                 }
             }
         }

@@ -10,13 +10,15 @@ mod backend;
 mod class;
 mod endpoints;
 mod ingress;
+mod keyed;
+mod plan;
 mod tls;
 
 pub use class::IngressSelection;
 pub use model::{Diagnostic, Severity};
 pub use tls::{certificate_from_secret, covers, EXPIRY_WARNING_SECS};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use model::{Ingress, Kind, ObjectKey, Snapshot};
@@ -123,9 +125,10 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
 pub struct Translator {
     certs: tls::CertCache,
     index: backend::Index,
-    plans: FastMap<ObjectKey, Memo>,
-    /// Service → the Ingresses whose plans resolved a backend on it.
-    users: HashMap<ObjectKey, Vec<ObjectKey>>,
+    plans: keyed::Keyed<Memo>,
+    /// Service (by the hash of its key) → the Ingresses (by the hashes of theirs) whose plans
+    /// resolved a backend on it.
+    users: FastMap<u64, keyed::Hashes>,
     regexes: table::RegexCache,
     /// The options of the last translation (without the clock): plans hold only while they
     /// stay the same.
@@ -179,26 +182,40 @@ fn same_keys(keys: &[ObjectKey], selection: &IngressSelection<'_>) -> bool {
         && keys.iter().zip(&selection.ours).all(|(a, (b, _))| a == *b)
 }
 
-/// Records that the plan of Ingress `ingress` resolves backends on `services` (instead of `was`).
-fn relink(
-    users: &mut HashMap<ObjectKey, Vec<ObjectKey>>,
-    ingress: &ObjectKey,
-    was: &[ObjectKey],
-    services: &[ObjectKey],
-) {
+/// Records that the plan of Ingress `ingress` resolves backends on `services` (instead of `was`),
+/// all by the hashes of their keys.
+fn relink(users: &mut FastMap<u64, keyed::Hashes>, ingress: u64, was: &[u64], services: &[u64]) {
     for service in was.iter().filter(|s| !services.contains(s)) {
         if let Some(list) = users.get_mut(service) {
-            list.retain(|k| k != ingress);
-            if list.is_empty() {
+            if list.remove(ingress) {
                 users.remove(service);
             }
         }
     }
-    for service in services.iter().filter(|s| !was.contains(s)) {
-        users
-            .entry(service.clone())
-            .or_default()
-            .push(ingress.clone());
+    for &service in services.iter().filter(|s| !was.contains(s)) {
+        match users.get_mut(&service) {
+            Some(list) => list.add(ingress),
+            None => {
+                users.insert(service, keyed::Hashes::One(ingress));
+            }
+        }
+    }
+}
+
+impl keyed::HasKey for Memo {
+    fn has_key(&self, key: &ObjectKey) -> bool {
+        keyed::meta_is(&self.ingress.metadata, key)
+    }
+}
+
+impl Memo {
+    /// The hash of the Ingress's key.
+    fn key_hash(&self) -> u64 {
+        let meta = &self.ingress.metadata;
+        keyed::key_hash(
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default(),
+        )
     }
 }
 
@@ -345,9 +362,14 @@ impl Translator {
         // The plans of Ingresses on changed Services, found from the Services (not by asking
         // every plan).
         if let backend::Changed::Services(services) = with.changed {
-            for ingress in services.iter().filter_map(|s| self.users.get(s)).flatten() {
-                if let Some(memo) = self.plans.get_mut(ingress) {
-                    memo.stale = true;
+            for service in services {
+                let Some(users) = self.users.get(&keyed::hash_of(service)) else {
+                    continue;
+                };
+                for ingress in users.iter() {
+                    for memo in self.plans.by_hash_mut(ingress) {
+                        memo.stale = true;
+                    }
                 }
             }
         }
@@ -356,31 +378,38 @@ impl Translator {
             index: &self.index,
         };
         let mut noisy = BTreeMap::new();
+        self.plans
+            .reserve(selection.ours.len().saturating_sub(self.plans.len()));
         for (position, &(key, ing)) in selection.ours.iter().enumerate() {
             let plan = || ingress::Plan::new(&objects, with.options, key, ing);
-            let memo = match self.plans.get_mut(key) {
-                Some(memo) => {
-                    if !memo.is_current(ing, with.snapshot) {
-                        let fresh = plan();
-                        relink(&mut self.users, key, memo.plan.services(), fresh.services());
-                        memo.ingress = ing.clone();
-                        memo.plan = fresh;
-                        memo.stale = false;
-                    }
-                    memo
-                }
-                None => {
-                    let fresh = plan();
-                    relink(&mut self.users, key, &[], fresh.services());
-                    self.plans.entry(key.clone()).or_insert(Memo {
-                        ingress: ing.clone(),
-                        plan: fresh,
-                        round,
-                        position,
-                        stale: false,
-                    })
-                }
+            if self.plans.get(key).is_none() {
+                let fresh = plan();
+                relink(&mut self.users, keyed::hash_of(key), &[], fresh.services());
+                let memo = Memo {
+                    ingress: ing.clone(),
+                    plan: fresh,
+                    round,
+                    position,
+                    stale: false,
+                };
+                self.plans.insert(key, memo);
+            }
+            let Some(memo) = self.plans.get_mut(key) else {
+                continue;
             };
+            if memo.round != round && !memo.is_current(ing, with.snapshot) {
+                let fresh = plan();
+                let hash = keyed::hash_of(key);
+                relink(
+                    &mut self.users,
+                    hash,
+                    memo.plan.services(),
+                    fresh.services(),
+                );
+                memo.ingress = ing.clone();
+                memo.plan = fresh;
+                memo.stale = false;
+            }
             memo.round = round;
             memo.position = position;
             let before = diagnostics.len();
@@ -391,10 +420,10 @@ impl Translator {
         }
         if self.plans.len() > selection.ours.len() {
             let users = &mut self.users;
-            self.plans.retain(|key, memo| {
+            self.plans.retain(|memo| {
                 let keep = memo.round == round;
                 if !keep {
-                    relink(users, key, memo.plan.services(), &[]);
+                    relink(users, memo.key_hash(), memo.plan.services(), &[]);
                 }
                 keep
             });

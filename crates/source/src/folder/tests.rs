@@ -1,6 +1,7 @@
 //! The folder source's tests.
 
 use super::*;
+use model::{Kind, ObjectKey};
 
 const SVC: &str =
     "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
