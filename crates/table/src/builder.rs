@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crate::regex_paths::RegexCache;
 use crate::{
-    Backend, BackendId, BackendTarget, Certificate, HostPattern, PathType, Route, RouteOrigin,
-    RoutePolicy, Table, TlsTable, VirtualHost,
+    Backend, BackendId, BackendTarget, Certificate, HostPattern, Route, RouteOrigin, RoutePolicy,
+    Table, TlsTable, VirtualHost,
 };
 
 /// Something finishing the table has to tell about an Ingress: a part it had to leave out, or
@@ -90,14 +90,6 @@ pub(crate) enum Building {
     Own(Box<VirtualHost>),
 }
 
-/// The path map a route of `path_type` goes into, and its key there.
-fn slot(path_type: PathType, path: &str) -> (bool, &str) {
-    match path_type {
-        PathType::Exact => (true, path),
-        PathType::Prefix | PathType::ImplementationSpecific => (false, path.trim_end_matches('/')),
-    }
-}
-
 impl Building {
     /// A host that starts out as `prev` (when there is one that can be taken whole), else empty.
     fn start(prev: Option<&Arc<VirtualHost>>, name: impl FnOnce() -> String) -> Building {
@@ -138,7 +130,7 @@ impl Building {
                 std::mem::take(routes)
             };
             for route in kept {
-                let (exact, key) = slot(route.origin.path_type, &route.origin.path);
+                let (exact, key) = route.origin.map_key();
                 let map = if exact {
                     &mut vhost.exact
                 } else {
@@ -266,7 +258,7 @@ impl TableBuilder {
         let reusable = last
             .as_ref()
             .filter(|r| r.backend == backend && r.order == order && r.policy == policy);
-        let (exact, key) = slot(origin.path_type, &origin.path);
+        let (exact, key) = origin.map_key();
         let building = self.building(host);
         if let Building::Same {
             prev,

@@ -140,7 +140,7 @@ impl Translator {
     }
 
     /// The diagnostics of `last` with every plan's share as the plans say now.
-    fn assemble_diagnostics(&self, last: &Last) -> Vec<Diagnostic> {
+    pub(crate) fn assemble_diagnostics(&self, last: &Last) -> Vec<Diagnostic> {
         let tail = last.diagnostics.len() - last.tail;
         let mut out = Vec::with_capacity(last.diagnostics.len());
         out.extend_from_slice(&last.diagnostics[..last.head]);

@@ -190,6 +190,14 @@ pub(crate) enum Step {
     },
 }
 
+/// A route step of a plan, as [`Plan::routes`] lists them.
+pub(crate) struct RouteStep<'a> {
+    pub(crate) host: &'a HostPattern,
+    pub(crate) origin: &'a RouteOrigin,
+    pub(crate) built: Option<&'a Arc<Route>>,
+    pub(crate) backend: usize,
+}
+
 /// A route step's origin: its own, or that of the route built from it.
 fn origin_of<'a>(
     origin: &'a Option<Box<RouteOrigin>>,
@@ -349,6 +357,123 @@ impl Plan {
         true
     }
 
+    /// Whether the plan adds its routes without consequences beyond their own paths: no
+    /// `spec.defaultBackend`, no aliases, no `www.` twin, no `app-root`, no regex mode, and (as last
+    /// applied) every route served. Only such a plan can be swapped for another in place.
+    pub(crate) fn is_plain(&self) -> bool {
+        let policy_plain = self
+            .rules
+            .policy
+            .as_ref()
+            .is_none_or(|p| !p.from_to_www && p.app_root.is_none());
+        policy_plain
+            && self.rules.aliases.is_empty()
+            && self.steps.iter().all(|s| match s {
+                Step::Note(_) => true,
+                Step::Default { .. } => false,
+                Step::Route {
+                    regex, conflict, ..
+                } => !regex && conflict.is_none(),
+            })
+    }
+
+    /// The route steps: host, origin, the route last built (when the plan was applied) and the
+    /// index of the backend.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = RouteStep<'_>> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Route {
+                host,
+                origin,
+                last,
+                backend,
+                ..
+            } => Some(RouteStep {
+                host,
+                origin: origin_of(origin, last),
+                built: last.as_ref(),
+                backend: *backend,
+            }),
+            _ => None,
+        })
+    }
+
+    /// How many backends the plan resolved.
+    pub(crate) fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// The backends applying the plan asks the table for, in order (each route's, then its
+    /// fallback), as indices into its backends.
+    pub(crate) fn calls(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for step in self.steps.iter() {
+            if let Step::Route { backend, .. } = step {
+                out.push(*backend);
+                out.extend(self.fallback);
+            }
+        }
+        out
+    }
+
+    /// Backend `i` and the table id it got when the plan was last applied.
+    pub(crate) fn backend(&self, i: usize) -> (&Arc<table::Backend>, Option<BackendId>) {
+        let (b, id) = &self.backends[i];
+        (b, *id)
+    }
+
+    /// The policy of the plan's routes on `host`, with `fallback` as the fallback backend's id.
+    pub(crate) fn policy(
+        &self,
+        host: &HostPattern,
+        tls_hosts: &HashSet<HostPattern>,
+        fallback: Option<BackendId>,
+    ) -> RoutePolicy {
+        RoutePolicy {
+            https_redirect: self.rules.force_ssl_redirect
+                || (self.rules.ssl_redirect && !tls_hosts.is_empty() && tls_hosts.contains(host)),
+            regex: false,
+            rules: self.rules.policy.clone(),
+            fallback,
+        }
+    }
+
+    /// The index of the fallback backend.
+    pub(crate) fn fallback(&self) -> Option<usize> {
+        self.fallback
+    }
+
+    /// The hosts of the plan's rules and its aliases (none, mostly).
+    pub(crate) fn aliases(&self) -> (&[HostPattern], &[(String, String)]) {
+        (&self.hosts, &self.rules.aliases)
+    }
+
+    /// Records the outcome of applying the plan in place of another: the table id of each
+    /// backend, the backends themselves (the table's where it shares them) and the route built
+    /// for each route step, all served.
+    pub(crate) fn install(
+        &mut self,
+        backends: Vec<(Arc<table::Backend>, Option<BackendId>)>,
+        routes: Vec<Arc<Route>>,
+    ) {
+        self.backends = backends.into_boxed_slice();
+        let mut routes = routes.into_iter();
+        for step in self.steps.iter_mut() {
+            if let Step::Route {
+                origin,
+                last,
+                conflict,
+                ..
+            } = step
+            {
+                *last = routes.next();
+                *conflict = None;
+                if last.is_some() {
+                    *origin = None;
+                }
+            }
+        }
+    }
+
     /// The diagnostics the plan added when it was last applied, in the same order.
     pub fn replay(&self, out: &mut Vec<Diagnostic>) {
         for step in &self.steps {
@@ -406,13 +531,14 @@ fn route_conflict(
 impl Plan {
     /// Adds the plan to the table after the plans of older Ingresses: what they already claim
     /// stays theirs, with a warning here. `tls_hosts` are the hosts some Ingress lists under
-    /// `spec.tls`.
+    /// `spec.tls`. Paths this plan's routes lost are added to `contested`.
     pub fn apply(
         &mut self,
         key: &ObjectKey,
         tls_hosts: &HashSet<HostPattern>,
         builder: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
+        contested: &mut HashSet<u64>,
     ) {
         let backends = &mut self.backends;
         let mut id_of = |builder: &mut TableBuilder, i: usize| {
@@ -469,6 +595,10 @@ impl Plan {
                         .add_route_reusing(host, id, from, policy, last)
                         .err()
                         .map(|c| route_conflict(key, from, &c));
+                    if conflict.is_some() {
+                        let (exact, path) = from.map_key();
+                        contested.insert(crate::patch::path_hash(host, exact, path));
+                    }
                     diagnostics.extend(conflict.as_deref().cloned());
                     if last.is_some() {
                         *origin = None;

@@ -11,6 +11,7 @@ mod class;
 mod endpoints;
 mod ingress;
 mod keyed;
+mod patch;
 mod plan;
 mod tls;
 
@@ -164,6 +165,8 @@ struct Last {
     now: Option<i64>,
     /// From this time on, some certificate's expiry diagnostic reads differently.
     horizon: i64,
+    /// What tells whether a change of a few Ingresses stays local.
+    local: patch::Local,
 }
 
 /// What applying the plans of one translation reads.
@@ -247,13 +250,16 @@ impl Translator {
                 let endpoints_only = changed
                     .iter()
                     .all(|(kind, _)| matches!(kind, Kind::EndpointSlice | Kind::Endpoints));
-                let fast = endpoints_only && self.can_keep_all_but_backends(options);
+                let keep = self.can_keep_all_but_backends(options);
                 let services = self.index.apply(snapshot, changed);
-                if fast {
-                    if let backend::Changed::Services(keys) = &services {
-                        if let Some(t) = self.endpoints_changed(snapshot, options, keys) {
-                            return t;
-                        }
+                if let (true, backend::Changed::Services(keys)) = (keep, &services) {
+                    let done = if endpoints_only {
+                        self.endpoints_changed(snapshot, options, keys)
+                    } else {
+                        self.ingresses_changed(snapshot, options, changed, keys)
+                    };
+                    if let Some(t) = done {
+                        return t;
                     }
                 }
                 services
@@ -321,7 +327,14 @@ impl Translator {
             changed: &changed,
             tls_hosts: &tls_hosts,
         };
-        let noisy = self.apply_plans(&plans, &selection, &mut builder, &mut diagnostics);
+        let mut contested = HashSet::new();
+        let noisy = self.apply_plans(
+            &plans,
+            &selection,
+            &mut builder,
+            &mut diagnostics,
+            &mut contested,
+        );
         let (table, rejected) = builder.finish(&mut self.regexes);
         self.regexes.rotate();
         let before = diagnostics.len();
@@ -331,6 +344,12 @@ impl Translator {
             Some(last) if same_keys(&last.ingresses, &selection) => last.ingresses.clone(),
             _ => Arc::new(selection.ours.iter().map(|(k, _)| (*k).clone()).collect()),
         };
+        let local = patch::Local::after(
+            &table,
+            self.plans.values().map(|m| &m.plan),
+            contested,
+            tls_hosts,
+        );
         self.last = Some(Last {
             table: table.clone(),
             diagnostics: diagnostics.clone(),
@@ -340,6 +359,7 @@ impl Translator {
             ingresses: ingresses.clone(),
             now: options.now,
             horizon,
+            local,
         });
         Translation {
             table,
@@ -357,6 +377,7 @@ impl Translator {
         selection: &IngressSelection<'_>,
         builder: &mut table::TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
+        contested: &mut HashSet<u64>,
     ) -> BTreeMap<usize, ObjectKey> {
         let round = self.round;
         // The plans of Ingresses on changed Services, found from the Services (not by asking
@@ -413,7 +434,8 @@ impl Translator {
             memo.round = round;
             memo.position = position;
             let before = diagnostics.len();
-            memo.plan.apply(key, with.tls_hosts, builder, diagnostics);
+            memo.plan
+                .apply(key, with.tls_hosts, builder, diagnostics, contested);
             if diagnostics.len() > before {
                 noisy.insert(position, key.clone());
             }
