@@ -14,6 +14,7 @@ mod h1;
 mod headers;
 pub mod health;
 mod log;
+pub mod probe;
 mod quickack;
 mod server;
 pub mod stats;

@@ -24,8 +24,8 @@ pub use explain::{path_matches, Candidate, Explanation, Verdict};
 pub use host::{normalize_host, HostPattern};
 pub use normalize::{normalize_path, PathError};
 pub use policy::{
-    origin_matches, Cors, CorsOrigins, Policy, Protocol, Redirect, Retry, RetryOn, RewriteTarget,
-    Timeouts, UpstreamTls,
+    origin_matches, Cors, CorsOrigins, HealthCheck, Policy, Protocol, Redirect, Retry, RetryOn,
+    RewriteTarget, Timeouts, UpstreamTls,
 };
 pub use publish::Published;
 pub use regex_paths::{pattern_of, RegexCache, RegexPaths};

@@ -216,6 +216,11 @@ fn annotations_refused_unknown_and_not_yet() {
 }
 
 #[test]
+fn portcullis_health_check_annotations() {
+    run_case("annotations_health", &Options::nginx_compat());
+}
+
+#[test]
 fn annotations_under_another_prefix() {
     run_case(
         "annotations_prefix",
