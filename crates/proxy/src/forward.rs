@@ -187,6 +187,7 @@ async fn forward(
     });
     let decision = proxy.decide(&View {
         https: conn.scheme == "https",
+        client: conn.client.ip(),
         method: req.method(),
         host: host_str,
         path: req.uri().path(),

@@ -59,6 +59,10 @@ pub struct Policy {
     /// `custom-headers`: response headers set on every response (replacing the upstream's).
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "header_pairs")]
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `allowlist-source-range` / `whitelist-source-range` and `denylist-source-range`: who may
+    /// use the route at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRanges>,
     /// `portcullis.io/health-check-*`: active HTTP checks of every endpoint of the route's
     /// backend.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -373,6 +377,26 @@ impl Serialize for UpstreamTls {
             let _ = write!(text, " secret={secret}");
         }
         s.serialize_str(&text)
+    }
+}
+
+/// Client address lists: an address in `deny` is refused; otherwise, when `allow` is not
+/// empty, only an address in it is admitted (nginx's `deny` rules, then `allow`, then `deny all`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SourceRanges {
+    /// Networks admitted (empty: every address not denied).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<crate::Cidr>,
+    /// Networks refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<crate::Cidr>,
+}
+
+impl SourceRanges {
+    /// Whether a client at `ip` may use the route.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        !self.deny.iter().any(|n| n.contains(ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(ip)))
     }
 }
 

@@ -748,6 +748,7 @@ fn plan(
     };
     let view = View {
         https: info.scheme == "https",
+        client: info.client.ip(),
         method: &head.method,
         host,
         path,

@@ -5,6 +5,7 @@
 //! and the value, and everything else keeps working. Nothing from an annotation is ever
 //! interpreted as configuration or code.
 
+mod access;
 pub mod catalog;
 pub mod health;
 mod response;
@@ -246,6 +247,7 @@ pub fn read(
     rewrite::read(&mut r, &mut rules, &mut policy);
     upstream::read(&mut r, &mut rules, &mut policy);
     response::read(&mut r, &mut policy);
+    access::read(&mut r, &mut policy);
     unread(&mut r);
     rules.reads = std::mem::take(&mut r.reads);
     drop(r);
