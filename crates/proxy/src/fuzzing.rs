@@ -43,6 +43,10 @@ pub struct Head {
     pub keep_alive: bool,
     /// Every range the head points at (target, path, host, reason, field names and values).
     pub ranges: Vec<Range<usize>>,
+    /// The header fields: name and value (without surrounding whitespace).
+    pub fields: Vec<(Range<usize>, Range<usize>)>,
+    /// Request heads: the request-target as sent.
+    pub target: Option<Range<usize>>,
     /// Request heads: the path lies within the origin-form target, which lies within the head.
     pub nested: Vec<(Range<usize>, Range<usize>)>,
     /// The whole parsed head, for comparing two parses.
@@ -56,6 +60,13 @@ fn field_ranges(fields: &[codec::Field]) -> impl Iterator<Item = Range<usize>> +
     fields
         .iter()
         .flat_map(|f| [f.name.clone(), f.value.clone()])
+}
+
+fn name_values(fields: &[codec::Field]) -> Vec<(Range<usize>, Range<usize>)> {
+    fields
+        .iter()
+        .map(|f| (f.name.clone(), f.value.clone()))
+        .collect()
 }
 
 /// Parses a request head at the start of `buf` with the proxy's parser.
@@ -80,6 +91,8 @@ pub fn parse_request(buf: &[u8]) -> HeadResult {
                 framing: head.framing.into(),
                 keep_alive: head.keep_alive,
                 ranges,
+                fields: name_values(&head.fields),
+                target: Some(head.target.clone()),
                 nested,
                 debug: format!("{head:?}"),
             }))
@@ -101,6 +114,8 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> HeadResult {
                 framing: head.framing.into(),
                 keep_alive: head.keep_alive,
                 ranges,
+                fields: name_values(&head.fields),
+                target: None,
                 nested: vec![(head.reason.clone(), 0..head.len)],
                 debug: format!("{head:?}"),
             }))
@@ -144,6 +159,9 @@ mod tests {
         assert_eq!(head.framing, BodyFraming::None);
         assert!(head.ranges.iter().all(|r| r.end <= head.len));
         assert_eq!(&text[head.nested[0].0.clone()], b"/a");
+        assert_eq!(&text[head.target.clone().unwrap()], b"/a?b");
+        let (name, value) = head.fields[0].clone();
+        assert_eq!((&text[name], &text[value]), (&b"Host"[..], &b"h"[..]));
         assert_eq!(parse_request(&text[..10]), Ok(None));
         assert!(parse_request(b"GET / HTTP/1.1\r\n\r\n").is_err());
     }
