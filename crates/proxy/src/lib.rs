@@ -10,6 +10,9 @@ mod decide;
 mod describe;
 mod error;
 mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod headers;
 pub mod health;
