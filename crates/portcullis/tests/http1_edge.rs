@@ -808,3 +808,49 @@ async fn ipv6_listener_endpoint_and_client_address() {
     );
     running.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Uploads to a TLS upstream
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn uploads_reach_a_tls_upstream_whole() {
+    let pki = support::pki::Pki::new("Edge Test CA");
+    let upstream = raw::spawn_tls_counter(pki.server("tls.internal", &[])).await;
+    let dir = tempfile::tempdir().expect("a temporary manifest folder");
+    write_routes(
+        dir.path(),
+        &endpoint_slices_yaml(NAMESPACE, "edge", None, &[(upstream, true)]),
+    );
+    let ingress = std::fs::read_to_string(dir.path().join("ingress.yaml")).expect("the Ingress");
+    let ingress = ingress.replacen(
+        "metadata:\n",
+        "metadata:\n  annotations:\n    nginx.ingress.kubernetes.io/backend-protocol: HTTPS\n",
+        1,
+    );
+    write_manifest(dir.path(), "ingress.yaml", &ingress);
+    let running = start_with(dir.path(), CLASS, quiet_proxy(), false).await;
+    let mut client = RawClient::connect(running.http_addr).await;
+    for _ in 0..2 {
+        let body = "t".repeat(200_000);
+        client
+            .send(&request("POST", "/", "Content-Length: 200000\r\n", &body))
+            .await;
+        let response = client.response().await.expect("a response");
+        assert_eq!(response.text(), "200000 ", "{}", response.head);
+        let chunked = "4000\r\n".to_string()
+            + &"c".repeat(0x4000)
+            + "\r\n3;e\r\nabc\r\n0\r\nX-Sum: 9\r\n\r\n";
+        client
+            .send(&request(
+                "POST",
+                "/",
+                "Transfer-Encoding: chunked\r\n",
+                &chunked,
+            ))
+            .await;
+        let response = client.response().await.expect("a response");
+        assert_eq!(response.text(), "16387 x-sum", "{}", response.head);
+    }
+    running.shutdown().await;
+}

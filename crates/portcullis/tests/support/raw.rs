@@ -1,6 +1,7 @@
 //! Both ends of the HTTP/1.x path as raw bytes: a client that writes exactly the bytes a test
 //! gives it and reads responses as they arrive, and a backend that records every byte each
-//! connection brings and answers by script.
+//! connection brings and answers by script; and an HTTPS backend that reports what each request
+//! body held.
 //!
 //! Test binaries include it with `#[path = "support/raw.rs"] mod raw;`; each uses a part of it.
 #![allow(dead_code)]
@@ -574,4 +575,45 @@ pub async fn logged(needle: &str) -> String {
     tokio::time::timeout(STEP, waiting)
         .await
         .unwrap_or_else(|_| panic!("no access log line with {needle:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TLS backend
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTPS backend that reads each request body whole and answers with its length and the
+/// names of its trailer fields.
+pub async fn spawn_tls_counter(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?;
+                        let trailers: Vec<String> = body
+                            .trailers()
+                            .map(|t| t.keys().map(|k| k.to_string()).collect())
+                            .unwrap_or_default();
+                        let text = format!("{} {}", body.to_bytes().len(), trailers.join(","));
+                        let full = http_body_util::Full::new(bytes::Bytes::from(text));
+                        Ok::<_, hyper::Error>(http::Response::new(full))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
 }
