@@ -482,7 +482,7 @@ impl<S: ClientIo> Client<'_, S> {
             (Framing::Close, false) => (Mode::Pass, true),
         };
         let keep = req.keep_alive && !reframed && rest != Rest::Abandon && !self.stop.is_set();
-        self.linger = rest == Rest::Abandon;
+        self.linger = !keep && !rest.read();
         let body = self.push_response_head(&mut up, &head, forward, req, keep);
         req.response_bytes
             .store(self.out.len() as u64, Ordering::Relaxed);
