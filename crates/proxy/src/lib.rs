@@ -46,6 +46,9 @@ pub struct ProxyConfig {
     pub response_header_timeout: Duration,
     /// How long a client connection may sit idle before it is closed.
     pub client_idle_timeout: Duration,
+    /// How long an HTTP/1.x client gets to send a whole request head, from its first byte;
+    /// then it is answered 408 and the connection closes.
+    pub client_header_timeout: Duration,
     /// How long relaying a request or response body may wait for the sender's next bytes or for
     /// the receiver to take them.
     pub body_idle_timeout: Duration,
@@ -85,6 +88,7 @@ impl Default for ProxyConfig {
             response_header_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::from_secs(75),
+            client_header_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_idle: 256,
             shutdown_grace: Duration::from_secs(10),
