@@ -161,7 +161,7 @@ impl Proxy {
     /// A worker's proxy that routes by whatever table is published in `published`.
     pub fn new(published: Arc<Published>, config: ProxyConfig, shared: &Shared) -> Self {
         let stats = shared.stats.worker();
-        let pool = Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
+        let pool = Pool::new(&config);
         let h1_pool = h1::pool::Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
         Proxy {
             limits: decide::Limits::defaults(&config),
