@@ -5,124 +5,24 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use portcullis::{Running, Settings};
 use proxy::ProxyConfig;
 use support::wire::{
-    answer, get, h2_body, h2_connect, h2_send, read_head, skip_body, spawn_raw, spawn_raw_on,
-    wait_closed, Paced, H2,
+    answer, get, h2_body, h2_connect, h2_send, ingress, next, read_head, refused_addr,
+    requests_with_status, service_at, site, skip_body, spawn_raw, spawn_raw_on, wait_closed,
+    Listening, Paced, H2,
 };
-use support::{
-    endpoint_slice_yaml, ingress_yaml, quiet_proxy, send, send_h2, service_yaml, spawn_http1,
-    write_manifest, IngressPath, IngressRule, Server, TestRequest, TestResponse, NAMESPACE,
-};
+use support::{quiet_proxy, send, send_h2, spawn_http1, Server, TestRequest, TestResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-const CLASS: &str = "nginx";
 /// Upper bound on any wait: a failure guard, not a measurement.
 const GUARD: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------------------
-// Setup
-// ---------------------------------------------------------------------------------------------
-
-/// Portcullis on a folder, and the backends it routes to (kept running as long as it).
-struct Site {
-    running: Running,
-    _dir: tempfile::TempDir,
-    _backends: Vec<Server>,
-}
-
-impl Site {
-    fn http(&self) -> SocketAddr {
-        self.running.http_addr
-    }
-}
-
-/// Where Portcullis listens besides HTTP.
-#[derive(Clone, Copy, Default)]
-struct Listening {
-    https: bool,
-    admin: bool,
-}
-
-/// Starts Portcullis on `manifests` (class `nginx`) routing to `backends`, HTTP (and what
-/// `listening` asks for) on fresh loopback ports.
-async fn site(
-    manifests: &[String],
-    proxy: ProxyConfig,
-    listening: Listening,
-    backends: Vec<Server>,
-) -> Site {
-    let Listening { https, admin } = listening;
-    let dir = tempfile::tempdir().expect("a temporary manifest folder");
-    write_manifest(dir.path(), "site.yaml", &manifests.join("---\n"));
-    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
-    let running = portcullis::start(Settings {
-        manifests: vec![dir.path().to_path_buf()],
-        http_addr: loopback,
-        https_addr: https.then_some(loopback),
-        admin_addr: admin.then_some(loopback),
-        translate: translate::Options::nginx_compat(),
-        proxy,
-    })
-    .await
-    .expect("Portcullis starts");
-    Site {
-        running,
-        _dir: dir,
-        _backends: backends,
-    }
-}
-
-/// A Service named `name` with one endpoint at `addr`.
-fn service_at(name: &str, addr: SocketAddr, ready: bool) -> String {
-    format!(
-        "{}---\n{}",
-        service_yaml(NAMESPACE, name, 80, None),
-        endpoint_slice_yaml(NAMESPACE, name, &format!("{name}-0"), None, addr, ready)
-    )
-}
-
-/// An Ingress of class `nginx` sending every path of `host` to `service`, with annotations.
-fn ingress(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {
-    let yaml = ingress_yaml(
-        NAMESPACE,
-        name,
-        CLASS,
-        None,
-        &[IngressRule::new(
-            Some(host),
-            vec![IngressPath::new("/", "Prefix", service, 80)],
-        )],
-    );
-    let mut lines = String::from("metadata:\n  annotations:\n");
-    for (key, value) in annotations {
-        lines.push_str(&format!(
-            "    nginx.ingress.kubernetes.io/{key}: {}\n",
-            serde_json::to_string(value).expect("a JSON string is YAML")
-        ));
-    }
-    if annotations.is_empty() {
-        return yaml;
-    }
-    yaml.replacen("metadata:\n", &lines, 1)
-}
-
-/// A free loopback address nothing listens on.
-async fn refused_addr() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    listener.local_addr().expect("address")
-}
 
 // ---------------------------------------------------------------------------------------------
 // Request bodies
@@ -518,29 +418,6 @@ async fn cookie_fields_are_joined_for_an_http1_backend() {
 // ---------------------------------------------------------------------------------------------
 // Cancelled streams
 // ---------------------------------------------------------------------------------------------
-
-/// The next event a backend reports.
-async fn next<T>(events: &mut mpsc::UnboundedReceiver<T>) -> T {
-    tokio::time::timeout(GUARD, events.recv())
-        .await
-        .expect("the backend reports within the guard")
-        .expect("the backend is running")
-}
-
-/// The count of requests with `status` in the admin server's metrics.
-async fn requests_with_status(site: &Site, status: &str) -> u64 {
-    let admin = site.running.admin_addr.expect("an admin server");
-    let metrics = send(admin, &TestRequest::get(admin.to_string(), "/metrics"))
-        .await
-        .expect("metrics")
-        .text();
-    let wanted = format!("status=\"{status}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("nginx_ingress_controller_requests{") && l.contains(&wanted))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_streams_abandon_the_upstream_exchange() {

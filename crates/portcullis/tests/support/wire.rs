@@ -1,7 +1,8 @@
 //! Tests on the wire: backends that speak HTTP/1.1 by hand, for what a well-behaved server
 //! library will not do (close a keep-alive connection at a chosen moment, send
-//! connection-specific fields, write a body into a peer that has stopped reading), and an
-//! HTTP/2 client on the `h2` crate, which sends exactly the frames a test asks for.
+//! connection-specific fields, write a body into a peer that has stopped reading); Portcullis
+//! started on a few manifests of class `nginx`; and an HTTP/2 client on the `h2` crate, which
+//! sends exactly the frames a test asks for.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,13 +12,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use portcullis::{Running, Settings};
+use proxy::ProxyConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::Server;
+use super::{
+    endpoint_slice_yaml, ingress_yaml, send, service_yaml, write_manifest, IngressPath,
+    IngressRule, Server, TestRequest, NAMESPACE,
+};
 
-/// Upper bound on any wait of the client below: a failure guard, not a measurement.
+/// The ingress class the manifests below are written for (ingress-nginx's).
+const CLASS: &str = "nginx";
+
+/// Upper bound on any wait below: a failure guard, not a measurement.
 const GUARD: Duration = Duration::from_secs(30);
 
 /// Serves raw TCP on a fresh loopback port: every accepted connection goes to `handler` with
@@ -143,6 +152,128 @@ pub async fn answer(stream: &mut TcpStream, conn: usize) -> bool {
         body.len()
     );
     stream.write_all(response.as_bytes()).await.is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portcullis on a few manifests
+// ---------------------------------------------------------------------------------------------
+
+/// Portcullis on a folder, and the backends it routes to (kept running as long as it).
+pub struct Site {
+    /// The running Portcullis.
+    pub running: Running,
+    _dir: tempfile::TempDir,
+    _backends: Vec<Server>,
+}
+
+impl Site {
+    /// Its HTTP address.
+    pub fn http(&self) -> SocketAddr {
+        self.running.http_addr
+    }
+}
+
+/// Where Portcullis listens besides HTTP.
+#[derive(Clone, Copy, Default)]
+pub struct Listening {
+    /// An HTTPS listener.
+    pub https: bool,
+    /// The admin server.
+    pub admin: bool,
+}
+
+/// Starts Portcullis on `manifests` (class `nginx`) routing to `backends`, HTTP (and what
+/// `listening` asks for) on fresh loopback ports.
+pub async fn site(
+    manifests: &[String],
+    proxy: ProxyConfig,
+    listening: Listening,
+    backends: Vec<Server>,
+) -> Site {
+    let Listening { https, admin } = listening;
+    let dir = tempfile::tempdir().expect("a temporary manifest folder");
+    write_manifest(dir.path(), "site.yaml", &manifests.join("---\n"));
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+    let running = portcullis::start(Settings {
+        manifests: vec![dir.path().to_path_buf()],
+        http_addr: loopback,
+        https_addr: https.then_some(loopback),
+        admin_addr: admin.then_some(loopback),
+        translate: translate::Options::nginx_compat(),
+        proxy,
+    })
+    .await
+    .expect("Portcullis starts");
+    Site {
+        running,
+        _dir: dir,
+        _backends: backends,
+    }
+}
+
+/// A Service named `name` with one endpoint at `addr`.
+pub fn service_at(name: &str, addr: SocketAddr, ready: bool) -> String {
+    format!(
+        "{}---\n{}",
+        service_yaml(NAMESPACE, name, 80, None),
+        endpoint_slice_yaml(NAMESPACE, name, &format!("{name}-0"), None, addr, ready)
+    )
+}
+
+/// An Ingress of class `nginx` sending every path of `host` to `service`, with annotations.
+pub fn ingress(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {
+    let yaml = ingress_yaml(
+        NAMESPACE,
+        name,
+        CLASS,
+        None,
+        &[IngressRule::new(
+            Some(host),
+            vec![IngressPath::new("/", "Prefix", service, 80)],
+        )],
+    );
+    let mut lines = String::from("metadata:\n  annotations:\n");
+    for (key, value) in annotations {
+        lines.push_str(&format!(
+            "    nginx.ingress.kubernetes.io/{key}: {}\n",
+            serde_json::to_string(value).expect("a JSON string is YAML")
+        ));
+    }
+    if annotations.is_empty() {
+        return yaml;
+    }
+    yaml.replacen("metadata:\n", &lines, 1)
+}
+
+/// A free loopback address nothing listens on.
+pub async fn refused_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    listener.local_addr().expect("address")
+}
+
+/// The next event a backend reports.
+pub async fn next<T>(events: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(GUARD, events.recv())
+        .await
+        .expect("the backend reports within the guard")
+        .expect("the backend is running")
+}
+
+/// The count of requests with `status` in the admin server's metrics.
+pub async fn requests_with_status(site: &Site, status: &str) -> u64 {
+    let admin = site.running.admin_addr.expect("an admin server");
+    let metrics = send(admin, &TestRequest::get(admin.to_string(), "/metrics"))
+        .await
+        .expect("metrics")
+        .text();
+    let wanted = format!("status=\"{status}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("nginx_ingress_controller_requests{") && l.contains(&wanted))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 // ---------------------------------------------------------------------------------------------
