@@ -269,6 +269,12 @@ pub(crate) async fn launch(
         None => None,
     };
 
+    // Active health checks, for the routes that ask for them.
+    background.push(tokio::spawn(proxy::probe::run(
+        published.clone(),
+        admin_state.metrics.shared.health.clone(),
+    )));
+
     let https = match settings.https_addr {
         Some(addr) => {
             let sockets = bind_shared(addr, workers)

@@ -142,6 +142,10 @@ struct ServeArgs {
     /// Seconds an idle client connection is kept open.
     #[arg(long, value_name = "SECONDS", default_value_t = 75)]
     client_idle_timeout: u64,
+    /// Seconds an HTTP/1.x client gets to send a whole request head, counted from its first
+    /// byte; a head not complete by then is answered 408 and the connection closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    client_header_timeout: u64,
     /// Seconds a request or response body may stall (no bytes from the sender, or none taken by
     /// the receiver) before the exchange is given up: 408 for a stalled upload, otherwise the
     /// connections are closed.
@@ -189,6 +193,7 @@ impl ServeArgs {
             connect_timeout: Duration::from_secs(self.connect_timeout),
             response_header_timeout: Duration::from_secs(self.response_header_timeout),
             client_idle_timeout: Duration::from_secs(self.client_idle_timeout),
+            client_header_timeout: Duration::from_secs(self.client_header_timeout),
             body_idle_timeout: Duration::from_secs(self.body_idle_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             shutdown_delay: Duration::from_secs(self.shutdown_delay),

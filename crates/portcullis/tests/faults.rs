@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,6 +58,19 @@ impl Pod {
 
     /// Starts answering `status` with `name` on `addr`.
     async fn start_answering(name: &str, status: StatusCode, addr: SocketAddr) -> Pod {
+        let health = Arc::new(AtomicU16::new(200));
+        Pod::start_checked(name, status, addr, health, Arc::default()).await
+    }
+
+    /// Like [`Pod::start_answering`], but `/healthz` answers the status in `health` and is
+    /// counted in `checks` when it comes from Portcullis's health checker.
+    async fn start_checked(
+        name: &str,
+        status: StatusCode,
+        addr: SocketAddr,
+        health: Arc<AtomicU16>,
+        checks: Arc<AtomicUsize>,
+    ) -> Pod {
         let listener = TcpListener::bind(addr).await.expect("bind a backend port");
         let addr = listener.local_addr().expect("backend address");
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
@@ -66,9 +79,21 @@ impl Pod {
         let accept = async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let body = body.clone();
-                let service = service_fn(move |_req: Request<Incoming>| {
+                let (health, checks) = (health.clone(), checks.clone());
+                let service = service_fn(move |req: Request<Incoming>| {
                     let mut response = Response::new(Full::new(body.clone()));
                     *response.status_mut() = status;
+                    if req.uri().path() == "/healthz" {
+                        let checker = req
+                            .headers()
+                            .get(header::USER_AGENT)
+                            .is_some_and(|v| v == "portcullis-health-check");
+                        if checker {
+                            checks.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let code = health.load(Ordering::SeqCst);
+                        *response.status_mut() = StatusCode::from_u16(code).unwrap_or(status);
+                    }
                     async move { Ok::<_, std::convert::Infallible>(response) }
                 });
                 let serve = async move {
@@ -573,4 +598,98 @@ async fn a_backend_that_keeps_answering_503_is_ejected() {
         Some(0.0),
         "the sick endpoint is reported unhealthy"
     );
+}
+
+/// Sends sequential GETs for `host` until `until` holds for the pod that answered `streak`
+/// times in a row; every answer must be a 200. Returns whether that happened within `limit`
+/// requests.
+async fn serve_until(
+    addr: SocketAddr,
+    host: &str,
+    streak: usize,
+    limit: usize,
+    until: impl Fn(&str) -> bool,
+) -> bool {
+    let mut run = 0;
+    for _ in 0..limit {
+        let response = send(addr, &TestRequest::get(host, "/"))
+            .await
+            .expect("a response");
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        run = if until(&response.text()) { run + 1 } else { 0 };
+        if run >= streak {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_its_health_check_gets_no_traffic_until_it_passes_again() {
+    const HOST: &str = "checked.example";
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let checks = Arc::new(AtomicUsize::new(0));
+    let flaky_health = Arc::new(AtomicU16::new(200));
+    let steady = Pod::start("steady", loopback).await;
+    let flaky = Pod::start_checked(
+        "flaky",
+        StatusCode::OK,
+        loopback,
+        flaky_health.clone(),
+        checks.clone(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    service(dir.path(), "svc", &[steady.addr, flaky.addr]);
+    ingress(dir.path(), &[HOST], "svc", &[], "");
+    let path = dir.path().join("ingress.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "metadata:\n",
+        "metadata:\n  annotations:\n    portcullis.io/health-check-path: /healthz\n    \
+         portcullis.io/health-check-interval: 100ms\n    \
+         portcullis.io/health-check-unhealthy-threshold: \"2\"\n    \
+         portcullis.io/health-check-healthy-threshold: \"2\"\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let running = start_with(dir.path(), CLASS, quiet_proxy(), true).await;
+    let flaky_addr = flaky.addr.to_string();
+
+    assert!(
+        serve_until(running.http_addr, HOST, 1, 200, |pod| pod == "flaky").await,
+        "a healthy endpoint gets traffic"
+    );
+    for _ in 0..200 {
+        if checks.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        checks.load(Ordering::SeqCst) >= 2,
+        "the checker checks the endpoint"
+    );
+
+    flaky_health.store(503, Ordering::SeqCst);
+    assert!(
+        serve_until(running.http_addr, HOST, 20, 500, |pod| pod == "steady").await,
+        "after failing its checks the endpoint gets no traffic"
+    );
+    let down = metric(
+        &running,
+        "portcullis_endpoint_healthy",
+        &[("endpoint", &flaky_addr)],
+    )
+    .await;
+
+    flaky_health.store(200, Ordering::SeqCst);
+    let back = serve_until(running.http_addr, HOST, 1, 500, |pod| pod == "flaky").await;
+    running.shutdown().await;
+    assert_eq!(
+        down,
+        Some(0.0),
+        "an endpoint down by its checks is reported unhealthy"
+    );
+    assert!(back, "the endpoint gets traffic again once its checks pass");
 }

@@ -212,6 +212,21 @@ fn chunked_end(body: &[u8]) -> Option<usize> {
     }
 }
 
+/// The data of a chunked body (its chunk framing and trailers left out).
+fn chunk_data(body: &str) -> String {
+    let mut data = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or(""), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        data.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    data
+}
+
 /// A client connection that reads whole responses.
 struct Client {
     stream: TcpStream,
@@ -408,10 +423,11 @@ async fn chunked_upload_reaches_the_backend_chunked() {
         request.contains("Transfer-Encoding: chunked\r\n"),
         "{request}"
     );
-    assert!(
-        request.ends_with("\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"),
-        "{request}"
-    );
+    // Re-framed on the way: the chunk extension is gone, the data is the same.
+    let (_, body) = request.split_once("\r\n\r\n").expect("a whole head");
+    assert!(!body.contains("ext"), "{request}");
+    assert_eq!(chunk_data(body), "hello world", "{request}");
+    assert!(body.ends_with("\r\n0\r\n\r\n"), "{request}");
     running.shutdown().await;
 }
 
@@ -567,8 +583,10 @@ async fn chunked_bodies_pass_through_or_are_decoded_for_http10() {
         response.contains("Transfer-Encoding: chunked\r\n"),
         "{response}"
     );
+    let (_, body) = response.split_once("\r\n\r\n").expect("a whole head");
+    assert_eq!(chunk_data(body), "abcdefg", "{response}");
     assert!(
-        response.ends_with("3\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        body.ends_with("\r\n0\r\nX-Trailer: t\r\n\r\n"),
         "{response}"
     );
 

@@ -212,3 +212,124 @@ async fn shutdown_delay_keeps_serving_while_readyz_turns_away_load_balancers() {
         "the listener is closed after the delay"
     );
 }
+
+/// SIGTERM with HTTP/1.1 and HTTP/2 requests in flight and a WebSocket open: every in-flight
+/// request completes, the WebSocket keeps working through the grace period and is closed when it
+/// runs out, and shutdown then finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_finishes_requests_and_gives_websockets_the_grace_period() {
+    const IN_FLIGHT: usize = 8;
+    const GRACE: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Requests wait at the backend until released; each says when it arrived.
+    let (arrived_tx, mut arrived_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let backend = spawn_http1(move |_req| {
+        let (arrived, gate) = (arrived_tx.clone(), gate.clone());
+        async move {
+            let released = gate.notified();
+            let _ = arrived.send(());
+            released.await;
+            Response::new(Full::new(Bytes::from_static(b"finished")))
+        }
+    })
+    .await;
+    let ws = support::tunnel::spawn_upgrade_echo().await;
+    write_manifest(
+        dir.path(),
+        "app.yaml",
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}",
+            support::service_yaml("default", "slow", 80, None),
+            support::endpoint_slice_yaml("default", "slow", "slow-0", None, backend.addr, true),
+            support::service_yaml("default", "ws", 80, None),
+            support::endpoint_slice_yaml("default", "ws", "ws-0", None, ws.addr, true),
+            ingress_yaml(
+                "default",
+                "app",
+                "portcullis",
+                None,
+                &[IngressRule::new(
+                    None,
+                    vec![
+                        IngressPath::new("/", "Prefix", "slow", 80),
+                        IngressPath::new("/chat", "Prefix", "ws", 80),
+                    ]
+                )],
+            )
+        ),
+    );
+    let proxy = proxy::ProxyConfig {
+        shutdown_grace: GRACE,
+        ..support::quiet_proxy()
+    };
+    let running = support::start_with(dir.path(), "portcullis", proxy, false).await;
+    let addr = running.http_addr;
+    let mut tunnel = support::tunnel::open_websocket(addr, "any.example", "/chat")
+        .await
+        .expect("a WebSocket");
+    assert_eq!(tunnel.echo(b"before").await.as_deref(), Ok(&b"before"[..]));
+
+    let requests: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            tokio::spawn(async move {
+                let request = support::TestRequest::get("any.example", "/slow");
+                let response = if i % 2 == 0 {
+                    support::send(addr, &request).await
+                } else {
+                    support::send_h2(addr, &request).await
+                };
+                (i % 2, response)
+            })
+        })
+        .collect();
+    for _ in 0..IN_FLIGHT {
+        tokio::time::timeout(Duration::from_secs(10), arrived_rx.recv())
+            .await
+            .expect("every request reaches the backend")
+            .expect("backend alive");
+    }
+
+    let began = tokio::time::Instant::now();
+    let shutdown = tokio::spawn(running.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        tunnel.echo(b"while draining").await.as_deref(),
+        Ok(&b"while draining"[..]),
+        "the WebSocket works during the grace period"
+    );
+    release.notify_waiters();
+    for request in requests {
+        let (h2, response) = request.await.expect("join");
+        let proto = if h2 == 1 { "HTTP/2" } else { "HTTP/1.1" };
+        let response = response.unwrap_or_else(|e| panic!("{proto} request in flight: {e}"));
+        assert_eq!(response.status, StatusCode::OK, "{proto}");
+        assert_eq!(response.body, Bytes::from_static(b"finished"), "{proto}");
+    }
+    assert_eq!(
+        tunnel.echo(b"after the requests").await.as_deref(),
+        Ok(&b"after the requests"[..]),
+        "the WebSocket outlives the requests while the grace period lasts"
+    );
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the open WebSocket"
+    );
+    let closed = tokio::time::timeout(GRACE + Duration::from_secs(10), async {
+        let mut buf = [0u8; 16];
+        tokio::io::AsyncReadExt::read(&mut tunnel.io, &mut buf).await
+    })
+    .await
+    .expect("the WebSocket is closed when the grace period runs out");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert!(
+        began.elapsed() >= GRACE - Duration::from_millis(100),
+        "the WebSocket got the grace period ({:?})",
+        began.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown finishes when the grace period is over")
+        .expect("join");
+}

@@ -779,3 +779,70 @@ fn check_reports_the_annotations_in_use_and_route_explains_the_rewrite() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ranges_admit_and_refuse_clients_by_address() {
+    let dir = tempfile::tempdir().expect("a temporary manifest folder");
+    let _pods = deploy(dir.path(), NAMESPACE, &[ServiceSpec::new("site", 80)]).await;
+    // (host, annotations, status a loopback client gets)
+    type Case = (&'static str, &'static [(&'static str, &'static str)], u16);
+    let cases: [Case; 7] = [
+        ("open.example", &[], 200),
+        (
+            "inside.example",
+            &[("allowlist-source-range", "10.0.0.0/8, 127.0.0.0/8")],
+            200,
+        ),
+        (
+            "outside.example",
+            &[("allowlist-source-range", "10.0.0.0/8,2001:db8::/32")],
+            403,
+        ),
+        (
+            "old-name.example",
+            &[("whitelist-source-range", "192.0.2.0/24")],
+            403,
+        ),
+        (
+            "denied.example",
+            &[("denylist-source-range", "127.0.0.1")],
+            403,
+        ),
+        (
+            "deny-wins.example",
+            &[
+                ("allowlist-source-range", "127.0.0.0/8"),
+                ("denylist-source-range", "127.0.0.0/24"),
+            ],
+            403,
+        ),
+        (
+            "broken.example",
+            &[("allowlist-source-range", "127.0.0.0/8,not-a-network")],
+            503,
+        ),
+    ];
+    let ingresses: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (host, ann, _))| nginx_ingress(&format!("src-{i}"), host, "site", 80, ann))
+        .collect();
+    write_manifest(dir.path(), "ingress.yaml", &ingresses.join("---\n"));
+    let running = start(dir.path()).await;
+    let mut failures = Vec::new();
+    for (host, _, status) in cases {
+        for (proto, response) in send_both(running.http_addr, &TestRequest::get(host, "/")).await {
+            if response.status.as_u16() != status {
+                failures.push(format!(
+                    "{proto} {host}: expected {status}, got {}",
+                    response.status
+                ));
+            }
+            if status == 403 && response.text() != "403 Forbidden\n" {
+                failures.push(format!("{proto} {host}: body {:?}", response.text()));
+            }
+        }
+    }
+    running.shutdown().await;
+    assert!(failures.is_empty(), "{failures:#?}");
+}

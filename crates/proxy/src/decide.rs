@@ -24,6 +24,8 @@ use crate::{Proxy, ProxyError};
 pub(crate) struct View<'a> {
     /// Whether the client connection is TLS.
     pub(crate) https: bool,
+    /// The client's address.
+    pub(crate) client: std::net::IpAddr,
     /// The request method.
     pub(crate) method: &'a Method,
     /// The host as received (Host header or `:authority`, port included).
@@ -244,6 +246,13 @@ pub(crate) fn decide_in<'t>(
             StatusCode::PERMANENT_REDIRECT,
             &location,
         )));
+    }
+    // Source lists are checked after redirects, as nginx's access phase comes after its
+    // rewrite phase.
+    if let Some(source) = rules.and_then(|p| p.source.as_ref()) {
+        if !source.admits(view.client) {
+            return Err(ProxyError::Forbidden);
+        }
     }
     let body_limit = rules
         .and_then(|p| p.body_limit)

@@ -26,6 +26,7 @@ pub fn describe(
     };
     let view = View {
         https,
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         method,
         host,
         path,

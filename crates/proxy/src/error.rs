@@ -53,6 +53,10 @@ pub enum ProxyError {
     /// The client went away before the response (logged only, as nginx's 499).
     #[error("client closed the request")]
     ClientClosed,
+    /// The client's address is not allowed on the route (`allowlist-source-range`,
+    /// `denylist-source-range`).
+    #[error("client address not allowed")]
+    Forbidden,
     /// The route cannot be served as configured; the text says why.
     #[error("route denied: {0}")]
     Denied(String),
@@ -71,6 +75,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientClosed => client_closed(),
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::Denied(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

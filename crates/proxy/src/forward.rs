@@ -18,13 +18,14 @@ use crate::decide::{Attempts, Decision, Failed, Forward, Local, View};
 use crate::error::{local_response, ResBody, SERVER};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::log::{AccessLog, Entry};
+use crate::server::Streams;
 use crate::stats::Outcome;
 use crate::upstream::{RequestBody, Route, SendError, UpstreamError};
 use crate::{Proxy, ProxyError};
 
 /// What the proxy knows about the client connection a request arrived on, with the header
 /// values derived from it computed once per connection rather than once per request.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The client's address.
     pub client: SocketAddr,
@@ -32,6 +33,8 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     pub(crate) client_ip: HeaderValue,
     pub(crate) local_port: HeaderValue,
+    /// The exchanges of an HTTP/2 connection, for its idle timeout.
+    pub(crate) streams: Streams,
 }
 
 impl ConnInfo {
@@ -44,13 +47,13 @@ impl ConnInfo {
             scheme,
             client_ip,
             local_port: HeaderValue::from(local.port()),
+            streams: Streams::default(),
         }
     }
 }
 
 /// What the access log records about a request beyond its status.
 struct Logged {
-    method: http::Method,
     version: Version,
     host: String,
     path: String,
@@ -64,30 +67,17 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
-    let mut logged = (proxy.config.access_log != AccessLog::Off).then(|| Logged {
-        method: req.method().clone(),
-        version: req.version(),
-        host: request_host(&req).to_string(),
-        path: req.uri().path().to_string(),
-        upstream: None,
-        backend: None,
-    });
-    let request_id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .cloned()
-        .unwrap_or_else(headers::request_id);
-    let start = Instant::now();
-    let method = req.method().clone();
-    let request_bytes = req.body().size_hint().exact().unwrap_or(0);
-    let mut tally = Tally {
-        start,
-        counters: None,
-        upstream_at: None,
-    };
-
-    let response = match forward(&proxy, &conn, req, &request_id, logged.as_mut(), &mut tally).await
-    {
+    // Boxed: the record travels with the response body, which hyper moves around.
+    let mut finish = Box::new(Finish::new(proxy, conn, &req));
+    let Finish {
+        proxy,
+        conn,
+        logged,
+        request_id,
+        tally,
+        ..
+    } = &mut *finish;
+    let response = match forward(proxy, conn, req, request_id, logged.as_deref_mut(), tally).await {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ProxyError::Upstream { .. } | ProxyError::Timeout(_)) {
@@ -96,31 +86,118 @@ pub async fn handle(
             error.to_response()
         }
     };
-    let duration = start.elapsed();
-    let counters = tally.counters.as_ref().unwrap_or(&proxy.unrouted);
-    counters.record(&Outcome {
-        status: response.status().as_u16(),
-        method: &method,
-        duration,
-        upstream: tally.upstream_at.map(|at| duration.saturating_sub(at)),
-        request_bytes,
-        response_bytes: response.body().size_hint().exact().unwrap_or(0),
-    });
-    if let Some(l) = logged {
-        proxy.config.access_log.write(&Entry {
-            client: conn.client,
-            method: &l.method,
-            host: &l.host,
-            path: &l.path,
-            version: l.version,
-            status: response.status(),
-            upstream: l.upstream.as_deref(),
-            backend: l.backend.as_deref(),
-            duration,
-            request_id: request_id.to_str().unwrap_or("-"),
+    Ok(finish.answer(response))
+}
+
+/// A request's count and access-log line, written when the request is over: when its
+/// response has been sent in full (or broke off on the upstream's side), or — dropped before
+/// that, because the client reset the stream or closed the connection — as nginx's 499.
+pub(crate) struct Finish {
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    logged: Option<Box<Logged>>,
+    request_id: HeaderValue,
+    method: http::Method,
+    tally: Tally,
+    request_bytes: u64,
+    response_bytes: u64,
+    /// The status answered, once the response is over; `None` until then.
+    status: Option<StatusCode>,
+    /// The status of the response under way.
+    answering: StatusCode,
+}
+
+impl Finish {
+    fn new(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: &Request<Incoming>) -> Self {
+        conn.streams.begin();
+        let logged = (proxy.config.access_log != AccessLog::Off).then(|| {
+            Box::new(Logged {
+                version: req.version(),
+                host: request_host(req).to_string(),
+                path: req.uri().path().to_string(),
+                upstream: None,
+                backend: None,
+            })
         });
+        let request_id = req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .cloned()
+            .unwrap_or_else(headers::request_id);
+        Finish {
+            proxy,
+            conn,
+            logged,
+            request_id,
+            method: req.method().clone(),
+            tally: Tally {
+                start: Instant::now(),
+                counters: None,
+                upstream_at: None,
+            },
+            request_bytes: req.body().size_hint().exact().unwrap_or(0),
+            response_bytes: 0,
+            status: None,
+            answering: StatusCode::OK,
+        }
     }
-    Ok(response)
+
+    /// Hands the record to the response: a streamed upstream body carries it until it ends; a
+    /// complete response is counted now.
+    fn answer(mut self: Box<Self>, mut response: Response<ResBody>) -> Response<ResBody> {
+        self.answering = response.status();
+        match response.body_mut() {
+            Either::Left(body) if !body.is_end_stream() => body.finish = Some(self),
+            body => {
+                self.response_bytes = body.size_hint().exact().unwrap_or(0);
+                self.complete();
+            }
+        }
+        response
+    }
+
+    /// `n` more response body bytes went to the client.
+    pub(crate) fn sent(&mut self, n: usize) {
+        self.response_bytes += n as u64;
+    }
+
+    /// The response is over, whatever the client does next.
+    pub(crate) fn complete(&mut self) {
+        self.status = Some(self.answering);
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.conn.streams.end();
+        let status = self
+            .status
+            .unwrap_or_else(|| ProxyError::ClientClosed.status());
+        let duration = self.tally.start.elapsed();
+        let counters = self.tally.counters.as_ref().unwrap_or(&self.proxy.unrouted);
+        counters.record(&Outcome {
+            status: status.as_u16(),
+            method: &self.method,
+            duration,
+            upstream: self.tally.upstream_at.map(|at| duration.saturating_sub(at)),
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+        });
+        if let Some(l) = self.logged.take() {
+            self.proxy.config.access_log.write(&Entry {
+                client: self.conn.client,
+                method: &self.method,
+                host: &l.host,
+                path: &l.path,
+                version: l.version,
+                status,
+                upstream: l.upstream.as_deref(),
+                backend: l.backend.as_deref(),
+                duration,
+                request_id: self.request_id.to_str().unwrap_or("-"),
+            });
+        }
+    }
 }
 
 /// The host a request is for: the URI authority (HTTP/2 `:authority`, HTTP/1.1 absolute-form),
@@ -187,6 +264,7 @@ async fn forward(
     });
     let decision = proxy.decide(&View {
         https: conn.scheme == "https",
+        client: conn.client.ip(),
         method: req.method(),
         host: host_str,
         path: req.uri().path(),
@@ -255,7 +333,7 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, body);
 
     tally.upstream_at = Some(start.elapsed());
-    let exchange = send(proxy, &fwd, upstream_req, h2, limits.connect);
+    let exchange = send(proxy, &fwd, upstream_req, h2, &limits);
     let mut response = match tokio::time::timeout(limits.read, exchange).await {
         Err(_) => return Err(ProxyError::Timeout(fwd.target.to_string())),
         Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => return Err(ProxyError::PayloadTooLarge),
@@ -333,13 +411,20 @@ async fn send(
     fwd: &Forward,
     req: Request<RequestBody>,
     h2: bool,
-    connect_timeout: std::time::Duration,
+    limits: &crate::decide::Limits,
 ) -> Result<Response<crate::upstream::PooledBody>, ProxyError> {
     let route = Route {
         h2,
         tls: fwd.upstream_tls(),
         backend: &fwd.backend.name,
-        connect_timeout,
+        connect_timeout: limits.connect,
+        // No phase of the exchange waits longer than this without a byte moving: the wait for
+        // the response head, a silent upstream body, a client not taking the response.
+        stall: limits
+            .read
+            .max(limits.read_idle)
+            .max(limits.send)
+            .max(proxy.config.body_idle_timeout),
     };
     let method = req.method().clone();
     let mut target = fwd.target.clone();
@@ -383,18 +468,20 @@ async fn send(
     }
 }
 
-/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3). The
+/// values are joined as bytes: a cookie with bytes beyond ASCII goes through as it came.
 fn join_cookies(headers: &mut http::HeaderMap) {
     if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
         return;
     }
-    let joined = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join("; ");
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    let mut joined = Vec::new();
+    for (i, value) in headers.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(header::COOKIE, v);
     }
 }

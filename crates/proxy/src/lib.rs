@@ -10,10 +10,14 @@ mod decide;
 mod describe;
 mod error;
 mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod headers;
 pub mod health;
 mod log;
+pub mod probe;
 mod quickack;
 mod server;
 pub mod stats;
@@ -42,6 +46,9 @@ pub struct ProxyConfig {
     pub response_header_timeout: Duration,
     /// How long a client connection may sit idle before it is closed.
     pub client_idle_timeout: Duration,
+    /// How long an HTTP/1.x client gets to send a whole request head, from its first byte;
+    /// then it is answered 408 and the connection closes.
+    pub client_header_timeout: Duration,
     /// How long relaying a request or response body may wait for the sender's next bytes or for
     /// the receiver to take them.
     pub body_idle_timeout: Duration,
@@ -81,6 +88,7 @@ impl Default for ProxyConfig {
             response_header_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::from_secs(75),
+            client_header_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_idle: 256,
             shutdown_grace: Duration::from_secs(10),
@@ -153,7 +161,7 @@ impl Proxy {
     /// A worker's proxy that routes by whatever table is published in `published`.
     pub fn new(published: Arc<Published>, config: ProxyConfig, shared: &Shared) -> Self {
         let stats = shared.stats.worker();
-        let pool = Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
+        let pool = Pool::new(&config);
         let h1_pool = h1::pool::Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
         Proxy {
             limits: decide::Limits::defaults(&config),

@@ -4,6 +4,7 @@
 //! knowledge on cleartext, ALPN `h2` over TLS) by hyper's HTTP/2 server.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -274,6 +275,11 @@ where
     let proxy = shared.proxy.clone();
     let cancels = Arc::new(Cancels::default());
     let counted = cancels.clone();
+    // The idle watch runs beside the connection rather than in its task, which wakes for
+    // every frame.
+    let idle_timeout = shared.proxy.config.client_idle_timeout;
+    let watch = tokio::spawn(watch_idle(info.clone(), cancels.clone(), idle_timeout));
+    let _watching = AbortOnDrop(watch.abort_handle());
     let service = service_fn(move |req| {
         let stream = Answering(Some(counted.clone()));
         let (proxy, info) = (proxy.clone(), info.clone());
@@ -293,11 +299,18 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-        () = cancels.abusive.notified() => {
-            tracing::warn!("HTTP/2 client cancels most of its streams; closing the connection");
+        () = cancels.close.notified() => {
             conn.as_mut().graceful_shutdown();
-            // Answers in flight get a moment; the client gets no more.
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+            if cancels.idle.load(Ordering::Relaxed) {
+                tracing::debug!("HTTP/2 connection idle; closing it");
+                // The GOAWAY exchange gets as long again; a peer that does not finish it is
+                // dropped.
+                let _ = tokio::time::timeout(idle_timeout, conn).await;
+            } else {
+                tracing::warn!("HTTP/2 client cancels most of its streams; closing the connection");
+                // Answers in flight get a moment; the client gets no more.
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+            }
             return;
         }
     };
@@ -307,12 +320,25 @@ where
 }
 
 /// What the streams of one HTTP/2 connection came to: answered, or cancelled by the client
-/// while being answered.
+/// while being answered; and whether the connection is to be closed for that, or for being
+/// idle.
 #[derive(Default)]
 struct Cancels {
     answered: std::sync::atomic::AtomicU32,
     cancelled: std::sync::atomic::AtomicU32,
-    abusive: tokio::sync::Notify,
+    /// Set when the connection is closed for being idle.
+    idle: std::sync::atomic::AtomicBool,
+    /// Notified when the connection is to be closed: abusive or idle.
+    close: tokio::sync::Notify,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A stream being answered; dropped unfinished when the client resets it.
@@ -337,7 +363,56 @@ impl Drop for Answering {
         if cancelled > H2_MAX_CANCELLED
             && cancelled > c.answered.load(std::sync::atomic::Ordering::Relaxed)
         {
-            c.abusive.notify_one();
+            c.close.notify_one();
         }
+    }
+}
+
+/// How many exchanges of one HTTP/2 connection began and ended (the response sent in full or
+/// the stream cancelled): the connection is idle while the two are equal.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    begun: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl Streams {
+    /// An exchange begins.
+    pub(crate) fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An exchange is over.
+    pub(crate) fn end(&self) {
+        self.ended.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `(begun, ended)`; ended is read first, so equal counts mean no exchange was open.
+    fn now(&self) -> (u64, u64) {
+        let ended = self.ended.load(Ordering::SeqCst);
+        (self.begun.load(Ordering::SeqCst), ended)
+    }
+}
+
+/// Asks for the connection to be closed once it has had no exchange open, and none begun, for
+/// `timeout` (noticed within a quarter of it).
+async fn watch_idle(info: Arc<ConnInfo>, cancels: Arc<Cancels>, timeout: Duration) {
+    let tick = (timeout / 4).max(Duration::from_millis(10));
+    let mut last = info.streams.now();
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = info.streams.now();
+        if now == last && now.0 == now.1 {
+            quiet += tick;
+            if quiet >= timeout {
+                cancels.idle.store(true, Ordering::Relaxed);
+                cancels.close.notify_one();
+                return;
+            }
+        } else {
+            quiet = Duration::ZERO;
+        }
+        last = now;
     }
 }

@@ -4,12 +4,19 @@
 //!
 //! An HTTP/1.1 connection goes back to the pool when its response body has been read to the end,
 //! so a pooled connection is always idle. A request that could not be written on a pooled
-//! connection (the upstream closed it meanwhile) is retried once on a fresh connection.
+//! connection (the upstream closed it meanwhile), or a bodiless one on a connection idle for a
+//! while that the upstream closed under it before answering, is sent again once on a fresh
+//! connection.
+//!
+//! Each HTTP/1.1 connection is watched while it carries an exchange: one that relays no body
+//! frame either way for longer than the exchange's stall limit (a silent upstream, or a client
+//! that stopped taking the response, e.g. an HTTP/2 client that grants no flow-control window)
+//! is closed, so the upstream is released.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,6 +30,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::forward::Finish;
 use crate::quickack::{Acking, Frames, Responses};
 use table::fasthash::BuildFast;
 use table::UpstreamTls;
@@ -130,7 +138,17 @@ pub(crate) struct Route<'a> {
     pub(crate) backend: &'a str,
     /// How long connecting (and the TLS handshake) may take.
     pub(crate) connect_timeout: Duration,
+    /// How long an HTTP/1.1 exchange may relay no body frame (and get no response head) before
+    /// its connection is closed.
+    pub(crate) stall: Duration,
 }
+
+/// How long a pooled connection must have sat idle for a bodiless request sent on it to be kept
+/// for sending again. Upstreams close idle connections after a keep-alive timeout of a second or
+/// more, and a request crossing that close is what the copy is for; on a connection reused
+/// sooner a close is almost always seen before the request goes out, and copying every request
+/// of a busy connection would cost more than the rare race.
+const RESEND_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// Pooled connections are kept apart by endpoint, TLS configuration (0: cleartext) and protocol.
 type Key = (Target, u64, bool);
@@ -142,11 +160,75 @@ pub struct Pool {
     h2: Mutex<HashMap<Key, http2::SendRequest<RequestBody>, BuildFast>>,
     idle_timeout: Duration,
     max_idle: usize,
+    /// How often a connection's stall watch looks.
+    stall_tick: Duration,
 }
 
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Conn,
     since: Instant,
+}
+
+/// An HTTP/1.1 connection: its sender, and the watch its task keeps over it.
+struct Conn {
+    sender: http1::SendRequest<RequestBody>,
+    watch: Arc<Watch>,
+}
+
+/// What the stall watch of one HTTP/1.1 connection reads: progress, and the limit of the
+/// exchange it carries.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Counts body frames relayed either way, and exchanges begun: any change is progress.
+    moved: AtomicU64,
+    /// The longest the current exchange may make no progress, in milliseconds; 0 while idle.
+    limit_ms: AtomicU64,
+}
+
+impl Watch {
+    /// An exchange begins: it may stall for at most `limit`.
+    fn busy(&self, limit: Duration) {
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.limit_ms.store(ms, Ordering::Relaxed);
+        self.moved.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A body frame went through.
+    fn moved(&self) {
+        self.moved.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exchange is over; the connection waits in the pool.
+    fn idle(&self) {
+        self.limit_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Looks every `tick` until the connection task `conn` ends; closes the connection (by
+    /// ending its task) once an exchange has made no progress for longer than its limit.
+    async fn guard(self: Arc<Self>, conn: tokio::task::AbortHandle, tick: Duration) {
+        let mut seen = self.moved.load(Ordering::Relaxed);
+        let mut quiet = Duration::ZERO;
+        loop {
+            tokio::time::sleep(tick).await;
+            if conn.is_finished() {
+                return;
+            }
+            let moved = self.moved.load(Ordering::Relaxed);
+            let limit = self.limit_ms.load(Ordering::Relaxed);
+            if moved != seen || limit == 0 {
+                seen = moved;
+                quiet = Duration::ZERO;
+                continue;
+            }
+            quiet += tick;
+            if quiet.as_millis() >= u128::from(limit) {
+                // The upstream is released; the exchange fails if anyone still waits on it.
+                tracing::debug!("upstream exchange made no progress within its limit; closing");
+                conn.abort();
+                return;
+            }
+        }
+    }
 }
 
 /// A failed exchange; when the request was never written it comes back for another endpoint.
@@ -158,36 +240,42 @@ pub enum SendError {
 }
 
 impl Pool {
-    /// An empty pool.
-    pub fn new(idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
+    /// An empty pool for a proxy with `config`.
+    pub fn new(config: &crate::ProxyConfig) -> Arc<Self> {
+        // A stall is noticed within a quarter of the longest default limit past that limit.
+        let longest = config.response_header_timeout.max(config.body_idle_timeout);
         Arc::new(Pool {
             idle: Mutex::new(HashMap::default()),
             h2: Mutex::new(HashMap::default()),
-            idle_timeout,
-            max_idle,
+            idle_timeout: config.upstream_idle_timeout,
+            max_idle: config.upstream_max_idle,
+            stall_tick: (longest / 4).max(Duration::from_millis(10)),
         })
     }
 
-    fn take_idle(&self, key: &Key) -> Option<http1::SendRequest<RequestBody>> {
+    /// An idle connection to `key`, and how long it sat idle.
+    fn take_idle(&self, key: &Key) -> Option<(Conn, Duration)> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;
-        while let Some(conn) = list.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < self.idle_timeout {
-                return Some(conn.sender);
+        while let Some(idle) = list.pop() {
+            let idle_for = idle.since.elapsed();
+            if !idle.conn.sender.is_closed() && idle_for < self.idle_timeout {
+                return Some((idle.conn, idle_for));
             }
         }
         None
     }
 
-    fn put_back(&self, key: Key, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    fn put_back(&self, key: Key, conn: Conn) {
+        conn.watch.idle();
+        if conn.sender.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
             let list = idle.entry(key).or_default();
             if list.len() < self.max_idle {
                 list.push(Idle {
-                    sender,
+                    conn,
                     since: Instant::now(),
                 });
             }
@@ -204,18 +292,19 @@ impl Pool {
         })
     }
 
-    async fn connect_h1(
-        target: &Target,
-        route: &Route<'_>,
-    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    async fn connect_h1(&self, target: &Target, route: &Route<'_>) -> Result<Conn, UpstreamError> {
         let io = Acking::new(Self::stream(target, route).await?, Responses::default());
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        // The watch runs beside the connection rather than in its task, which wakes for every
+        // read and write.
+        let watch = Arc::new(Watch::default());
+        tokio::spawn(watch.clone().guard(task.abort_handle(), self.stall_tick));
+        Ok(Conn { sender, watch })
     }
 
     /// The shared HTTP/2 connection to `target`, made when there is none (or it closed).
@@ -262,29 +351,44 @@ impl Pool {
                 Ok(response) => Ok(response.map(|inner| PooledBody {
                     inner,
                     release: None,
+                    finish: None,
                 })),
                 Err(e) => Err(SendError::Failed(e.into())),
             };
         }
         let mut req = req;
-        if let Some(mut sender) = self.take_idle(&key) {
-            if sender.ready().await.is_ok() {
-                match sender.try_send_request(req).await {
-                    Ok(response) => return Ok(self.wrap(key, sender, response)),
-                    Err(mut e) => match e.take_message() {
+        if let Some((mut conn, idle_for)) = self.take_idle(&key) {
+            // Without a body, the request can be sent again should the upstream close this
+            // connection under it (its keep-alive ending as the request arrives).
+            let again = (idle_for >= RESEND_AFTER_IDLE && req.body().is_end_stream())
+                .then(|| resend_copy(&req));
+            if conn.sender.ready().await.is_ok() {
+                conn.watch.busy(route.stall);
+                req.body_mut().watch(&conn.watch);
+                match conn.sender.try_send_request(req).await {
+                    Ok(response) => return Ok(self.wrap(key, conn, response)),
+                    Err(mut e) => match (e.take_message(), again) {
                         // Never written: the connection closed under us; use a fresh one.
-                        Some(unsent) => req = unsent,
-                        None => return Err(SendError::Failed(UpstreamError::Http(e.into_error()))),
+                        (Some(unsent), _) => req = unsent,
+                        (None, Some(copy)) if closed_under_us(e.error()) => {
+                            tracing::debug!(error = %e.error(), "pooled connection closed by the upstream; sending again");
+                            req = *copy;
+                        }
+                        (None, _) => {
+                            return Err(SendError::Failed(UpstreamError::Http(e.into_error())))
+                        }
                     },
                 }
             }
         }
-        let mut sender = match Self::connect_h1(&key.0, &route).await {
-            Ok(sender) => sender,
+        let mut conn = match self.connect_h1(&key.0, &route).await {
+            Ok(conn) => conn,
             Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
         };
-        match sender.send_request(req).await {
-            Ok(response) => Ok(self.wrap(key, sender, response)),
+        conn.watch.busy(route.stall);
+        req.body_mut().watch(&conn.watch);
+        match conn.sender.send_request(req).await {
+            Ok(response) => Ok(self.wrap(key, conn, response)),
             Err(e) => Err(SendError::Failed(e.into())),
         }
     }
@@ -292,22 +396,46 @@ impl Pool {
     fn wrap(
         self: &Arc<Self>,
         key: Key,
-        sender: http1::SendRequest<RequestBody>,
+        conn: Conn,
         response: Response<Incoming>,
     ) -> Response<PooledBody> {
         let done = response.body().is_end_stream();
         let mut release = Some(Release {
             pool: self.clone(),
             key,
-            sender,
+            conn,
         });
         if done && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             if let Some(r) = release.take() {
                 r.give_back();
             }
         }
-        response.map(|inner| PooledBody { inner, release })
+        response.map(|inner| PooledBody {
+            inner,
+            release,
+            finish: None,
+        })
     }
+}
+
+/// The request again, without a body, for sending it once more (boxed: it is rarely made, and
+/// the future holding it should not grow by a request for everyone).
+fn resend_copy(req: &Request<RequestBody>) -> Box<Request<RequestBody>> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Box::new(copy)
+}
+
+/// Whether an exchange on a reused connection failed because the connection was closed or
+/// broken before any answer (rather than because the upstream answered something invalid).
+fn closed_under_us(e: &hyper::Error) -> bool {
+    e.is_incomplete_message()
+        || e.is_canceled()
+        || e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 /// An upstream byte stream, cleartext or TLS over TCP, for both pools.
@@ -376,22 +504,25 @@ impl AsyncWrite for Stream {
 struct Release {
     pool: Arc<Pool>,
     key: Key,
-    sender: http1::SendRequest<RequestBody>,
+    conn: Conn,
 }
 
 impl Release {
     fn give_back(self) {
-        self.pool.put_back(self.key, self.sender);
+        self.pool.put_back(self.key, self.conn);
     }
 }
 
 /// A request body on its way upstream: the client's body, cut off with an error once it grows
 /// past the route's limit (`proxy-body-size`).
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: no body.
+    inner: Option<Incoming>,
     limit: u64,
     seen: u64,
     exceeded: Arc<AtomicBool>,
+    /// The watch of the connection the body goes out on, told of every frame.
+    watch: Option<Arc<Watch>>,
 }
 
 impl RequestBody {
@@ -399,10 +530,29 @@ impl RequestBody {
     /// goes past the limit.
     pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             limit,
             seen: 0,
             exceeded,
+            watch: None,
+        }
+    }
+
+    /// No body at all.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            limit: 0,
+            seen: 0,
+            exceeded: Arc::default(),
+            watch: None,
+        }
+    }
+
+    /// Tells `watch` of every frame from now on (a bodiless request has none to tell).
+    fn watch(&mut self, watch: &Arc<Watch>) {
+        if !self.is_end_stream() {
+            self.watch = Some(watch.clone());
         }
     }
 }
@@ -420,8 +570,14 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(watch) = &self.watch {
+                    watch.moved();
+                }
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;
                     if self.limit > 0 && self.seen > self.limit {
@@ -438,18 +594,25 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 
-/// An upstream response body that returns its connection to the pool once read to the end.
+/// An upstream response body that returns its connection to the pool once read to the end, and
+/// completes the request's record (count, access log) when it is dropped: with the response's
+/// status once the body ended or broke off upstream, as cancelled by the client (499) when it is
+/// dropped before that.
 pub struct PooledBody {
     inner: Incoming,
     release: Option<Release>,
+    /// The record of the request this body answers, on the HTTP/2 path.
+    pub(crate) finish: Option<Box<Finish>>,
 }
 
 impl Body for PooledBody {
@@ -457,26 +620,39 @@ impl Body for PooledBody {
     type Error = hyper::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(r) = self.release.take() {
-                    r.give_back();
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Pending => return polled,
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(r) = &this.release {
+                    r.conn.watch.moved();
                 }
+                if let (Some(finish), Some(data)) = (this.finish.as_mut(), frame.data_ref()) {
+                    finish.sent(data.len());
+                }
+                this.inner.is_end_stream()
             }
             Poll::Ready(Some(Err(_))) => {
-                // A broken exchange: the connection is not reused.
-                self.release = None;
-            }
-            _ => {
-                if self.inner.is_end_stream() {
-                    if let Some(r) = self.release.take() {
-                        r.give_back();
-                    }
+                // A broken exchange: the connection is not reused, and the request is over
+                // (not cancelled by the client).
+                this.release = None;
+                if let Some(finish) = this.finish.as_mut() {
+                    finish.complete();
                 }
+                return polled;
+            }
+        };
+        if ended {
+            if let Some(r) = this.release.take() {
+                r.give_back();
+            }
+            if let Some(finish) = this.finish.as_mut() {
+                finish.complete();
             }
         }
         polled

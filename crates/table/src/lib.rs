@@ -8,6 +8,7 @@
 
 mod backend;
 mod builder;
+mod cidr;
 mod explain;
 pub mod fasthash;
 mod finish;
@@ -21,12 +22,13 @@ mod tls;
 
 pub use backend::{Backend, BackendId, BackendTarget, Backends};
 pub use builder::{Conflict, Rejected, TableBuilder};
+pub use cidr::Cidr;
 pub use explain::{path_matches, Candidate, Explanation, Verdict};
 pub use host::{normalize_host, HostPattern};
 pub use normalize::{normalize_path, PathError};
 pub use policy::{
-    origin_matches, Cors, CorsOrigins, Policy, Protocol, Redirect, Retry, RetryOn, RewriteTarget,
-    Timeouts, UpstreamTls,
+    origin_matches, Cors, CorsOrigins, HealthCheck, Policy, Protocol, Redirect, Retry, RetryOn,
+    RewriteTarget, SourceRanges, Timeouts, UpstreamTls,
 };
 pub use publish::Published;
 pub use regex_paths::{pattern_of, RegexCache, RegexPaths};

@@ -59,6 +59,14 @@ pub struct Policy {
     /// `custom-headers`: response headers set on every response (replacing the upstream's).
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "header_pairs")]
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `allowlist-source-range` / `whitelist-source-range` and `denylist-source-range`: who may
+    /// use the route at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRanges>,
+    /// `portcullis.io/health-check-*`: active HTTP checks of every endpoint of the route's
+    /// backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     /// Why the route is answered with 503 instead of being served (an annotation that could not
     /// be honoured and must not be ignored, such as `custom-headers` naming a missing ConfigMap).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -370,6 +378,63 @@ impl Serialize for UpstreamTls {
         }
         s.serialize_str(&text)
     }
+}
+
+/// Client address lists: an address in `deny` is refused; otherwise, when `allow` is not
+/// empty, only an address in it is admitted (nginx's `deny` rules, then `allow`, then `deny all`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SourceRanges {
+    /// Networks admitted (empty: every address not denied).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<crate::Cidr>,
+    /// Networks refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<crate::Cidr>,
+}
+
+impl SourceRanges {
+    /// Whether a client at `ip` may use the route.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        !self.deny.iter().any(|n| n.contains(ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(ip)))
+    }
+}
+
+/// Active health checks: an HTTP/1.1 `GET` of `path` to each endpoint every `interval`; an
+/// endpoint is taken out after `unhealthy_threshold` failed checks in a row (no answer within
+/// `timeout`, or a status other than 2xx/3xx) and back in after `healthy_threshold` good ones.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct HealthCheck {
+    /// The path (and query) requested.
+    pub path: String,
+    /// Time between two checks of one endpoint.
+    #[serde(serialize_with = "seconds")]
+    pub interval: Duration,
+    /// How long a check may take.
+    #[serde(serialize_with = "seconds")]
+    pub timeout: Duration,
+    /// Good checks in a row that bring an endpoint back.
+    pub healthy_threshold: u32,
+    /// Failed checks in a row that take an endpoint out.
+    pub unhealthy_threshold: u32,
+}
+
+impl HealthCheck {
+    /// Checks of `path` with the defaults: every 10 s, 2 s timeout, 2 good to come back, 3
+    /// failed to go.
+    pub fn new(path: impl Into<String>) -> Self {
+        HealthCheck {
+            path: path.into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Upstream timeouts; `None` keeps the controller's default.

@@ -216,6 +216,16 @@ fn annotations_refused_unknown_and_not_yet() {
 }
 
 #[test]
+fn source_range_annotations() {
+    run_case("annotations_access", &Options::nginx_compat());
+}
+
+#[test]
+fn portcullis_health_check_annotations() {
+    run_case("annotations_health", &Options::nginx_compat());
+}
+
+#[test]
 fn annotations_under_another_prefix() {
     run_case(
         "annotations_prefix",

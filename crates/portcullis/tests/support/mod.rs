@@ -9,6 +9,7 @@
 pub mod pki;
 pub mod tools;
 pub mod tunnel;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -2,41 +2,42 @@
 //! pooled upstream connection, relay the response, and repeat while the connection is kept
 //! alive. Everything happens on the connection's own task.
 
-use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode, Version};
+use http::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::futures::Notified;
 
-use super::codec::{self, Field, Framing, HeadError, Kind, RequestHead, ResponseHead};
-use super::head::{
-    find_field, push_content_length, push_field, push_local, push_request, push_response_start,
-    RequestLine,
-};
+use super::codec::{Framing, Kind, RequestHead, ResponseHead};
+use super::head::{find_field, push_content_length, push_field, push_local, push_response_start};
+use super::plan::{has_body, plan, Logged, Plan, Req};
 use super::pool::Upstream;
-use super::relay::{relay, write_flush, Ends, Mode, RelayError};
+use super::read::{read_request_head, read_response_head, HeadRead, HEAD_READ};
+use super::relay::{
+    discard, relay, upload, write_flush, Ends, Mode, RelayError, Uploaded, Watched,
+};
 use super::{Buf, ClientIo, Deadline, Stop};
-use crate::decide::{Attempts, Decision, Failed, Forward, Local, RequestHeaders, View};
+use crate::decide::{Attempts, Failed, Forward, Local};
 use crate::forward::ConnInfo;
-use crate::headers;
 use crate::log::{AccessLog, Entry};
-use crate::quickack::QuickAck;
-use crate::stats::{Outcome, RouteCounters};
+use crate::stats::Outcome;
 use crate::upstream::{Target, UpstreamError};
 use crate::{Proxy, ProxyError};
 
-/// Bytes read at a time while a head is incomplete.
-const HEAD_READ: usize = 4096;
 /// A body up to this size that has fully arrived travels in the same write as its head.
 const INLINE_BODY: u64 = 16 * 1024;
 /// Output buffer capacity kept between requests.
 const KEEP_OUT: usize = 16 * 1024;
 /// Retries of a request whose reused upstream connection turned out to be closed.
 const STALE_RETRIES: usize = 2;
+/// Most of a request body left unread by an upstream that answered early that is read and
+/// dropped to keep the client connection; with more left, the connection closes.
+const DRAIN_MAX: u64 = 64 * 1024;
+/// How long a closing connection whose client may still be sending a body is read from.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Serves HTTP/1.x requests on `stream` until the client closes, the connection is not kept
 /// alive, or shutdown begins. `buf` holds bytes already read from the stream.
@@ -66,6 +67,7 @@ pub(crate) async fn serve<S: ClientIo>(
         stream,
         buf,
         out: Vec::new(),
+        linger: false,
     };
     client.run().await;
 }
@@ -83,55 +85,9 @@ struct Client<'a, S> {
     deadline: Deadline,
     /// Completes when shutdown begins.
     stop_signal: Pin<Box<Notified<'a>>>,
-}
-
-enum HeadRead {
-    Head(RequestHead),
-    Closed,
-    Bad(HeadError),
-}
-
-/// What happens to a request, decided from its head and the table.
-enum Plan {
-    Forward(Forward),
-    Local(Local),
-}
-
-/// What is kept about a request once its head bytes are consumed.
-struct Req {
-    method: Method,
-    minor: u8,
-    keep_alive: bool,
-    framing: Framing,
-    upgrade: bool,
-    expect_continue: bool,
-    /// When the head was read.
-    start: Instant,
-    /// The head's size plus the declared body's.
-    request_bytes: u64,
-    /// The matched route's counters (`None`: no route; the proxy's unrouted counters).
-    counters: Option<Arc<RouteCounters>>,
-    /// When the request went upstream, in nanoseconds after `start` plus one (0: it did not).
-    upstream_at: AtomicU64,
-    /// Bytes of the response written to the client.
-    response_bytes: AtomicU64,
-}
-
-impl Req {
-    fn is_head(&self) -> bool {
-        self.method == Method::HEAD
-    }
-}
-
-/// What the access log needs beyond the status.
-struct Logged {
-    method: Method,
-    version: Version,
-    host: String,
-    path: String,
-    request_id: String,
-    backend: Option<String>,
-    upstream: Option<String>,
+    /// The client may still be sending a request body nobody read: on closing, what it sends
+    /// is read and dropped for a while, so that the answer is not lost to a reset.
+    linger: bool,
 }
 
 /// A request written to an upstream that answered with a head.
@@ -139,17 +95,35 @@ struct Sent {
     up: Upstream,
     target: Target,
     head: ResponseHead,
+    /// What is left of the request body.
+    rest: Rest,
 }
 
-/// The fields of a request head, for the decision.
-struct RawFields<'a> {
-    raw: &'a [u8],
-    fields: &'a [Field],
+/// What is left of a request body once the upstream has answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rest {
+    /// Nothing: all of it went upstream.
+    None,
+    /// The upstream answered first, and this many bytes (at most [`DRAIN_MAX`]) are still to
+    /// be read from the client and dropped.
+    Drain(u64),
+    /// The upstream answered first, with more or an unknown amount left: the client
+    /// connection closes after the answer.
+    Abandon,
 }
 
-impl RequestHeaders for RawFields<'_> {
-    fn get(&self, name: &str) -> Option<&[u8]> {
-        find_field(self.raw, self.fields, name.as_bytes()).map(|f| &self.raw[f.value.clone()])
+impl Rest {
+    fn of(uploaded: Uploaded) -> Rest {
+        match uploaded {
+            Uploaded::Complete => Rest::None,
+            Uploaded::Answered { left: Some(n) } if n <= DRAIN_MAX => Rest::Drain(n),
+            Uploaded::Answered { .. } => Rest::Abandon,
+        }
+    }
+
+    /// Whether the whole body has been read from the client.
+    fn read(self) -> bool {
+        matches!(self, Rest::None | Rest::Drain(0))
     }
 }
 
@@ -159,24 +133,21 @@ impl<S: ClientIo> Client<'_, S> {
             let head = match self.read_head().await {
                 HeadRead::Head(head) => head,
                 HeadRead::Closed => return,
+                HeadRead::TimedOut => {
+                    tracing::debug!(client = %self.info.client, "request head not complete in time");
+                    // A client this slow is not waited for any longer.
+                    return self.refuse(StatusCode::REQUEST_TIMEOUT, false).await;
+                }
                 HeadRead::Bad(e) => {
                     tracing::debug!(client = %self.info.client, error = %e, "bad request head");
-                    let error = ProxyError::from(e);
-                    self.out.clear();
-                    push_local(
-                        &mut self.out,
-                        &Local::status(error.status()),
-                        1,
-                        false,
-                        false,
-                    );
-                    let _ = write_flush(&mut self.stream, &self.out).await;
-                    let _ = self.stream.shutdown().await;
-                    return;
+                    return self.refuse(e.status(), true).await;
                 }
             };
             if !self.exchange(head).await {
                 let _ = self.stream.shutdown().await;
+                if self.linger {
+                    self.linger().await;
+                }
                 return;
             }
             if self.out.capacity() > KEEP_OUT {
@@ -185,14 +156,41 @@ impl<S: ClientIo> Client<'_, S> {
         }
     }
 
-    /// The next request head, waiting at most the idle timeout and not past shutdown.
+    /// Answers a request whose head was refused with `status`, and closes (lingering, when
+    /// asked, over what the client still sends).
+    async fn refuse(&mut self, status: StatusCode, linger: bool) {
+        self.out.clear();
+        push_local(&mut self.out, &Local::status(status), 1, false, false);
+        let _ = write_flush(&mut self.stream, &self.out).await;
+        let _ = self.stream.shutdown().await;
+        if linger {
+            self.linger().await;
+        }
+    }
+
+    /// Reads and drops what the client still sends, until it closes or [`LINGER`] is over.
+    async fn linger(&mut self) {
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
+        let draining = async {
+            while let Ok(n @ 1..) = buf.fill(stream, HEAD_READ).await {
+                buf.consume(n);
+            }
+        };
+        let _ = self.deadline.within(LINGER, draining).await;
+    }
+
+    /// The next request head, not past shutdown and within the idle timeout; from its first
+    /// byte, the whole head within the client header timeout.
     async fn read_head(&mut self) -> HeadRead {
-        let idle = self.proxy.config.client_idle_timeout;
-        let reading = read_request_head(&mut self.stream, &mut self.buf);
+        let config = &self.proxy.config;
+        let header_timeout = config.client_header_timeout;
+        let reading = read_request_head(&mut self.stream, &mut self.buf, header_timeout);
         tokio::select! {
             biased;
             () = &mut self.stop_signal => HeadRead::Closed,
-            read = self.deadline.within(idle, reading) => read.unwrap_or(HeadRead::Closed),
+            read = self.deadline.within(config.client_idle_timeout, reading) => {
+                read.unwrap_or(HeadRead::Closed)
+            }
         }
     }
 
@@ -212,6 +210,7 @@ impl<S: ClientIo> Client<'_, S> {
 
         let forward = match plan {
             Plan::Local(local) => {
+                self.linger = has_body(req.framing);
                 let keep = req.keep_alive && !has_body(req.framing) && !self.stop.is_set();
                 self.out.clear();
                 push_local(&mut self.out, &local, req.minor, keep, req.is_head());
@@ -276,6 +275,7 @@ impl<S: ClientIo> Client<'_, S> {
             _ => tracing::debug!(client = %self.info.client, %error, "request failed"),
         }
         let status = error.status();
+        self.linger = !body_done;
         let keep = req.keep_alive && body_done && !self.stop.is_set();
         self.out.clear();
         push_local(
@@ -312,10 +312,7 @@ impl<S: ClientIo> Client<'_, S> {
                 None => match pool.connect(&target, forward, limits.connect).await {
                     Ok(up) => up,
                     Err(e) => {
-                        let why = match e {
-                            UpstreamError::ConnectTimeout => Failed::ConnectTimeout,
-                            _ => Failed::Connect,
-                        };
+                        let why = connect_failure(&e);
                         match attempts.next(self.proxy, forward, &target, why, &req.method, whole) {
                             Some(next) => {
                                 tracing::debug!(error = %e, failed = %target, %next, "trying another endpoint");
@@ -335,19 +332,13 @@ impl<S: ClientIo> Client<'_, S> {
                 }
                 return Err(upstream_error(&target, UpstreamError::Io(e)));
             }
+            let mut rest = Rest::None;
             if !whole {
-                self.send_body(&mut up, &target, forward, req).await?;
-                *body_done = true;
+                // Boxed: uploads are rare enough, and the usual request stays small.
+                rest = Box::pin(self.send_body(&mut up, &target, forward, req)).await?;
+                *body_done = rest.read();
             }
-            let waiting = read_response_head(&mut up, req.is_head());
-            let answer = self.deadline.within(limits.read, waiting).await;
-            if req.upstream_at.load(Ordering::Relaxed) == 0 {
-                // The wait for the answer began as the request was sent.
-                let sent = self.deadline.armed().saturating_duration_since(req.start);
-                req.upstream_at
-                    .store(sent.as_nanos() as u64 + 1, Ordering::Relaxed);
-            }
-            let (why, error) = match answer {
+            let (why, error) = match self.answer(&mut up, req, limits.read).await {
                 Some(Ok(head)) => {
                     let status = head.status;
                     if status >= 200 {
@@ -364,20 +355,19 @@ impl<S: ClientIo> Client<'_, S> {
                             continue;
                         }
                     }
-                    return Ok(Sent { up, target, head });
+                    return Ok(Sent {
+                        up,
+                        target,
+                        head,
+                        rest,
+                    });
                 }
                 Some(Err(UpstreamError::Closed)) if reused && whole && stale < STALE_RETRIES => {
                     stale += 1;
                     continue;
                 }
                 None => (Failed::Timeout, ProxyError::Timeout(target.to_string())),
-                Some(Err(e)) => {
-                    let why = match e {
-                        UpstreamError::Protocol(_) => Failed::Invalid,
-                        _ => Failed::Broken,
-                    };
-                    (why, upstream_error(&target, e))
-                }
+                Some(Err(e)) => (read_failure(&e), upstream_error(&target, e)),
             };
             match attempts.next(self.proxy, forward, &target, why, &req.method, whole) {
                 Some(next) => {
@@ -390,6 +380,24 @@ impl<S: ClientIo> Client<'_, S> {
         }
     }
 
+    /// Waits for the response head (`None`: not in time), noting when the wait began: as the
+    /// request went upstream.
+    async fn answer(
+        &mut self,
+        up: &mut Upstream,
+        req: &Req,
+        timeout: Duration,
+    ) -> Option<Result<ResponseHead, UpstreamError>> {
+        let waiting = read_response_head(up, req.is_head());
+        let answer = self.deadline.within(timeout, waiting).await;
+        if req.upstream_at.load(Ordering::Relaxed) == 0 {
+            let sent = self.deadline.armed().saturating_duration_since(req.start);
+            req.upstream_at
+                .store(sent.as_nanos() as u64 + 1, Ordering::Relaxed);
+        }
+        answer
+    }
+
     /// Relays the rest of the request body (after `100 Continue` when the client waits for it).
     async fn send_body(
         &mut self,
@@ -397,7 +405,7 @@ impl<S: ClientIo> Client<'_, S> {
         target: &Target,
         forward: &Forward,
         req: &Req,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Rest, ProxyError> {
         let limits = forward.limits(self.proxy);
         if req.expect_continue && self.buf.is_empty() {
             write_flush(&mut self.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -411,17 +419,12 @@ impl<S: ClientIo> Client<'_, S> {
             limit: limits.body,
             written: 0,
         };
-        match relay(
-            &mut self.stream,
-            &mut self.buf,
-            &mut up.stream,
-            req.framing,
-            Mode::Pass,
-            ends,
-        )
-        .await
-        {
-            Ok(_) => Ok(()),
+        let watched = Watched {
+            stream: &mut up.stream,
+            buf: &mut up.buf,
+        };
+        match upload(&mut self.stream, &mut self.buf, watched, req.framing, ends).await {
+            Ok(uploaded) => Ok(Rest::of(uploaded)),
             Err(RelayError::Read(_) | RelayError::Eof) => Err(ProxyError::ClientClosed),
             Err(RelayError::ReadStalled) => Err(ProxyError::RequestTimeout),
             Err(RelayError::Framing(what)) => Err(ProxyError::BadRequest(what)),
@@ -443,87 +446,44 @@ impl<S: ClientIo> Client<'_, S> {
         let Sent {
             mut up,
             target,
-            mut head,
+            head,
+            rest,
         } = sent;
         let limits = forward.limits(self.proxy);
-        let client_http11 = req.minor == 1;
-        while (100..200).contains(&head.status) && head.status != 101 {
-            if client_http11 {
-                self.out.clear();
-                push_response_start(&mut self.out, up.buf.unread(), &head, req.is_head(), &[]);
-                self.out.extend_from_slice(b"\r\n");
-                if write_flush(&mut self.stream, &self.out).await.is_err() {
-                    return false;
-                }
+        let head = if is_interim(head.status) {
+            let interim = self.final_head(&mut up, &target, head, req, limits.read);
+            match Box::pin(interim).await {
+                Ok(head) => head,
+                Err(Some(error)) => return self.failed(error, req, rest.read(), logged).await,
+                Err(None) => return false,
             }
-            up.buf.consume(head.len);
-            let waiting = read_response_head(&mut up, req.is_head());
-            head = match self.deadline.within(limits.read, waiting).await {
-                Some(Ok(head)) => head,
-                Some(Err(e)) => {
-                    return self
-                        .failed(upstream_error(&target, e), req, true, logged)
-                        .await
-                }
-                None => {
-                    let timeout = ProxyError::Timeout(target.to_string());
-                    return self.failed(timeout, req, true, logged).await;
-                }
-            };
-        }
+        } else {
+            head
+        };
         let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
         if head.status == 101 {
-            return self.switch(up, target, head, req, logged, status).await;
+            if !req.upgrade {
+                let error = upstream_error(
+                    &target,
+                    UpstreamError::Protocol("switched protocols without being asked"),
+                );
+                return self.failed(error, req, rest.read(), logged).await;
+            }
+            return self.switch(up, head, req, logged, status).await;
         }
 
         // The body's framing towards the client.
-        let (framing_line, mode, reframed): (&[u8], Mode, bool) =
-            match (head.framing, client_http11) {
-                (Framing::Length(_), _) | (Framing::None, _) => (b"", Mode::Pass, false),
-                // The upstream's own Transfer-Encoding fields go through (they may list codings
-                // before `chunked`).
-                (Framing::Chunked, true) => (b"", Mode::Pass, false),
-                (Framing::Chunked, false) => (b"", Mode::Decode, true),
-                (Framing::Close, true) => (b"Transfer-Encoding: chunked\r\n", Mode::Encode, false),
-                (Framing::Close, false) => (b"", Mode::Pass, true),
-            };
-        let keep = req.keep_alive && !reframed && !self.stop.is_set();
-
-        self.out.clear();
-        let set = if forward.has_response_fields() {
-            forward.response_fields()
-        } else {
-            Vec::new()
+        let client_http11 = req.minor == 1;
+        let (mode, reframed) = match (head.framing, client_http11) {
+            (Framing::Length(_) | Framing::None, _) => (Mode::Pass, false),
+            (Framing::Chunked, true) => (Mode::Reframe, false),
+            (Framing::Chunked, false) => (Mode::Decode, true),
+            (Framing::Close, true) => (Mode::Encode, false),
+            (Framing::Close, false) => (Mode::Pass, true),
         };
-        push_response_start(&mut self.out, up.buf.unread(), &head, req.is_head(), &set);
-        if let Framing::Length(n) = head.framing {
-            push_content_length(&mut self.out, n);
-        }
-        self.out.extend_from_slice(framing_line);
-        if head.framing == Framing::Chunked && client_http11 {
-            let raw = up.buf.unread();
-            for f in head.fields.iter().filter(|f| f.kind == Kind::Framing) {
-                if raw[f.name.clone()].eq_ignore_ascii_case(b"transfer-encoding") {
-                    push_field(&mut self.out, raw, f);
-                }
-            }
-        }
-        if !keep {
-            self.out.extend_from_slice(b"Connection: close\r\n");
-        } else if !client_http11 {
-            self.out.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
-        self.out.extend_from_slice(b"\r\n");
-        up.buf.consume(head.len);
-        let mut body = head.framing;
-        if let Framing::Length(n) = body {
-            if n <= INLINE_BODY && up.buf.unread().len() as u64 >= n {
-                let n = n as usize;
-                self.out.extend_from_slice(&up.buf.unread()[..n]);
-                up.buf.consume(n);
-                body = Framing::None;
-            }
-        }
+        let keep = req.keep_alive && !reframed && rest != Rest::Abandon && !self.stop.is_set();
+        self.linger = !keep && !rest.read();
+        let body = self.push_response_head(&mut up, &head, forward, req, keep);
         req.response_bytes
             .store(self.out.len() as u64, Ordering::Relaxed);
         if write_flush(&mut self.stream, &self.out).await.is_err() {
@@ -537,55 +497,141 @@ impl<S: ClientIo> Client<'_, S> {
             limit: 0,
             written: 0,
         };
-        let relayed = relay(
-            &mut up.stream,
-            &mut up.buf,
-            &mut self.stream,
-            body,
-            mode,
-            ends,
-        )
-        .await;
+        let (src, dst) = (&mut up.stream, &mut self.stream);
+        let relayed = relay(src, &mut up.buf, dst, body, mode, ends).await;
         if let Ok(n) = relayed {
             req.response_bytes.fetch_add(n, Ordering::Relaxed);
         }
         let end = self.log(logged, req, status);
-        match relayed {
-            Ok(_) => {
-                if head.keep_alive && head.framing != Framing::Close {
-                    self.proxy.h1_pool.put(&target, up, end);
+        if let Err(e) = relayed {
+            match e {
+                RelayError::Write(_) => {}
+                RelayError::WriteStalled => {
+                    tracing::debug!(client = %self.info.client, "client stopped taking the response body");
                 }
-                keep
+                e => {
+                    tracing::debug!(upstream = %target, error = %e, "upstream response body broke off")
+                }
             }
-            Err(RelayError::Write(_)) => false,
-            Err(RelayError::WriteStalled) => {
-                tracing::debug!(client = %self.info.client, "client stopped taking the response body");
-                false
+            return false;
+        }
+        // A connection whose request body was cut short is out of step.
+        if head.keep_alive && head.framing != Framing::Close && rest == Rest::None {
+            self.proxy.h1_pool.put(&target, up, end);
+        }
+        match rest {
+            Rest::Drain(n) if keep && n > 0 => Box::pin(self.drain(n)).await,
+            _ => keep,
+        }
+    }
+
+    /// Relays interim responses (to HTTP/1.1 clients) until the final response head, or a
+    /// `101`. `Err(None)`: the client went away.
+    async fn final_head(
+        &mut self,
+        up: &mut Upstream,
+        target: &Target,
+        mut head: ResponseHead,
+        req: &Req,
+        read_timeout: Duration,
+    ) -> Result<ResponseHead, Option<ProxyError>> {
+        while is_interim(head.status) {
+            if req.minor == 1 {
+                self.out.clear();
+                push_response_start(&mut self.out, up.buf.unread(), &head, req.is_head(), &[]);
+                self.out.extend_from_slice(b"\r\n");
+                if write_flush(&mut self.stream, &self.out).await.is_err() {
+                    return Err(None);
+                }
             }
-            Err(e) => {
-                tracing::debug!(upstream = %target, error = %e, "upstream response body broke off");
-                false
+            up.buf.consume(head.len);
+            let waiting = read_response_head(up, req.is_head());
+            head = match self.deadline.within(read_timeout, waiting).await {
+                Some(Ok(head)) => head,
+                Some(Err(e)) => return Err(Some(upstream_error(target, e))),
+                None => return Err(Some(ProxyError::Timeout(target.to_string()))),
+            };
+        }
+        Ok(head)
+    }
+
+    /// Writes the client's response head into `out` (with the body when it is small and has
+    /// arrived) and consumes the upstream's; returns the framing of the body still to relay.
+    fn push_response_head(
+        &mut self,
+        up: &mut Upstream,
+        head: &ResponseHead,
+        forward: &Forward,
+        req: &Req,
+        keep: bool,
+    ) -> Framing {
+        let client_http11 = req.minor == 1;
+        self.out.clear();
+        let set = if forward.has_response_fields() {
+            forward.response_fields()
+        } else {
+            Vec::new()
+        };
+        push_response_start(&mut self.out, up.buf.unread(), head, req.is_head(), &set);
+        match (head.framing, client_http11) {
+            (Framing::Length(n), _) => push_content_length(&mut self.out, n),
+            // The upstream's own Transfer-Encoding fields go through (they may list codings
+            // before `chunked`); a Content-Length beside them does not.
+            (Framing::Chunked, true) => {
+                let raw = up.buf.unread();
+                for f in head.fields.iter().filter(|f| f.kind == Kind::Framing) {
+                    if raw[f.name.clone()].eq_ignore_ascii_case(b"transfer-encoding") {
+                        push_field(&mut self.out, raw, f);
+                    }
+                }
+            }
+            (Framing::Close, true) => self
+                .out
+                .extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            _ => {}
+        }
+        if !keep {
+            self.out.extend_from_slice(b"Connection: close\r\n");
+        } else if !client_http11 {
+            self.out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        up.buf.consume(head.len);
+        if let Framing::Length(n) = head.framing {
+            if n <= INLINE_BODY && up.buf.unread().len() as u64 >= n {
+                let n = n as usize;
+                self.out.extend_from_slice(&up.buf.unread()[..n]);
+                up.buf.consume(n);
+                return Framing::None;
             }
         }
+        head.framing
+    }
+
+    /// Reads and drops the `left` bytes of a request body the upstream did not wait for;
+    /// returns whether the connection can serve another request.
+    async fn drain(&mut self, left: u64) -> bool {
+        let ends = Ends {
+            deadline: &mut self.deadline,
+            read_idle: self.proxy.config.body_idle_timeout,
+            write_idle: self.proxy.config.body_idle_timeout,
+            limit: 0,
+            written: 0,
+        };
+        discard(&mut self.stream, &mut self.buf, left, ends)
+            .await
+            .is_ok()
     }
 
     /// Completes a protocol switch (101) and tunnels bytes both ways until either side closes.
     async fn switch(
         &mut self,
         mut up: Upstream,
-        target: Target,
         head: ResponseHead,
         req: &Req,
         logged: Option<Box<Logged>>,
         status: StatusCode,
     ) -> bool {
-        if !req.upgrade {
-            let error = upstream_error(
-                &target,
-                UpstreamError::Protocol("switched protocols without being asked"),
-            );
-            return self.failed(error, req, true, logged).await;
-        }
         self.out.clear();
         push_response_start(&mut self.out, up.buf.unread(), &head, false, &[]);
         self.out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -652,234 +698,30 @@ impl<S: ClientIo> Client<'_, S> {
     }
 }
 
+/// Whether a response with `status` is an interim one, to be followed by another.
+fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
+}
+
+/// What a failure to connect counts as for the retry rules and endpoint health.
+fn connect_failure(e: &UpstreamError) -> Failed {
+    match e {
+        UpstreamError::ConnectTimeout => Failed::ConnectTimeout,
+        _ => Failed::Connect,
+    }
+}
+
+/// What a failure to read a response head counts as.
+fn read_failure(e: &UpstreamError) -> Failed {
+    match e {
+        UpstreamError::Protocol(_) => Failed::Invalid,
+        _ => Failed::Broken,
+    }
+}
+
 fn upstream_error(target: &Target, source: UpstreamError) -> ProxyError {
     ProxyError::Upstream {
         addr: target.to_string(),
         source,
-    }
-}
-
-fn has_body(framing: Framing) -> bool {
-    !matches!(framing, Framing::None | Framing::Length(0))
-}
-
-/// Decides what happens to a request and, when it is forwarded, writes its upstream head into
-/// `out`.
-fn plan(
-    proxy: &Proxy,
-    info: &ConnInfo,
-    raw: &[u8],
-    head: &RequestHead,
-    out: &mut Vec<u8>,
-    log: bool,
-) -> (Plan, Req, Option<Box<Logged>>) {
-    let host = head
-        .host
-        .clone()
-        .and_then(|r| std::str::from_utf8(&raw[r]).ok())
-        .unwrap_or("");
-    let path_bytes: &[u8] = match &raw[head.path.clone()] {
-        b"" => b"/",
-        p => p,
-    };
-    let mut req = Req {
-        method: head.method.clone(),
-        minor: head.minor_version,
-        keep_alive: head.keep_alive,
-        framing: head.framing,
-        upgrade: head.upgrade,
-        expect_continue: head.expect_continue,
-        start: Instant::now(),
-        request_bytes: head.len as u64
-            + match head.framing {
-                Framing::Length(n) => n,
-                _ => 0,
-            },
-        counters: None,
-        upstream_at: AtomicU64::new(0),
-        response_bytes: AtomicU64::new(0),
-    };
-    let given_id = head
-        .fields
-        .iter()
-        .find(|f| f.kind == Kind::XRequestId)
-        .map(|f| &raw[f.value.clone()]);
-    let generated;
-    let request_id: &[u8] = match given_id {
-        Some(id) => id,
-        None => {
-            generated = headers::request_id_hex();
-            &generated
-        }
-    };
-    let mut logged = log.then(|| {
-        Box::new(Logged {
-            method: head.method.clone(),
-            version: if head.minor_version == 0 {
-                Version::HTTP_10
-            } else {
-                Version::HTTP_11
-            },
-            host: host.to_string(),
-            path: String::from_utf8_lossy(path_bytes).into_owned(),
-            request_id: String::from_utf8_lossy(request_id).into_owned(),
-            backend: None,
-            upstream: None,
-        })
-    });
-    let bad = |req, logged| {
-        let local = Local::status(StatusCode::BAD_REQUEST);
-        (Plan::Local(local), req, logged)
-    };
-    let Ok(path) = std::str::from_utf8(path_bytes) else {
-        return bad(req, logged);
-    };
-    let target = match &raw[head.path_and_query.clone()] {
-        b"" => b"/".as_slice(),
-        t => t,
-    };
-    // The query is read only as far as a rewrite or redirect needs it.
-    let query = match target.iter().position(|&b| b == b'?') {
-        None => None,
-        Some(at) => match std::str::from_utf8(&target[at + 1..]) {
-            Ok(q) => Some(q),
-            Err(_) => return bad(req, logged),
-        },
-    };
-    let view = View {
-        https: info.scheme == "https",
-        method: &head.method,
-        host,
-        path,
-        query,
-        content_length: match head.framing {
-            Framing::Length(n) => Some(n),
-            _ => None,
-        },
-        headers: &RawFields {
-            raw,
-            fields: &head.fields,
-        },
-    };
-    let (decision, counters) = proxy.decide(&view);
-    req.counters = counters;
-    let forward = match decision {
-        Ok(Decision::Forward(forward)) => forward,
-        Ok(Decision::Local(local)) => return (Plan::Local(local), req, logged),
-        Err(error) => return (Plan::Local(Local::status(error.status())), req, logged),
-    };
-    if let Some(l) = logged.as_mut() {
-        l.backend = Some(forward.backend.name.clone());
-    }
-    let line = RequestLine {
-        host,
-        target,
-        new_id: given_id.is_none().then_some(request_id),
-    };
-    push_request(out, raw, head, &line, info, &forward);
-    (Plan::Forward(forward), req, logged)
-}
-
-async fn read_request_head<S: ClientIo>(stream: &mut S, buf: &mut Buf) -> HeadRead {
-    loop {
-        if buf.is_empty() {
-            // Idle: hold no buffer until the client sends something.
-            buf.release_if_empty();
-            if stream.wait_readable().await.is_err() {
-                return HeadRead::Closed;
-            }
-        } else {
-            match codec::parse_request(buf.unread()) {
-                Ok(Some(head)) => return HeadRead::Head(head),
-                // Part of a head: acknowledge it now, or a client with Nagle on holds the rest.
-                Ok(None) => stream.quickack(),
-                Err(e) => return HeadRead::Bad(e),
-            }
-        }
-        match buf.fill(stream, HEAD_READ).await {
-            Ok(0) | Err(_) => return HeadRead::Closed,
-            Ok(_) => {}
-        }
-    }
-}
-
-async fn read_response_head(
-    up: &mut Upstream,
-    head_request: bool,
-) -> Result<ResponseHead, UpstreamError> {
-    loop {
-        if !up.buf.is_empty() {
-            match codec::parse_response(up.buf.unread(), head_request) {
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => up.stream.quickack(),
-                Err(e) => return Err(UpstreamError::Protocol(head_error_text(e))),
-            }
-        }
-        match up.buf.fill(&mut up.stream, HEAD_READ).await {
-            Ok(0) if up.buf.is_empty() => return Err(UpstreamError::Closed),
-            Ok(0) => return Err(UpstreamError::Protocol("response head cut short")),
-            Ok(_) => {}
-            Err(e)
-                if up.buf.is_empty()
-                    && matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::BrokenPipe
-                    ) =>
-            {
-                return Err(UpstreamError::Closed)
-            }
-            Err(e) => return Err(UpstreamError::Io(e)),
-        }
-    }
-}
-
-fn head_error_text(e: HeadError) -> &'static str {
-    match e {
-        HeadError::TooLarge => "response head too large",
-        HeadError::TooManyHeaders => "too many response header fields",
-        HeadError::Invalid(what) => what,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::h1::relay::tests::{source, Counting};
-    use std::sync::atomic::Ordering;
-
-    impl ClientIo for Counting {
-        fn wait_readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + '_ {
-            std::future::ready(Ok(()))
-        }
-    }
-
-    async fn head_acks(parts: &[&[u8]]) -> usize {
-        let (mut src, mut peer, acks) = source();
-        let mut buf = Buf::new();
-        let reading = tokio::spawn(async move {
-            let head = read_request_head(&mut src, &mut buf).await;
-            matches!(head, HeadRead::Head(_))
-        });
-        for part in parts {
-            peer.write_all(part).await.unwrap();
-            // Each part is read on its own before the next is written.
-            tokio::task::yield_now().await;
-            tokio::task::yield_now().await;
-        }
-        assert!(reading.await.unwrap(), "a whole head is read");
-        acks.load(Ordering::Relaxed)
-    }
-
-    #[tokio::test]
-    async fn a_head_in_one_read_costs_no_quick_ack() {
-        assert_eq!(head_acks(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await, 0);
-    }
-
-    #[tokio::test]
-    async fn part_of_a_head_is_acknowledged_before_waiting_for_the_rest() {
-        let acks = head_acks(&[b"GET / HTTP/1.1\r\nHo", b"st: a\r\n\r\n"]).await;
-        assert!(acks >= 1);
     }
 }

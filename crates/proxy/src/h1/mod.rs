@@ -2,10 +2,13 @@
 //! relayed between the client and a pooled upstream connection by the client connection's own
 //! task (no per-request tasks or channels), buffers released while a connection is idle.
 
+mod chunked;
 pub(crate) mod codec;
 pub(crate) mod conn;
 mod head;
+mod plan;
 pub(crate) mod pool;
+mod read;
 mod relay;
 
 use std::cell::RefCell;
@@ -86,6 +89,26 @@ impl Buf {
         data.drain(..self.start);
         self.start = 0;
         data
+    }
+
+    /// Polls `r` for bytes once, reading at most `room` of them. Returns the number of bytes
+    /// read (0 at end of stream).
+    pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        cx: &mut Context<'_>,
+        room: usize,
+    ) -> Poll<io::Result<usize>> {
+        let len = self.data.len();
+        self.data.resize(len + room, 0);
+        let mut free = ReadBuf::new(&mut self.data[len..]);
+        let polled = Pin::new(r).poll_read(cx, &mut free);
+        let n = match polled {
+            Poll::Ready(Ok(())) => free.filled().len(),
+            _ => 0,
+        };
+        self.data.truncate(len + n);
+        polled.map_ok(|()| n)
     }
 
     /// Reads once from `r`, making room for at least `room` bytes first. Returns the number of

@@ -59,7 +59,7 @@ pub static CATALOG: &[Entry] = &[
     e("affinity", NotYet),
     e("affinity-canary-behavior", NotYet),
     e("affinity-mode", NotYet),
-    e("allowlist-source-range", NotYet),
+    e("allowlist-source-range", Supported),
     e("app-root", Supported),
     e("auth-always-set-cookie", NotYet),
     e("auth-cache-duration", NotYet),
@@ -128,7 +128,7 @@ pub static CATALOG: &[Entry] = &[
              custom-http-errors yet",
         ),
     ),
-    e("denylist-source-range", NotYet),
+    e("denylist-source-range", Supported),
     e("disable-proxy-intercept-errors", NotYet),
     e("enable-access-log", NotYet),
     e(
@@ -261,7 +261,7 @@ pub static CATALOG: &[Entry] = &[
              look-around, no backreferences: such paths are rejected with a diagnostic)",
         ),
     ),
-    e("whitelist-source-range", NotYet),
+    e("whitelist-source-range", Supported),
     e("x-forwarded-prefix", Supported),
 ];
 

@@ -5,7 +5,9 @@
 //! and the value, and everything else keeps working. Nothing from an annotation is ever
 //! interpreted as configuration or code.
 
+mod access;
 pub mod catalog;
+pub mod health;
 mod response;
 mod rewrite;
 mod upstream;
@@ -96,6 +98,18 @@ impl<'a> Reader<'a> {
         notes: &'a mut Vec<Diagnostic>,
     ) -> Self {
         let prefix = options.annotations_prefix.as_str();
+        Self::with_prefix(key, ing, snapshot, options, notes, prefix)
+    }
+
+    /// A reader of the annotations under `prefix`.
+    fn with_prefix(
+        key: &'a ObjectKey,
+        ing: &'a Ingress,
+        snapshot: &'a Snapshot,
+        options: &'a Options,
+        notes: &'a mut Vec<Diagnostic>,
+        prefix: &'a str,
+    ) -> Self {
         let values = ing
             .metadata
             .annotations
@@ -233,11 +247,17 @@ pub fn read(
     rewrite::read(&mut r, &mut rules, &mut policy);
     upstream::read(&mut r, &mut rules, &mut policy);
     response::read(&mut r, &mut policy);
+    access::read(&mut r, &mut policy);
     unread(&mut r);
+    rules.reads = std::mem::take(&mut r.reads);
+    drop(r);
+    if options.annotations_prefix != health::PREFIX {
+        let mut own = Reader::with_prefix(key, ing, snapshot, options, notes, health::PREFIX);
+        health::read(&mut own, &mut policy);
+    }
     if policy != Policy::default() {
         rules.policy = Some(Arc::new(policy));
     }
-    rules.reads = std::mem::take(&mut r.reads);
     rules
 }
 

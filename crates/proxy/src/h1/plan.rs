@@ -1,0 +1,194 @@
+//! What happens to an HTTP/1.x request, decided from its head and the table: a local answer,
+//! or the upstream head to send (written while the head's bytes are at hand) and what is kept
+//! about the request for its answer and its access-log line.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, StatusCode, Version};
+
+use super::codec::{Field, Framing, Kind, RequestHead};
+use super::head::{find_field, push_request, RequestLine};
+use crate::decide::{Decision, Forward, Local, RequestHeaders, View};
+use crate::forward::ConnInfo;
+use crate::headers;
+use crate::stats::RouteCounters;
+use crate::Proxy;
+
+/// What happens to a request, decided from its head and the table.
+pub(super) enum Plan {
+    Forward(Forward),
+    Local(Local),
+}
+
+/// What is kept about a request once its head bytes are consumed.
+pub(super) struct Req {
+    pub(super) method: Method,
+    pub(super) minor: u8,
+    pub(super) keep_alive: bool,
+    pub(super) framing: Framing,
+    pub(super) upgrade: bool,
+    pub(super) expect_continue: bool,
+    /// When the head was read.
+    pub(super) start: Instant,
+    /// The head's size plus the declared body's.
+    pub(super) request_bytes: u64,
+    /// The matched route's counters (`None`: no route; the proxy's unrouted counters).
+    pub(super) counters: Option<Arc<RouteCounters>>,
+    /// When the request went upstream, in nanoseconds after `start` plus one (0: it did not).
+    pub(super) upstream_at: AtomicU64,
+    /// Bytes of the response written to the client.
+    pub(super) response_bytes: AtomicU64,
+}
+
+impl Req {
+    pub(super) fn is_head(&self) -> bool {
+        self.method == Method::HEAD
+    }
+}
+
+/// What the access log needs beyond the status.
+pub(super) struct Logged {
+    pub(super) method: Method,
+    pub(super) version: Version,
+    pub(super) host: String,
+    pub(super) path: String,
+    pub(super) request_id: String,
+    pub(super) backend: Option<String>,
+    pub(super) upstream: Option<String>,
+}
+
+/// The fields of a request head, for the decision.
+struct RawFields<'a> {
+    raw: &'a [u8],
+    fields: &'a [Field],
+}
+
+impl RequestHeaders for RawFields<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        find_field(self.raw, self.fields, name.as_bytes()).map(|f| &self.raw[f.value.clone()])
+    }
+}
+
+pub(super) fn has_body(framing: Framing) -> bool {
+    !matches!(framing, Framing::None | Framing::Length(0))
+}
+
+/// Decides what happens to a request and, when it is forwarded, writes its upstream head into
+/// `out`.
+pub(super) fn plan(
+    proxy: &Proxy,
+    info: &ConnInfo,
+    raw: &[u8],
+    head: &RequestHead,
+    out: &mut Vec<u8>,
+    log: bool,
+) -> (Plan, Req, Option<Box<Logged>>) {
+    let host = head
+        .host
+        .clone()
+        .and_then(|r| std::str::from_utf8(&raw[r]).ok())
+        .unwrap_or("");
+    let path_bytes: &[u8] = match &raw[head.path.clone()] {
+        b"" => b"/",
+        p => p,
+    };
+    let mut req = Req {
+        method: head.method.clone(),
+        minor: head.minor_version,
+        keep_alive: head.keep_alive,
+        framing: head.framing,
+        upgrade: head.upgrade,
+        expect_continue: head.expect_continue,
+        start: Instant::now(),
+        request_bytes: head.len as u64
+            + match head.framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+        counters: None,
+        upstream_at: AtomicU64::new(0),
+        response_bytes: AtomicU64::new(0),
+    };
+    let given_id = head
+        .fields
+        .iter()
+        .find(|f| f.kind == Kind::XRequestId)
+        .map(|f| &raw[f.value.clone()]);
+    let generated;
+    let request_id: &[u8] = match given_id {
+        Some(id) => id,
+        None => {
+            generated = headers::request_id_hex();
+            &generated
+        }
+    };
+    let mut logged = log.then(|| {
+        Box::new(Logged {
+            method: head.method.clone(),
+            version: if head.minor_version == 0 {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            },
+            host: host.to_string(),
+            path: String::from_utf8_lossy(path_bytes).into_owned(),
+            request_id: String::from_utf8_lossy(request_id).into_owned(),
+            backend: None,
+            upstream: None,
+        })
+    });
+    let bad = |req, logged| {
+        let local = Local::status(StatusCode::BAD_REQUEST);
+        (Plan::Local(local), req, logged)
+    };
+    let Ok(path) = std::str::from_utf8(path_bytes) else {
+        return bad(req, logged);
+    };
+    let target = match &raw[head.path_and_query.clone()] {
+        b"" => b"/".as_slice(),
+        t => t,
+    };
+    // The query is read only as far as a rewrite or redirect needs it.
+    let query = match target.iter().position(|&b| b == b'?') {
+        None => None,
+        Some(at) => match std::str::from_utf8(&target[at + 1..]) {
+            Ok(q) => Some(q),
+            Err(_) => return bad(req, logged),
+        },
+    };
+    let view = View {
+        https: info.scheme == "https",
+        client: info.client.ip(),
+        method: &head.method,
+        host,
+        path,
+        query,
+        content_length: match head.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        },
+        headers: &RawFields {
+            raw,
+            fields: &head.fields,
+        },
+    };
+    let (decision, counters) = proxy.decide(&view);
+    req.counters = counters;
+    let forward = match decision {
+        Ok(Decision::Forward(forward)) => forward,
+        Ok(Decision::Local(local)) => return (Plan::Local(local), req, logged),
+        Err(error) => return (Plan::Local(Local::status(error.status())), req, logged),
+    };
+    if let Some(l) = logged.as_mut() {
+        l.backend = Some(forward.backend.name.clone());
+    }
+    let line = RequestLine {
+        host,
+        target,
+        new_id: given_id.is_none().then_some(request_id),
+    };
+    push_request(out, raw, head, &line, info, &forward);
+    (Plan::Forward(forward), req, logged)
+}
