@@ -36,7 +36,14 @@ pub fn describe(
     };
     let mut out = String::new();
     let mut matched = None;
-    match decide_in(table, config, None, &view, &mut matched) {
+    match decide_in(
+        table,
+        config,
+        None,
+        &crate::balance::Latencies::default(),
+        &view,
+        &mut matched,
+    ) {
         Err(error) => {
             let _ = writeln!(out, "answer: {} ({error})", error.status());
         }

@@ -430,10 +430,14 @@ async fn send(
     let mut target = fwd.target.clone();
     let mut req = req;
     let mut attempts = Attempts::new();
+    let since = fwd.measures_latency().then(Instant::now);
     loop {
         match proxy.pool.send(target.clone(), req, route).await {
-            Ok(response) => {
-                fwd.answered(proxy, &target, response.status().as_u16());
+            Ok(mut response) => {
+                fwd.answered(proxy, &target, response.status().as_u16(), since);
+                if let Some(cookie) = fwd.set_cookie(&target) {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
                 return Ok(response);
             }
             Err(SendError::NotSent(source, unsent)) => {

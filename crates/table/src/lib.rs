@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod balance;
 mod builder;
 mod cidr;
 mod explain;
@@ -21,6 +22,7 @@ mod route;
 mod tls;
 
 pub use backend::{Backend, BackendId, BackendTarget, Backends};
+pub use balance::{Affinity, AffinityMode, Algorithm, Balance, HashKey, KeyPart, SameSite};
 pub use builder::{Conflict, Rejected, TableBuilder};
 pub use cidr::Cidr;
 pub use explain::{path_matches, Candidate, Explanation, Verdict};
