@@ -18,15 +18,17 @@ pub(super) fn read(r: &mut Reader<'_>, policy: &mut Policy) {
     let hash_by = r.parse("upstream-hash-by", HashKey::parse);
     let affinity = match r.get("affinity") {
         Some("cookie") => Some(cookie(r)),
-        Some(other) => {
-            r.note(
-                Severity::Error,
-                "affinity",
-                format!("{other:?} is not an affinity type (only \"cookie\" is); no affinity"),
-            );
+        other => {
+            if let Some(other) = other {
+                r.note(
+                    Severity::Error,
+                    "affinity",
+                    format!("{other:?} is not an affinity type (only \"cookie\" is); no affinity"),
+                );
+            }
+            unused_cookie_settings(r);
             None
         }
-        None => None,
     };
     if algorithm != Algorithm::RoundRobin || hash_by.is_some() || affinity.is_some() {
         policy.balance = Some(Balance {
@@ -34,6 +36,41 @@ pub(super) fn read(r: &mut Reader<'_>, policy: &mut Policy) {
             hash_by,
             affinity,
         });
+    }
+}
+
+/// The annotations that only mean something with `affinity: cookie`.
+const COOKIE_SETTINGS: &[&str] = &[
+    "affinity-mode",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-domain",
+    "session-cookie-max-age",
+    "session-cookie-expires",
+    "session-cookie-samesite",
+    "session-cookie-secure",
+    "session-cookie-conditional-samesite-none",
+    "session-cookie-change-on-failure",
+];
+
+/// Checks cookie settings given without `affinity: cookie` (a bad value is still an error) and
+/// says they have no effect.
+fn unused_cookie_settings(r: &mut Reader<'_>) {
+    let present: Vec<&str> = COOKIE_SETTINGS
+        .iter()
+        .copied()
+        .filter(|name| r.get(name).is_some())
+        .collect();
+    if present.is_empty() {
+        return;
+    }
+    cookie(r);
+    for name in present {
+        r.note(
+            Severity::Warning,
+            name,
+            "has no effect without affinity: cookie; ignored",
+        );
     }
 }
 
