@@ -41,14 +41,23 @@ pub(crate) struct View<'a> {
 }
 
 /// Header lookup by lower-case name, over either protocol's representation.
-pub(crate) trait RequestHeaders {
+pub(crate) trait RequestHeaders: Sync {
     /// The value of the first field named `name`.
     fn get(&self, name: &str) -> Option<&[u8]>;
+    /// Calls `f` with the name and value of every field, in order (for an authentication
+    /// sub-request, which carries them).
+    fn each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
 }
 
 impl RequestHeaders for http::HeaderMap {
     fn get(&self, name: &str) -> Option<&[u8]> {
         http::HeaderMap::get(self, name).map(HeaderValue::as_bytes)
+    }
+
+    fn each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (name, value) in self {
+            f(name.as_str().as_bytes(), value.as_bytes());
+        }
     }
 }
 
@@ -105,6 +114,8 @@ pub(crate) struct Edits {
     pub(crate) path: Option<String>,
     /// `Access-Control-Allow-Origin` for the response, when CORS applies.
     pub(crate) cors_origin: Option<HeaderValue>,
+    /// What authentication granted (`auth-url`).
+    pub(crate) auth: Option<crate::auth::Granted>,
 }
 
 /// Timeouts, body limit and retry rules of one exchange: the route's policy over the proxy's
@@ -250,7 +261,11 @@ pub(crate) fn decide_in<'t>(
     // Source lists are checked after redirects, as nginx's access phase comes after its
     // rewrite phase.
     if let Some(source) = rules.and_then(|p| p.source.as_ref()) {
-        if !source.admits(view.client) {
+        // `satisfy: any` leaves a refused address to authentication (see `Proxy::admit`).
+        let satisfy_any = rules
+            .and_then(|p| p.auth.as_ref())
+            .is_some_and(|a| a.satisfy_any);
+        if !source.admits(view.client) && !satisfy_any {
             return Err(ProxyError::Forbidden);
         }
     }
@@ -280,8 +295,13 @@ pub(crate) fn decide_in<'t>(
         Cow::Borrowed(_) => None,
     });
     let protocol = rules.map_or(Protocol::Http, |p| p.protocol);
-    let edits =
-        (path.is_some() || cors_origin.is_some()).then(|| Box::new(Edits { path, cors_origin }));
+    let edits = (path.is_some() || cors_origin.is_some()).then(|| {
+        Box::new(Edits {
+            path,
+            cors_origin,
+            auth: None,
+        })
+    });
     Ok(Decision::Forward(Forward {
         backend,
         target,

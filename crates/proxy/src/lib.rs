@@ -6,6 +6,7 @@
 //! keyed by endpoint address, so publishing a new table drops nothing.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod decide;
 mod describe;
 mod error;
@@ -115,6 +116,8 @@ pub struct Shared {
     pub stats: Arc<stats::Stats>,
     /// Connection slots of the cleartext and the TLS listener (`None`: no limit).
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
+    /// Verified credentials and cached answers of authentication services.
+    auth: Arc<auth::State>,
 }
 
 impl Shared {
@@ -129,6 +132,7 @@ impl Shared {
                     .min(tokio::sync::Semaphore::MAX_PERMITS);
                 (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n)))
             }),
+            auth: Arc::default(),
         }
     }
 }
@@ -146,6 +150,7 @@ pub struct Proxy {
     pool: Arc<Pool>,
     h1_pool: h1::pool::Pool,
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
+    auth: Arc<auth::State>,
     config: ProxyConfig,
 }
 
@@ -172,6 +177,7 @@ impl Proxy {
             pool,
             h1_pool,
             slots: shared.slots.clone(),
+            auth: shared.auth.clone(),
             config,
         }
     }

@@ -3,6 +3,8 @@
 //! keeps the Ingress unchanged. The proxy reads it in one place per request; a route without
 //! annotations has none and pays nothing for it.
 
+pub mod auth;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +69,10 @@ pub struct Policy {
     /// backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// `auth-type`/`auth-secret`, `auth-url` and `satisfy`: who may use the route, checked
+    /// after the source lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<auth::Auth>,
     /// Why the route is answered with 503 instead of being served (an annotation that could not
     /// be honoured and must not be ignored, such as `custom-headers` naming a missing ConfigMap).
     #[serde(skip_serializing_if = "Option::is_none")]

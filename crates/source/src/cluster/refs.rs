@@ -9,7 +9,7 @@ use model::{Ingress, Kind, ObjectKey};
 /// Annotations (after `PREFIX/`) whose value names a Secret.
 const SECRET_ANNOTATIONS: &[&str] = &["auth-secret", "proxy-ssl-secret"];
 /// Annotations (after `PREFIX/`) whose value names a ConfigMap.
-const CONFIG_MAP_ANNOTATIONS: &[&str] = &["custom-headers"];
+const CONFIG_MAP_ANNOTATIONS: &[&str] = &["auth-proxy-set-headers", "custom-headers"];
 
 /// One object an Ingress names: its kind and key.
 pub type Reference = (Kind, ObjectKey);

@@ -6,6 +6,7 @@
 //! interpreted as configuration or code.
 
 mod access;
+mod auth;
 pub mod catalog;
 pub mod health;
 mod response;
@@ -248,6 +249,7 @@ pub fn read(
     upstream::read(&mut r, &mut rules, &mut policy);
     response::read(&mut r, &mut policy);
     access::read(&mut r, &mut policy);
+    auth::read(&mut r, &mut policy);
     unread(&mut r);
     rules.reads = std::mem::take(&mut r.reads);
     drop(r);
