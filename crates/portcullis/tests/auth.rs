@@ -241,10 +241,21 @@ async fn an_authentication_service_admits_refuses_and_redirects_to_sign_in() {
     let site = site(&manifests, quiet_proxy(), Listening::default(), Vec::new()).await;
     let mut failures = Vec::new();
 
+    failures.extend(admitted(site.http(), &seen).await);
+    failures.extend(refused(site.http()).await);
+    site.running.shutdown().await;
+    drop((echo, service));
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Checks a request admitted by the service: the user it names reaches the upstream (a forged
+/// one does not), its cookie reaches the client, and it saw the X-Original-* fields.
+async fn admitted(addr: std::net::SocketAddr, seen: &Mutex<Vec<Seen>>) -> Vec<String> {
+    let mut failures = Vec::new();
     let request = TestRequest::get("ok.example", "/page?q=1")
         .header("X-User", "mallory")
         .header("X-Trace", "t1");
-    for (proto, response) in send_both(site.http(), &request).await {
+    for (proto, response) in send_both(addr, &request).await {
         let echo = response.echo();
         let user = echo
             .as_ref()
@@ -261,7 +272,7 @@ async fn an_authentication_service_admits_refuses_and_redirects_to_sign_in() {
         }
     }
     {
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().expect("the record");
         let ok: Vec<&Seen> = seen.iter().filter(|s| s.path == "/ok").collect();
         if ok.len() != 2 {
             failures.push(format!("sub-requests to /ok: {}", ok.len()));
@@ -295,6 +306,12 @@ async fn an_authentication_service_admits_refuses_and_redirects_to_sign_in() {
         }
     }
 
+    failures
+}
+
+/// Checks the answers for requests the service refuses or cannot answer.
+async fn refused(addr: std::net::SocketAddr) -> Vec<String> {
+    let mut failures = Vec::new();
     let cases: &[(&str, &str, u16, Option<&str>)] = &[
         (
             "signin.example",
@@ -316,7 +333,7 @@ async fn an_authentication_service_admits_refuses_and_redirects_to_sign_in() {
     ];
     for &(host, target, status, location) in cases {
         let request = TestRequest::get(host, target.replace(' ', "%20"));
-        for (proto, response) in send_both(site.http(), &request).await {
+        for (proto, response) in send_both(addr, &request).await {
             let got = response
                 .headers
                 .get("location")
@@ -344,9 +361,7 @@ async fn an_authentication_service_admits_refuses_and_redirects_to_sign_in() {
             }
         }
     }
-    site.running.shutdown().await;
-    drop((echo, service));
-    assert!(failures.is_empty(), "{failures:#?}");
+    failures
 }
 
 #[tokio::test]

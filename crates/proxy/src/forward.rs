@@ -283,7 +283,8 @@ async fn forward(
         Decision::Forward(fwd) => fwd,
     };
     if fwd.needs_admission() {
-        if let Err(local) = proxy.admit(&view, &mut fwd).await {
+        // Boxed: the admission's state stays out of every request's future.
+        if let Err(local) = Box::pin(proxy.admit(&view, &mut fwd)).await {
             return Ok(local_to_response(&local));
         }
     }

@@ -210,7 +210,8 @@ impl<S: ClientIo> Client<'_, S> {
         let plan = match plan {
             Plan::Admit(forward, id) => {
                 let raw = self.buf.unread();
-                admitted(
+                // Boxed: the admission's state stays out of every request's exchange future.
+                let admission = admitted(
                     self.proxy,
                     self.info,
                     raw,
@@ -218,8 +219,8 @@ impl<S: ClientIo> Client<'_, S> {
                     forward,
                     id,
                     &mut self.out,
-                )
-                .await
+                );
+                Box::pin(admission).await
             }
             plan => plan,
         };
