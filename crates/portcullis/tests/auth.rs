@@ -3,6 +3,8 @@
 //! (`auth-url` with its response headers, sign-in redirect, refusals, failures and answer cache),
 //! and `satisfy` combining either with a source allow list.
 
+#[path = "support/raw.rs"]
+mod raw;
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use proxy::{AccessLog, ProxyConfig};
 use support::wire::{ingress, refused_addr, service_at, site, Listening};
 use support::{quiet_proxy, send_both, spawn_http1, spawn_simple_echo, TestRequest, NAMESPACE};
 
@@ -471,4 +474,40 @@ async fn satisfy_any_lets_an_allowed_address_through_without_credentials() {
     site.running.shutdown().await;
     drop(echo);
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn the_access_log_never_holds_credentials() {
+    raw::access_log();
+    let echo = spawn_simple_echo("app", "app-0").await;
+    let manifests = vec![
+        service_at("app", echo.addr(), true),
+        secrets(),
+        ingress(
+            "logged",
+            "logged.example",
+            "app",
+            &[("auth-type", "basic"), ("auth-secret", "users")],
+        ),
+    ];
+    let config = ProxyConfig {
+        access_log: AccessLog::Text,
+        ..quiet_proxy()
+    };
+    let site = site(&manifests, config, Listening::default(), Vec::new()).await;
+    for (authorization, path) in [(ALICE, "/granted-entry"), (ALICE_WRONG, "/refused-entry")] {
+        let request =
+            TestRequest::get("logged.example", path).header("Authorization", authorization);
+        for (proto, response) in send_both(site.http(), &request).await {
+            assert_ne!(response.status, StatusCode::SERVICE_UNAVAILABLE, "{proto}");
+        }
+        let line = raw::logged(path).await;
+        let encoded = authorization.trim_start_matches("Basic ");
+        assert!(
+            !line.contains(encoded) && !line.contains("secret"),
+            "{line}"
+        );
+    }
+    site.running.shutdown().await;
+    drop(echo);
 }
