@@ -282,15 +282,15 @@ async fn forward(
         Decision::Local(local) => return Ok(local_to_response(&local)),
         Decision::Forward(fwd) => fwd,
     };
+    if let Some(l) = logged {
+        l.backend = Some(fwd.backend.name.clone());
+        l.upstream = Some(fwd.target.to_string());
+    }
     if fwd.needs_admission() {
         // Boxed: the admission's state stays out of every request's future.
         if let Err(local) = Box::pin(proxy.admit(&view, &mut fwd)).await {
             return Ok(local_to_response(&local));
         }
-    }
-    if let Some(l) = logged {
-        l.backend = Some(fwd.backend.name.clone());
-        l.upstream = Some(fwd.target.to_string());
     }
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());

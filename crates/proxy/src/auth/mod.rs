@@ -118,3 +118,26 @@ impl Proxy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_follow_add_header_statuses_unless_always() {
+        let granted = Granted {
+            fields: Vec::new(),
+            cookies: vec![HeaderValue::from_static("s=1")],
+            always: false,
+        };
+        assert_eq!(granted.cookies_for(200).len(), 1);
+        assert_eq!(granted.cookies_for(302).len(), 1);
+        assert!(granted.cookies_for(404).is_empty());
+        assert!(granted.cookies_for(502).is_empty());
+        let always = Granted {
+            always: true,
+            ..granted
+        };
+        assert_eq!(always.cookies_for(502).len(), 1);
+    }
+}

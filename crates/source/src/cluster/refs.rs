@@ -138,6 +138,10 @@ mod tests {
                     "apps/upstream-ca",
                 ),
                 ("nginx.ingress.kubernetes.io/custom-headers", "apps/headers"),
+                (
+                    "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+                    "auth-headers",
+                ),
                 ("nginx.ingress.kubernetes.io/other", "x"),
                 ("example.com/auth-secret", "ignored"),
             ],
@@ -148,6 +152,7 @@ mod tests {
                 (Kind::Secret, ObjectKey::new("apps", "users")),
                 (Kind::Secret, ObjectKey::new("apps", "upstream-ca")),
                 (Kind::ConfigMap, ObjectKey::new("apps", "headers")),
+                (Kind::ConfigMap, ObjectKey::new("apps", "auth-headers")),
             ]
             .into_iter()
             .collect::<BTreeSet<_>>()
