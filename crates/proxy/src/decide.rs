@@ -43,7 +43,7 @@ pub(crate) struct View<'a> {
 }
 
 /// Header lookup by lower-case name, over either protocol's representation.
-pub(crate) trait RequestHeaders {
+pub(crate) trait RequestHeaders: Sync {
     /// The value of the first field named `name`.
     fn get(&self, name: &str) -> Option<&[u8]>;
 
@@ -51,6 +51,10 @@ pub(crate) trait RequestHeaders {
     fn cookie(&self, name: &str) -> Option<&[u8]> {
         crate::balance::find_cookie(self.get("cookie")?, name)
     }
+
+    /// Calls `f` with the name and value of every field, in order (for an authentication
+    /// sub-request, which carries them).
+    fn each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
 }
 
 impl RequestHeaders for http::HeaderMap {
@@ -63,6 +67,12 @@ impl RequestHeaders for http::HeaderMap {
         self.get_all(header::COOKIE)
             .iter()
             .find_map(|v| crate::balance::find_cookie(v.as_bytes(), name))
+    }
+
+    fn each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (name, value) in self {
+            f(name.as_str().as_bytes(), value.as_bytes());
+        }
     }
 }
 
@@ -119,6 +129,8 @@ pub(crate) struct Edits {
     pub(crate) path: Option<String>,
     /// `Access-Control-Allow-Origin` for the response, when CORS applies.
     pub(crate) cors_origin: Option<HeaderValue>,
+    /// What authentication granted (`auth-url`).
+    pub(crate) auth: Option<crate::auth::Granted>,
     /// Session affinity by cookie, when the route has it.
     pub(crate) sticky: Option<Sticky>,
 }
@@ -285,7 +297,11 @@ pub(crate) fn decide_in<'t>(
     // Source lists are checked after redirects, as nginx's access phase comes after its
     // rewrite phase.
     if let Some(source) = rules.and_then(|p| p.source.as_ref()) {
-        if !source.admits(view.client) {
+        // `satisfy: any` leaves a refused address to authentication (see `Proxy::admit`).
+        let satisfy_any = rules
+            .and_then(|p| p.auth.as_ref())
+            .is_some_and(|a| a.satisfy_any);
+        if !source.admits(view.client) && !satisfy_any {
             return Err(ProxyError::Forbidden);
         }
     }
@@ -338,6 +354,7 @@ pub(crate) fn decide_in<'t>(
             path,
             cors_origin,
             sticky,
+            auth: None,
         })
     });
     Ok(Decision::Forward(Forward {

@@ -232,7 +232,11 @@ pub(crate) fn local_to_response(local: &Local) -> Response<ResBody> {
         headers.remove(header::CONTENT_LENGTH);
     }
     for (name, value) in &local.headers {
-        response.headers_mut().insert(name.clone(), value.clone());
+        if name == header::SET_COOKIE {
+            response.headers_mut().append(name.clone(), value.clone());
+        } else {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
     }
     response
 }
@@ -262,7 +266,7 @@ async fn forward(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
     });
-    let decision = proxy.decide(&View {
+    let view = View {
         https: conn.scheme == "https",
         client: conn.client.ip(),
         method: req.method(),
@@ -271,16 +275,22 @@ async fn forward(
         query: req.uri().query(),
         content_length,
         headers: req.headers(),
-    });
-    let (decision, counters) = decision;
+    };
+    let (decision, counters) = proxy.decide(&view);
     tally.counters = counters;
-    let fwd = match decision? {
+    let mut fwd = match decision? {
         Decision::Local(local) => return Ok(local_to_response(&local)),
         Decision::Forward(fwd) => fwd,
     };
     if let Some(l) = logged {
         l.backend = Some(fwd.backend.name.clone());
         l.upstream = Some(fwd.target.to_string());
+    }
+    if fwd.needs_admission() {
+        // Boxed: the admission's state stays out of every request's future.
+        if let Err(local) = Box::pin(proxy.admit(&view, &mut fwd)).await {
+            return Ok(local_to_response(&local));
+        }
     }
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
@@ -310,6 +320,9 @@ async fn forward(
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     for (name, value) in fwd.request_fields() {
         parts.headers.insert(name, value.clone());
+    }
+    if fwd.needs_admission() {
+        admitted_fields(&fwd, &mut parts.headers);
     }
     let upstream_host = fwd.upstream_host().cloned();
     parts.uri = upstream_uri(
@@ -367,11 +380,35 @@ async fn forward(
             headers.insert(name, value);
         }
     }
+    if let Some(granted) = fwd.granted() {
+        let status = response.status().as_u16();
+        for cookie in granted.cookies_for(status) {
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, cookie.clone());
+        }
+    }
     response
         .headers_mut()
         .entry(header::SERVER)
         .or_insert(SERVER);
     Ok(response.map(Either::Left))
+}
+
+/// The upstream request fields of an admitted request: what the client must not set removed,
+/// what the authentication service's answer names set.
+fn admitted_fields(fwd: &Forward, headers: &mut http::HeaderMap) {
+    let stripped: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| fwd.strips(name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in stripped {
+        headers.remove(name);
+    }
+    for (name, value) in fwd.granted_fields() {
+        headers.insert(name.clone(), value.clone());
+    }
 }
 
 /// The request target sent upstream: origin form for HTTP/1.1 (the host travels in `Host`),

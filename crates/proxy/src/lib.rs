@@ -6,6 +6,7 @@
 //! keyed by endpoint address, so publishing a new table drops nothing.
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod balance;
 mod decide;
 mod describe;
@@ -118,6 +119,8 @@ pub struct Shared {
     pub latencies: Arc<balance::Latencies>,
     /// Connection slots of the cleartext and the TLS listener (`None`: no limit).
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
+    /// Verified credentials and cached answers of authentication services.
+    auth: Arc<auth::State>,
 }
 
 impl Shared {
@@ -133,6 +136,7 @@ impl Shared {
                     .min(tokio::sync::Semaphore::MAX_PERMITS);
                 (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n)))
             }),
+            auth: Arc::default(),
         }
     }
 }
@@ -151,6 +155,7 @@ pub struct Proxy {
     pool: Arc<Pool>,
     h1_pool: h1::pool::Pool,
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
+    auth: Arc<auth::State>,
     config: ProxyConfig,
 }
 
@@ -178,6 +183,7 @@ impl Proxy {
             pool,
             h1_pool,
             slots: shared.slots.clone(),
+            auth: shared.auth.clone(),
             config,
         }
     }

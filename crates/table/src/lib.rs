@@ -28,6 +28,7 @@ pub use cidr::Cidr;
 pub use explain::{path_matches, Candidate, Explanation, Verdict};
 pub use host::{normalize_host, HostPattern};
 pub use normalize::{normalize_path, PathError};
+pub use policy::auth;
 pub use policy::{
     origin_matches, Cors, CorsOrigins, HealthCheck, Policy, Protocol, Redirect, Retry, RetryOn,
     RewriteTarget, SourceRanges, Timeouts, UpstreamTls,

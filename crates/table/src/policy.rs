@@ -3,6 +3,8 @@
 //! keeps the Ingress unchanged. The proxy reads it in one place per request; a route without
 //! annotations has none and pays nothing for it.
 
+pub mod auth;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +72,10 @@ pub struct Policy {
     /// `affinity`, `upstream-hash-by`, `load-balance`: how endpoints are chosen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<crate::Balance>,
+    /// `auth-type`/`auth-secret`, `auth-url` and `satisfy`: who may use the route, checked
+    /// after the source lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<auth::Auth>,
     /// Why the route is answered with 503 instead of being served (an annotation that could not
     /// be honoured and must not be ignored, such as `custom-headers` naming a missing ConfigMap).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -226,6 +226,11 @@ fn source_range_annotations() {
 }
 
 #[test]
+fn authentication_annotations() {
+    run_case("annotations_auth", &Options::nginx_compat());
+}
+
+#[test]
 fn portcullis_health_check_annotations() {
     run_case("annotations_health", &Options::nginx_compat());
 }

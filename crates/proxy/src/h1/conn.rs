@@ -12,8 +12,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::futures::Notified;
 
 use super::codec::{Framing, Kind, RequestHead, ResponseHead};
-use super::head::{find_field, push_content_length, push_field, push_local, push_response_start};
-use super::plan::{has_body, plan, Logged, Plan, Req};
+use super::head::{
+    find_field, push_content_length, push_field, push_local, push_pair, push_response_start,
+};
+use super::plan::{admitted, has_body, plan, Logged, Plan, Req};
 use super::pool::Upstream;
 use super::read::{read_request_head, read_response_head, HeadRead, HEAD_READ};
 use super::relay::{
@@ -205,11 +207,34 @@ impl<S: ClientIo> Client<'_, S> {
             &mut self.out,
             log,
         );
+        let plan = match plan {
+            Plan::Admit(forward, id) => {
+                let raw = self.buf.unread();
+                // Boxed: the admission's state stays out of every request's exchange future.
+                let admission = admitted(
+                    self.proxy,
+                    self.info,
+                    raw,
+                    &head,
+                    forward,
+                    id,
+                    &mut self.out,
+                );
+                Box::pin(admission).await
+            }
+            plan => plan,
+        };
         self.buf.consume(head.len);
         drop(head);
 
         let forward = match plan {
-            Plan::Local(local) => {
+            Plan::Forward(forward) => forward,
+            answered => {
+                // An `Admit` plan was settled above; the arm only keeps the match whole.
+                let local = match answered {
+                    Plan::Local(local) => local,
+                    _ => Local::status(StatusCode::INTERNAL_SERVER_ERROR),
+                };
                 self.linger = has_body(req.framing);
                 let keep = req.keep_alive && !has_body(req.framing) && !self.stop.is_set();
                 self.out.clear();
@@ -218,7 +243,6 @@ impl<S: ClientIo> Client<'_, S> {
                 self.log(logged, &req, local.status);
                 return written && keep;
             }
-            Plan::Forward(forward) => forward,
         };
         if forward.protocol().is_h2() {
             let error = ProxyError::Upstream {
@@ -579,6 +603,11 @@ impl<S: ClientIo> Client<'_, S> {
             self.out.extend_from_slice(b"set-cookie: ");
             self.out.extend_from_slice(cookie.as_bytes());
             self.out.extend_from_slice(b"\r\n");
+        }
+        if let Some(granted) = forward.granted() {
+            for cookie in granted.cookies_for(head.status) {
+                push_pair(&mut self.out, b"Set-Cookie", cookie.as_bytes());
+            }
         }
         match (head.framing, client_http11) {
             (Framing::Length(n), _) => push_content_length(&mut self.out, n),

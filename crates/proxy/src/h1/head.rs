@@ -161,7 +161,7 @@ pub(super) fn push_response_start(
 }
 
 /// One field line.
-fn push_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(super) fn push_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -242,10 +242,14 @@ pub(super) fn push_request(
     }
     out.extend_from_slice(b"\r\n");
     let mut kept = FieldRun::new(raw);
+    let admitted = forward.needs_admission();
     for f in &head.fields {
         match f.kind {
             Kind::Other => {
                 if head.expect_continue && raw[f.name.clone()].eq_ignore_ascii_case(b"expect") {
+                    continue;
+                }
+                if admitted && forward.strips(&raw[f.name.clone()]) {
                     continue;
                 }
                 kept.keep(out, f);
@@ -279,6 +283,11 @@ pub(super) fn push_request(
     }
     for (name, value) in forward.request_fields() {
         push_pair(out, name.as_bytes(), value.as_bytes());
+    }
+    if admitted {
+        for (name, value) in forward.granted_fields() {
+            push_pair(out, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
     match head.framing {
         Framing::Length(n) => push_content_length(out, n),

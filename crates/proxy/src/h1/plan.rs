@@ -20,6 +20,9 @@ use crate::Proxy;
 pub(super) enum Plan {
     Forward(Forward),
     Local(Local),
+    /// Forwarded once admitted ([`admitted`]): the route authenticates. Carries the request id
+    /// generated for it, if the client sent none.
+    Admit(Forward, Option<[u8; 32]>),
 }
 
 /// What is kept about a request once its head bytes are consumed.
@@ -69,6 +72,96 @@ impl RequestHeaders for RawFields<'_> {
     fn get(&self, name: &str) -> Option<&[u8]> {
         find_field(self.raw, self.fields, name.as_bytes()).map(|f| &self.raw[f.value.clone()])
     }
+
+    fn each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for field in self.fields {
+            f(
+                &self.raw[field.name.clone()],
+                &self.raw[field.value.clone()],
+            );
+        }
+    }
+}
+
+/// What the decision reads of a request line: host, path, query and the whole target;
+/// `None` when the path or query is not UTF-8.
+fn line_parts<'r>(
+    raw: &'r [u8],
+    head: &RequestHead,
+) -> Option<(&'r str, &'r str, Option<&'r str>, &'r [u8])> {
+    let host = head
+        .host
+        .clone()
+        .and_then(|r| std::str::from_utf8(&raw[r]).ok())
+        .unwrap_or("");
+    let path_bytes: &[u8] = match &raw[head.path.clone()] {
+        b"" => b"/",
+        p => p,
+    };
+    let path = std::str::from_utf8(path_bytes).ok()?;
+    let target = match &raw[head.path_and_query.clone()] {
+        b"" => b"/".as_slice(),
+        t => t,
+    };
+    // The query is read only as far as a rewrite or redirect needs it.
+    let query = match target.iter().position(|&b| b == b'?') {
+        None => None,
+        Some(at) => Some(std::str::from_utf8(&target[at + 1..]).ok()?),
+    };
+    Some((host, path, query, target))
+}
+
+fn view_of<'r>(
+    info: &ConnInfo,
+    head: &'r RequestHead,
+    parts: (&'r str, &'r str, Option<&'r str>),
+    fields: &'r RawFields<'r>,
+) -> View<'r> {
+    let (host, path, query) = parts;
+    View {
+        https: info.scheme == "https",
+        client: info.client.ip(),
+        method: &head.method,
+        host,
+        path,
+        query,
+        content_length: match head.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        },
+        headers: fields,
+    }
+}
+
+/// Admits a request to a route that authenticates ([`Proxy::admit`]) and, when it is, writes
+/// its upstream head into `out`.
+pub(super) async fn admitted(
+    proxy: &Proxy,
+    info: &ConnInfo,
+    raw: &[u8],
+    head: &RequestHead,
+    mut forward: Forward,
+    new_id: Option<[u8; 32]>,
+    out: &mut Vec<u8>,
+) -> Plan {
+    let Some((host, path, query, target)) = line_parts(raw, head) else {
+        return Plan::Local(Local::status(StatusCode::BAD_REQUEST));
+    };
+    let fields = RawFields {
+        raw,
+        fields: &head.fields,
+    };
+    let view = view_of(info, head, (host, path, query), &fields);
+    if let Err(local) = proxy.admit(&view, &mut forward).await {
+        return Plan::Local(local);
+    }
+    let line = RequestLine {
+        host,
+        target,
+        new_id: new_id.as_ref().map(|id| id.as_slice()),
+    };
+    push_request(out, raw, head, &line, info, &forward);
+    Plan::Forward(forward)
 }
 
 pub(super) fn has_body(framing: Framing) -> bool {
@@ -139,41 +232,15 @@ pub(super) fn plan(
             upstream: None,
         })
     });
-    let bad = |req, logged| {
+    let Some((host, path, query, target)) = line_parts(raw, head) else {
         let local = Local::status(StatusCode::BAD_REQUEST);
-        (Plan::Local(local), req, logged)
+        return (Plan::Local(local), req, logged);
     };
-    let Ok(path) = std::str::from_utf8(path_bytes) else {
-        return bad(req, logged);
+    let fields = RawFields {
+        raw,
+        fields: &head.fields,
     };
-    let target = match &raw[head.path_and_query.clone()] {
-        b"" => b"/".as_slice(),
-        t => t,
-    };
-    // The query is read only as far as a rewrite or redirect needs it.
-    let query = match target.iter().position(|&b| b == b'?') {
-        None => None,
-        Some(at) => match std::str::from_utf8(&target[at + 1..]) {
-            Ok(q) => Some(q),
-            Err(_) => return bad(req, logged),
-        },
-    };
-    let view = View {
-        https: info.scheme == "https",
-        client: info.client.ip(),
-        method: &head.method,
-        host,
-        path,
-        query,
-        content_length: match head.framing {
-            Framing::Length(n) => Some(n),
-            _ => None,
-        },
-        headers: &RawFields {
-            raw,
-            fields: &head.fields,
-        },
-    };
+    let view = view_of(info, head, (host, path, query), &fields);
     let (decision, counters) = proxy.decide(&view);
     req.counters = counters;
     let forward = match decision {
@@ -183,6 +250,13 @@ pub(super) fn plan(
     };
     if let Some(l) = logged.as_mut() {
         l.backend = Some(forward.backend.name.clone());
+    }
+    if forward.needs_admission() {
+        let new_id = given_id
+            .is_none()
+            .then(|| <[u8; 32]>::try_from(request_id).ok())
+            .flatten();
+        return (Plan::Admit(forward, new_id), req, logged);
     }
     let line = RequestLine {
         host,

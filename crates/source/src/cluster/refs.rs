@@ -9,7 +9,7 @@ use model::{Ingress, Kind, ObjectKey};
 /// Annotations (after `PREFIX/`) whose value names a Secret.
 const SECRET_ANNOTATIONS: &[&str] = &["auth-secret", "proxy-ssl-secret"];
 /// Annotations (after `PREFIX/`) whose value names a ConfigMap.
-const CONFIG_MAP_ANNOTATIONS: &[&str] = &["custom-headers"];
+const CONFIG_MAP_ANNOTATIONS: &[&str] = &["auth-proxy-set-headers", "custom-headers"];
 
 /// One object an Ingress names: its kind and key.
 pub type Reference = (Kind, ObjectKey);
@@ -138,6 +138,10 @@ mod tests {
                     "apps/upstream-ca",
                 ),
                 ("nginx.ingress.kubernetes.io/custom-headers", "apps/headers"),
+                (
+                    "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+                    "auth-headers",
+                ),
                 ("nginx.ingress.kubernetes.io/other", "x"),
                 ("example.com/auth-secret", "ignored"),
             ],
@@ -148,6 +152,7 @@ mod tests {
                 (Kind::Secret, ObjectKey::new("apps", "users")),
                 (Kind::Secret, ObjectKey::new("apps", "upstream-ca")),
                 (Kind::ConfigMap, ObjectKey::new("apps", "headers")),
+                (Kind::ConfigMap, ObjectKey::new("apps", "auth-headers")),
             ]
             .into_iter()
             .collect::<BTreeSet<_>>()

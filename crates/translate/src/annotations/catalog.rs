@@ -54,6 +54,18 @@ const SNIPPET: &str = "is raw nginx configuration: Portcullis never executes or 
 const NO_EFFECT_BUFFERING: &str =
     "accepted; Portcullis streams bodies in both directions and does not buffer";
 
+const AUTH_VARIABLES: &str = "nginx variables limited to $host, $http_host, $scheme, \
+                              $request_uri, $escaped_request_uri, $uri, $args, $request_method, \
+                              $remote_addr, $remote_user, $http_NAME and $cookie_NAME; others are \
+                              refused with a diagnostic";
+const AUTH_KEEPALIVE: &str =
+    "accepted; connections to the authentication service are always pooled";
+const AUTH_HASHES: &str = "htpasswd hashes bcrypt, apr1 and {SHA}; crypt(3), plain text and \
+                           other schemes are refused per user; only the Ingress's namespace";
+const AUTH_DIGEST: &str = "basic only; digest closes the route with a diagnostic";
+const AUTH_URL: &str = "http or https (certificate not verified, as nginx's default); the \
+                        host is a name, an address or $host";
+
 /// Every annotation ingress-nginx documents or reads, alphabetically.
 pub static CATALOG: &[Entry] = &[
     e("affinity", Supported),
@@ -61,22 +73,22 @@ pub static CATALOG: &[Entry] = &[
     e("affinity-mode", Supported),
     e("allowlist-source-range", Supported),
     e("app-root", Supported),
-    e("auth-always-set-cookie", NotYet),
-    e("auth-cache-duration", NotYet),
-    e("auth-cache-key", NotYet),
-    e("auth-keepalive", NotYet),
-    e("auth-keepalive-requests", NotYet),
-    e("auth-keepalive-share-vars", NotYet),
-    e("auth-keepalive-timeout", NotYet),
-    e("auth-method", NotYet),
-    e("auth-proxy-set-headers", NotYet),
-    e("auth-realm", NotYet),
-    e("auth-request-redirect", NotYet),
-    e("auth-response-headers", NotYet),
-    e("auth-secret", NotYet),
-    e("auth-secret-type", NotYet),
-    e("auth-signin", NotYet),
-    e("auth-signin-redirect-param", NotYet),
+    e("auth-always-set-cookie", Supported),
+    e("auth-cache-duration", Supported),
+    e("auth-cache-key", Partly(AUTH_VARIABLES)),
+    e("auth-keepalive", Partly(AUTH_KEEPALIVE)),
+    e("auth-keepalive-requests", Partly(AUTH_KEEPALIVE)),
+    e("auth-keepalive-share-vars", Partly(AUTH_KEEPALIVE)),
+    e("auth-keepalive-timeout", Partly(AUTH_KEEPALIVE)),
+    e("auth-method", Supported),
+    e("auth-proxy-set-headers", Partly(AUTH_VARIABLES)),
+    e("auth-realm", Supported),
+    e("auth-request-redirect", Supported),
+    e("auth-response-headers", Supported),
+    e("auth-secret", Partly(AUTH_HASHES)),
+    e("auth-secret-type", Supported),
+    e("auth-signin", Partly(AUTH_VARIABLES)),
+    e("auth-signin-redirect-param", Supported),
     e("auth-snippet", Refused(SNIPPET)),
     e("auth-tls-error-page", NotYet),
     e("auth-tls-match-cn", NotYet),
@@ -84,8 +96,8 @@ pub static CATALOG: &[Entry] = &[
     e("auth-tls-secret", NotYet),
     e("auth-tls-verify-client", NotYet),
     e("auth-tls-verify-depth", NotYet),
-    e("auth-type", NotYet),
-    e("auth-url", NotYet),
+    e("auth-type", Partly(AUTH_DIGEST)),
+    e("auth-url", Partly(AUTH_URL)),
     e(
         "backend-protocol",
         Partly(
@@ -225,7 +237,7 @@ pub static CATALOG: &[Entry] = &[
              and are rejected",
         ),
     ),
-    e("satisfy", NotYet),
+    e("satisfy", Supported),
     e(
         "server-alias",
         Partly("exact host names only; regular-expression server names are rejected"),

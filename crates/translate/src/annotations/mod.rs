@@ -6,6 +6,7 @@
 //! interpreted as configuration or code.
 
 mod access;
+mod auth;
 mod balance;
 pub mod catalog;
 pub mod health;
@@ -250,6 +251,7 @@ pub fn read(
     response::read(&mut r, &mut policy);
     access::read(&mut r, &mut policy);
     balance::read(&mut r, &mut policy);
+    auth::read(&mut r, &mut policy);
     unread(&mut r);
     rules.reads = std::mem::take(&mut r.reads);
     drop(r);

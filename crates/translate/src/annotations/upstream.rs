@@ -228,7 +228,7 @@ fn upstream_tls(r: &mut Reader<'_>, protocol: Protocol) -> Option<UpstreamTls> {
 /// TLS without the `proxy-ssl-secret` that could not be used: no client certificate, and with
 /// verification asked for, nothing trusted (connections then fail rather than go out
 /// unverified).
-fn fallback_tls(verify: bool) -> Option<UpstreamTls> {
+pub(super) fn fallback_tls(verify: bool) -> Option<UpstreamTls> {
     let material = TlsMaterial::default();
     let config = client_config(&material, verify, false, Vec::new()).ok()?;
     Some(UpstreamTls {
