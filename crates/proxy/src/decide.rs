@@ -15,6 +15,7 @@ use table::{
 };
 
 use crate::health::Health;
+use crate::ratelimit::{Guard, Limiter, Verdict};
 use crate::stats::RouteCounters;
 
 use crate::upstream::Target;
@@ -44,11 +45,20 @@ pub(crate) struct View<'a> {
 pub(crate) trait RequestHeaders {
     /// The value of the first field named `name`.
     fn get(&self, name: &str) -> Option<&[u8]>;
+
+    /// Calls `f` with the value of every field named `name`, in order.
+    fn each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]));
 }
 
 impl RequestHeaders for http::HeaderMap {
     fn get(&self, name: &str) -> Option<&[u8]> {
         http::HeaderMap::get(self, name).map(HeaderValue::as_bytes)
+    }
+
+    fn each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        for v in self.get_all(name) {
+            f(v.as_bytes());
+        }
     }
 }
 
@@ -96,6 +106,8 @@ pub(crate) struct Forward {
     pub(crate) edits: Option<Box<Edits>>,
     /// Whether the upstream connection is TLS.
     pub(crate) tls: bool,
+    /// The request's place under its route's concurrency limit, held for the exchange.
+    pub(crate) guard: Option<Guard>,
 }
 
 /// The parts of a decision that depend on the request itself.
@@ -156,7 +168,11 @@ impl Proxy {
     ) -> (Result<Decision, ProxyError>, Option<Arc<RouteCounters>>) {
         let table = self.published.load();
         let mut matched = None;
-        let decision = decide_in(&table, &self.config, Some(&self.health), view, &mut matched);
+        let state = State {
+            health: Some(&self.health),
+            limiter: Some(&self.limiter),
+        };
+        let decision = decide_in(&table, &self.config, state, view, &mut matched);
         let counters = matched.map(|route| self.stats.route(&table, route));
         (decision, counters)
     }
@@ -179,12 +195,20 @@ fn limits_of(d: &Limits, p: &Policy) -> Limits {
     }
 }
 
+/// The proxy's state a decision reads: endpoint health and the per-client limits (`None`:
+/// every endpoint usable, no limits counted).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct State<'a> {
+    pub(crate) health: Option<&'a Health>,
+    pub(crate) limiter: Option<&'a Limiter>,
+}
+
 /// The decision for a request against one table, as [`Proxy::decide`] makes it; endpoints
-/// `health` finds unusable are avoided. The matched route, if any, is left in `matched`.
+/// `state.health` finds unusable are avoided. The matched route, if any, is left in `matched`.
 pub(crate) fn decide_in<'t>(
     table: &'t Table,
     config: &crate::ProxyConfig,
-    health: Option<&Health>,
+    state: State<'_>,
     view: &View<'_>,
     matched: &mut Option<&'t Arc<Route>>,
 ) -> Result<Decision, ProxyError> {
@@ -247,8 +271,17 @@ pub(crate) fn decide_in<'t>(
             &location,
         )));
     }
-    // Source lists are checked after redirects, as nginx's access phase comes after its
-    // rewrite phase.
+    // Limits, then source lists, are checked after redirects, as nginx's preaccess and access
+    // phases come after its rewrite phase.
+    let mut guard = None;
+    if let (Some(limit), Some(limiter)) = (rules.and_then(|p| p.rate_limit.as_ref()), state.limiter)
+    {
+        match limiter.check(limit, view.client) {
+            Verdict::Pass(held) => guard = held,
+            Verdict::Rate => return Ok(Decision::Local(Local::status(config.limit_req_status))),
+            Verdict::Busy => return Ok(Decision::Local(Local::status(config.limit_conn_status))),
+        }
+    }
     if let Some(source) = rules.and_then(|p| p.source.as_ref()) {
         if !source.admits(view.client) {
             return Err(ProxyError::Forbidden);
@@ -266,7 +299,7 @@ pub(crate) fn decide_in<'t>(
             backend = table.backends[fallback.0].clone();
         }
     }
-    let target = pick(&backend, health)?;
+    let target = pick(&backend, state.health)?;
     let path = rules.and_then(|p| {
         let rewrite = p.rewrite.as_ref()?;
         if rewrite.written == route.origin.path {
@@ -288,6 +321,7 @@ pub(crate) fn decide_in<'t>(
         rules: rules.cloned(),
         edits,
         tls: protocol.is_tls(view.https),
+        guard,
     }))
 }
 

@@ -6,6 +6,7 @@
 //! keyed by endpoint address, so publishing a new table drops nothing.
 #![forbid(unsafe_code)]
 
+mod client;
 mod decide;
 mod describe;
 mod error;
@@ -18,12 +19,15 @@ mod headers;
 pub mod health;
 mod log;
 pub mod probe;
+mod proxy_protocol;
 mod quickack;
+pub mod ratelimit;
 mod server;
 pub mod stats;
 mod tls;
 mod upstream;
 
+pub use client::ForwardedHeaders;
 pub use describe::describe;
 pub use error::ProxyError;
 pub use log::AccessLog;
@@ -79,6 +83,17 @@ pub struct ProxyConfig {
     /// Number of data-plane worker threads, each with its own listening sockets and upstream
     /// connection pool.
     pub workers: usize,
+    /// `--use-proxy-protocol`: every connection must begin with a PROXY protocol header (v1 or
+    /// v2) within this long, or it is closed; `None`: no header is read.
+    pub proxy_protocol: Option<Duration>,
+    /// `--use-forwarded-headers`: whose forwarded headers name the client (`None`: nobody's).
+    pub forwarded_headers: Option<ForwardedHeaders>,
+    /// The status of a request refused by `limit-rps` / `limit-rpm` (`--limit-req-status-code`).
+    pub limit_req_status: http::StatusCode,
+    /// The status of a request refused by `limit-connections` (`--limit-conn-status-code`).
+    pub limit_conn_status: http::StatusCode,
+    /// Client addresses each Ingress's limits track at most (see [`ratelimit`]).
+    pub limit_clients: usize,
 }
 
 impl Default for ProxyConfig {
@@ -101,6 +116,11 @@ impl Default for ProxyConfig {
             max_connections: 32_768,
             http2_max_concurrent_streams: 128,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            proxy_protocol: None,
+            forwarded_headers: None,
+            limit_req_status: http::StatusCode::SERVICE_UNAVAILABLE,
+            limit_conn_status: http::StatusCode::SERVICE_UNAVAILABLE,
+            limit_clients: ratelimit::ZONE_CAPACITY,
         }
     }
 }
@@ -115,6 +135,8 @@ pub struct Shared {
     pub stats: Arc<stats::Stats>,
     /// Connection slots of the cleartext and the TLS listener (`None`: no limit).
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
+    /// Per-client limit state.
+    pub limiter: Arc<ratelimit::Limiter>,
 }
 
 impl Shared {
@@ -129,6 +151,7 @@ impl Shared {
                     .min(tokio::sync::Semaphore::MAX_PERMITS);
                 (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n)))
             }),
+            limiter: Arc::new(ratelimit::Limiter::new(config.limit_clients)),
         }
     }
 }
@@ -146,6 +169,7 @@ pub struct Proxy {
     pool: Arc<Pool>,
     h1_pool: h1::pool::Pool,
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
+    limiter: Arc<ratelimit::Limiter>,
     config: ProxyConfig,
 }
 
@@ -172,6 +196,7 @@ impl Proxy {
             pool,
             h1_pool,
             slots: shared.slots.clone(),
+            limiter: shared.limiter.clone(),
             config,
         }
     }

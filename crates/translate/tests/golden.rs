@@ -221,6 +221,11 @@ fn source_range_annotations() {
 }
 
 #[test]
+fn limit_annotations() {
+    run_case("annotations_limits", &Options::nginx_compat());
+}
+
+#[test]
 fn portcullis_health_check_annotations() {
     run_case("annotations_health", &Options::nginx_compat());
 }

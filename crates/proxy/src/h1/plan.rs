@@ -50,6 +50,8 @@ impl Req {
 
 /// What the access log needs beyond the status.
 pub(super) struct Logged {
+    /// The client address found for the request, when not the connection's.
+    pub(super) client: Option<std::net::IpAddr>,
     pub(super) method: Method,
     pub(super) version: Version,
     pub(super) host: String,
@@ -68,6 +70,14 @@ struct RawFields<'a> {
 impl RequestHeaders for RawFields<'_> {
     fn get(&self, name: &str) -> Option<&[u8]> {
         find_field(self.raw, self.fields, name.as_bytes()).map(|f| &self.raw[f.value.clone()])
+    }
+
+    fn each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        for field in self.fields {
+            if self.raw[field.name.clone()].eq_ignore_ascii_case(name.as_bytes()) {
+                f(&self.raw[field.value.clone()]);
+            }
+        }
     }
 }
 
@@ -126,6 +136,7 @@ pub(super) fn plan(
     };
     let mut logged = log.then(|| {
         Box::new(Logged {
+            client: None,
             method: head.method.clone(),
             version: if head.minor_version == 0 {
                 Version::HTTP_10
@@ -158,9 +169,14 @@ pub(super) fn plan(
             Err(_) => return bad(req, logged),
         },
     };
+    let fields = RawFields {
+        raw,
+        fields: &head.fields,
+    };
+    let client = info.client_of(&proxy.config, &fields);
     let view = View {
         https: info.scheme == "https",
-        client: info.client.ip(),
+        client,
         method: &head.method,
         host,
         path,
@@ -169,10 +185,7 @@ pub(super) fn plan(
             Framing::Length(n) => Some(n),
             _ => None,
         },
-        headers: &RawFields {
-            raw,
-            fields: &head.fields,
-        },
+        headers: &fields,
     };
     let (decision, counters) = proxy.decide(&view);
     req.counters = counters;
@@ -181,13 +194,18 @@ pub(super) fn plan(
         Ok(Decision::Local(local)) => return (Plan::Local(local), req, logged),
         Err(error) => return (Plan::Local(Local::status(error.status())), req, logged),
     };
+    // The address forwarded headers named, when not the connection's own.
+    let real_ip = (client != info.client.ip()).then(|| client.to_string());
     if let Some(l) = logged.as_mut() {
         l.backend = Some(forward.backend.name.clone());
+        l.client = real_ip.is_some().then_some(client);
     }
     let line = RequestLine {
         host,
         target,
         new_id: given_id.is_none().then_some(request_id),
+        real_ip: real_ip.as_deref(),
+        pass_on: info.trusted,
     };
     push_request(out, raw, head, &line, info, &forward);
     (Plan::Forward(forward), req, logged)

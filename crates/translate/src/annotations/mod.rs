@@ -8,6 +8,7 @@
 mod access;
 pub mod catalog;
 pub mod health;
+mod limits;
 mod response;
 mod rewrite;
 mod upstream;
@@ -220,6 +221,11 @@ impl<'a> Reader<'a> {
         &self.key.namespace
     }
 
+    /// The name of the Ingress being read.
+    pub(crate) fn name(&self) -> &'a str {
+        &self.key.name
+    }
+
     /// The translation options.
     pub(crate) fn options(&self) -> &'a Options {
         self.options
@@ -248,6 +254,7 @@ pub fn read(
     upstream::read(&mut r, &mut rules, &mut policy);
     response::read(&mut r, &mut policy);
     access::read(&mut r, &mut policy);
+    limits::read(&mut r, &mut policy);
     unread(&mut r);
     rules.reads = std::mem::take(&mut r.reads);
     drop(r);
