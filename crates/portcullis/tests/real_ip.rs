@@ -16,8 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy::{ForwardedHeaders, ProxyConfig};
 use support::wire::{ingress, site, Listening, Site};
 use support::{
-    endpoint_slice_yaml, quiet_proxy, read_response, send_both, service_yaml, spawn_simple_echo,
-    Echo, Echoed, TestRequest, TestResponse, NAMESPACE,
+    endpoint_slice_yaml, quiet_proxy, read_response, send, send_both, service_yaml,
+    spawn_simple_echo, Echo, Echoed, TestRequest, TestResponse, NAMESPACE,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,6 +28,17 @@ const GUARD: Duration = Duration::from_secs(10);
 /// Portcullis in front of one echo pod: `open.example` for everyone, `allow.example` only for
 /// 203.0.113.0/24 and 198.51.100.0/24.
 async fn start(proxy: ProxyConfig, https: bool) -> (Site, Echo) {
+    start_listening(
+        proxy,
+        Listening {
+            https,
+            admin: false,
+        },
+    )
+    .await
+}
+
+async fn start_listening(proxy: ProxyConfig, listening: Listening) -> (Site, Echo) {
     let echo = spawn_simple_echo("site", "site-0").await;
     let manifests = vec![
         format!(
@@ -43,10 +54,6 @@ async fn start(proxy: ProxyConfig, https: bool) -> (Site, Echo) {
             &[("allowlist-source-range", "203.0.113.0/24, 198.51.100.0/24")],
         ),
     ];
-    let listening = Listening {
-        https,
-        admin: false,
-    };
     (site(&manifests, proxy, listening, Vec::new()).await, echo)
 }
 
@@ -243,7 +250,11 @@ async fn connections_without_a_valid_header_are_closed() {
         proxy_protocol: Some(Duration::from_millis(300)),
         ..quiet_proxy()
     };
-    let (site, _echo) = start(proxy, true).await;
+    let listening = Listening {
+        https: true,
+        admin: true,
+    };
+    let (site, _echo) = start_listening(proxy, listening).await;
     let http = site.http();
     let https = site.running.https_addr.expect("an HTTPS listener");
     let plain = b"GET / HTTP/1.1\r\nHost: open.example\r\n\r\n";
@@ -274,6 +285,17 @@ async fn connections_without_a_valid_header_are_closed() {
     let v1 = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 80\r\n";
     let response = request(http, v1, Over::Http1, "open.example", &[]).await;
     assert_eq!(response.expect("an answer").status, 200);
+    // Each refused connection is counted once.
+    let admin = site.running.admin_addr.expect("an admin server");
+    let metrics = send(admin, &TestRequest::get("localhost", "/metrics"))
+        .await
+        .expect("metrics")
+        .text();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("portcullis_proxy_protocol_refused_total"))
+        .unwrap_or_else(|| panic!("a refused-connection count in {metrics}"));
+    assert!(line.ends_with(" 8"), "{line}");
 }
 
 /// Trusting forwarded headers from `trusted`.

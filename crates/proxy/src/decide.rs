@@ -25,7 +25,7 @@ use crate::{Proxy, ProxyError};
 pub(crate) struct View<'a> {
     /// Whether the client connection is TLS.
     pub(crate) https: bool,
-    /// The client's address.
+    /// The client's address: the connection's, or the one trusted forwarded headers name.
     pub(crate) client: std::net::IpAddr,
     /// The request method.
     pub(crate) method: &'a Method,

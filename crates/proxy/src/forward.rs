@@ -298,6 +298,10 @@ async fn forward(
             .and_then(|v| v.to_str().ok()?.parse().ok())
     });
     let client = conn.client_of(&proxy.config, req.headers());
+    let mut logged = logged;
+    if let Some(l) = logged.as_mut() {
+        l.client = (client != conn.client.ip()).then_some(client);
+    }
     let decision = proxy.decide(&View {
         https: conn.scheme == "https",
         client,
@@ -324,7 +328,6 @@ async fn forward(
     if let Some(l) = logged {
         l.backend = Some(fwd.backend.name.clone());
         l.upstream = Some(fwd.target.to_string());
-        l.client = real_ip.is_some().then_some(client);
     }
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());

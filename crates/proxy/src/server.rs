@@ -190,6 +190,8 @@ async fn conn_info(
             }) => (source, destination),
             Ok(Header::Local) => (peer, local),
             Err(e) => {
+                let refused = &proxy.stats.connections.refused_proxy_headers;
+                refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(client = %peer, error = %e, "connection closed: no valid PROXY protocol header");
                 return None;
             }

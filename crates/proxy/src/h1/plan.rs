@@ -174,6 +174,9 @@ pub(super) fn plan(
         fields: &head.fields,
     };
     let client = info.client_of(&proxy.config, &fields);
+    if let Some(l) = logged.as_mut() {
+        l.client = (client != info.client.ip()).then_some(client);
+    }
     let view = View {
         https: info.scheme == "https",
         client,
@@ -198,7 +201,6 @@ pub(super) fn plan(
     let real_ip = (client != info.client.ip()).then(|| client.to_string());
     if let Some(l) = logged.as_mut() {
         l.backend = Some(forward.backend.name.clone());
-        l.client = real_ip.is_some().then_some(client);
     }
     let line = RequestLine {
         host,
