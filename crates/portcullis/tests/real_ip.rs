@@ -48,6 +48,12 @@ async fn start_listening(proxy: ProxyConfig, listening: Listening) -> (Site, Ech
         ),
         ingress("open", "open.example", "site", &[]),
         ingress(
+            "secure",
+            "secure.example",
+            "site",
+            &[("force-ssl-redirect", "true")],
+        ),
+        ingress(
             "allow",
             "allow.example",
             "site",
@@ -348,6 +354,15 @@ async fn forwarded_headers_from_trusted_peers_name_the_client() {
             "{proto}"
         );
     }
+    // A trusted proxy that terminated TLS is not sent to HTTPS again; one that did not is.
+    let offloaded = TestRequest::get("secure.example", "/").header("X-Forwarded-Proto", "https");
+    let cleartext = TestRequest::get("secure.example", "/").header("X-Forwarded-Proto", "http");
+    for (proto, response) in send_both(site.http(), &offloaded).await {
+        assert_eq!(response.status, 200, "{proto}");
+    }
+    for (proto, response) in send_both(site.http(), &cleartext).await {
+        assert_eq!(response.status, 308, "{proto}");
+    }
     // The allow list checks the address found.
     let inside = TestRequest::get("allow.example", "/").header("X-Forwarded-For", "198.51.100.9");
     let outside = TestRequest::get("allow.example", "/").header("X-Forwarded-For", "192.0.2.9");
@@ -370,6 +385,13 @@ async fn forwarded_headers_from_untrusted_peers_are_not_believed() {
         assert_eq!(
             response.status, 403,
             "{proto}: the peer's own address is checked"
+        );
+    }
+    let offloaded = TestRequest::get("secure.example", "/").header("X-Forwarded-Proto", "https");
+    for (proto, response) in send_both(site.http(), &offloaded).await {
+        assert_eq!(
+            response.status, 308,
+            "{proto}: an untrusted peer's scheme is not believed"
         );
     }
     let request = TestRequest::get("open.example", "/")

@@ -61,6 +61,18 @@ impl ConnInfo {
         self
     }
 
+    /// Whether a request with `headers` on this connection came over HTTPS: the connection's
+    /// scheme, or a trusted proxy's `X-Forwarded-Proto` (so that a load balancer terminating
+    /// TLS is not redirected to HTTPS again, as ingress-nginx's `use-forwarded-headers` does).
+    pub(crate) fn https_of(&self, headers: &dyn crate::decide::RequestHeaders) -> bool {
+        if self.trusted {
+            if let Some(proto) = headers.get("x-forwarded-proto") {
+                return proto.trim_ascii().eq_ignore_ascii_case(b"https");
+            }
+        }
+        self.scheme == "https"
+    }
+
     /// The client address of a request with `headers` on this connection: the connection's,
     /// or the one its trusted forwarded headers name.
     pub(crate) fn client_of(
@@ -303,7 +315,7 @@ async fn forward(
         l.client = (client != conn.client.ip()).then_some(client);
     }
     let decision = proxy.decide(&View {
-        https: conn.scheme == "https",
+        https: conn.https_of(req.headers()),
         client,
         method: req.method(),
         host: host_str,

@@ -126,7 +126,7 @@ impl Default for ProxyConfig {
 }
 
 /// State that outlives a table, one for the whole process, shared by every worker: endpoint
-/// health and request counts.
+/// health, request counts and per-client limits.
 #[derive(Debug)]
 pub struct Shared {
     /// Endpoint health.

@@ -178,7 +178,7 @@ pub(super) fn plan(
         l.client = (client != info.client.ip()).then_some(client);
     }
     let view = View {
-        https: info.scheme == "https",
+        https: info.https_of(&fields),
         client,
         method: &head.method,
         host,
