@@ -273,15 +273,13 @@ pub(crate) fn decide_in<'t>(
     }
     // Limits, then source lists, are checked after redirects, as nginx's preaccess and access
     // phases come after its rewrite phase.
-    let mut guard = None;
-    if let (Some(limit), Some(limiter)) = (rules.and_then(|p| p.rate_limit.as_ref()), state.limiter)
-    {
-        match limiter.check(limit, view.client) {
-            Verdict::Pass(held) => guard = held,
-            Verdict::Rate => return Ok(Decision::Local(Local::status(config.limit_req_status))),
-            Verdict::Busy => return Ok(Decision::Local(Local::status(config.limit_conn_status))),
-        }
-    }
+    let guard = match rules.and_then(|p| p.rate_limit.as_ref()) {
+        Some(limit) => match admit(limit, state, config, view.client) {
+            Ok(guard) => guard,
+            Err(refused) => return Ok(Decision::Local(refused)),
+        },
+        None => None,
+    };
     if let Some(source) = rules.and_then(|p| p.source.as_ref()) {
         if !source.admits(view.client) {
             return Err(ProxyError::Forbidden);
@@ -323,6 +321,24 @@ pub(crate) fn decide_in<'t>(
         tls: protocol.is_tls(view.https),
         guard,
     }))
+}
+
+/// A request from `client` under `limit`: admitted (holding its place under a concurrency
+/// limit, if there is one) or refused with the configured status.
+fn admit(
+    limit: &table::RateLimit,
+    state: State<'_>,
+    config: &crate::ProxyConfig,
+    client: std::net::IpAddr,
+) -> Result<Option<Guard>, Local> {
+    let Some(limiter) = state.limiter else {
+        return Ok(None);
+    };
+    match limiter.check(limit, client) {
+        Verdict::Pass(guard) => Ok(guard),
+        Verdict::Rate => Err(Local::status(config.limit_req_status)),
+        Verdict::Busy => Err(Local::status(config.limit_conn_status)),
+    }
 }
 
 /// The path and query of a request as received.
