@@ -7,10 +7,11 @@
 #
 # Measures: `portcullis check` on the folder (cold parse + translate), `portcullis run` start to
 # /readyz 200, time from editing one file (rename over it, as editors do) until the proxy serves the
-# new backend, peak RSS, and RSS per idle keep-alive client connection (and, for comparison, the
-# same for nginx and HAProxy; COMPARE=0 skips them). Other knobs: WORKERS (default 2),
-# BENCH_PORT_BASE (default 18200), KEEP_WORK=1, CARGO_TARGET_DIR (where the measured binary is
-# built). See bench/README.md.
+# new backend, endpoint churn (CHURN EndpointSlice changes a second for CHURN_SECONDS while requests
+# flow: change-to-served times and failed requests), peak RSS, and RSS per idle keep-alive client
+# connection (and, for comparison, the same for nginx and HAProxy; COMPARE=0 skips them). Other
+# knobs: WORKERS (default 2), BENCH_PORT_BASE (default 18200), KEEP_WORK=1, CARGO_TARGET_DIR (where
+# the measured binary is built). See bench/README.md.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -18,17 +19,22 @@ PORTCULLIS="${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis"
 
 COMMAND="$0${*:+ $*}"
 ENV_USED=""
-for v in N CHANGES CONNS WORKERS BENCH_PORT_BASE; do
+for v in N CHANGES CHURN CHURN_SECONDS CONNS WORKERS BENCH_PORT_BASE; do
   if [ -n "${!v:-}" ]; then ENV_USED+="$v=${!v} "; fi
 done
 N="${N:-10000}"
 CHANGES="${CHANGES:-3}"
+CHURN="${CHURN:-100}"
+CHURN_SECONDS="${CHURN_SECONDS:-10}"
 CONNS="${CONNS:-10000}"
 WORKERS="${WORKERS:-2}"
 BASE="${BENCH_PORT_BASE:-18200}"
 [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -ge 2 ] && [ "$N" -le 100000 ] || die "N must be 2..100000"
 [[ "$CHANGES" =~ ^[0-9]+$ ]] && [ "$CHANGES" -le 20 ] || die "CHANGES must be 0..20"
 [[ "$CONNS" =~ ^[0-9]+$ ]] && [ "$CONNS" -le 50000 ] || die "CONNS must be 0..50000"
+[[ "$CHURN" =~ ^[0-9]+$ ]] && [ "$CHURN" -le 1000 ] || die "CHURN must be 0..1000 (changes a second)"
+[[ "$CHURN_SECONDS" =~ ^[0-9]+$ ]] && [ "$CHURN_SECONDS" -ge 1 ] && [ "$CHURN_SECONDS" -le 120 ] ||
+  die "CHURN_SECONDS must be 1..120"
 
 P_BACKEND=$BASE P_BACKEND_NEW=$((BASE + 1))
 P_HTTP=$((BASE + 10)) P_HTTPS=$((BASE + 11)) P_ADMIN=$((BASE + 12))
@@ -52,6 +58,10 @@ WORK="$(mktemp -d /tmp/portcullis-scale.XXXXXX)"
 RESULTS="$WORK/scale.tsv"
 : >"$RESULTS"
 START_INFO="$(machine_info)"
+# With BUILD=0 the binary measured may be another commit's: BINARY_COMMIT says which.
+if [ -n "${BINARY_COMMIT:-}" ]; then
+  START_INFO+=$'\n'"- binary measured: built from $BINARY_COMMIT ($PORTCULLIS)"
+fi
 START_DATE="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 log "work dir $WORK; N=$N"
 
@@ -175,6 +185,28 @@ for ((k = 1; k <= CHANGES; k++)); do
 done
 kill -0 "$PPID_PORTCULLIS" 2>/dev/null || die "portcullis died during the changes ($WORK/portcullis.log)"
 result "peak RSS (VmHWM) after start and changes" "$(awk -v k="$(proc_kb VmHWM "$PPID_PORTCULLIS")" 'BEGIN { printf "%.1f", k / 1024 }')" MiB
+
+# ------------------------------------------------------------------------------------------------
+# Endpoint churn: EndpointSlices of up to 200 Ingresses (spread over all of them) switched between
+# the two backends, CHURN times a second, while requests flow to those routes.
+
+if [ "$CHURN" -gt 0 ]; then
+  churn_routes=$((N < 201 ? N - 1 : 200))
+  indices="$(awk -v n="$N" -v k="$churn_routes" -v skip="$CHANGED" 'BEGIN {
+    for (j = 0; j < k; j++) { i = int(j * n / k) + 1; if (i >= n) i = n - 1; if (i != skip) printf "%s%d", (c++ ? "," : ""), i }
+  }')"
+  log "endpoint churn: $CHURN EndpointSlice changes a second for $CHURN_SECONDS s over $churn_routes routes"
+  out="$(python3 "$BENCH_DIR/scale_helper.py" churn --dir "$M" --indices "$indices" --port "$P_HTTP" \
+    --port-a "$P_BACKEND" --port-b "$P_BACKEND_NEW" --rate "$CHURN" --duration "$CHURN_SECONDS" \
+    --timeout 2 || true)"
+  log "  $out"
+  result "endpoint churn: changes a second ($(kv changes) EndpointSlice changes in $CHURN_SECONDS s)" "$(kv changes_per_s)" ""
+  result "endpoint churn: change to served, p50 / p90 / p99 / max" "$(kv p50_ms) / $(kv p90_ms) / $(kv p99_ms) / $(kv max_ms)" ms
+  result "endpoint churn: changes not served within 2 s" "$(kv not_served)" ""
+  result "endpoint churn: requests to the churned routes meanwhile (failed)" "$(kv requests) ($(kv failed))" ""
+  kill -0 "$PPID_PORTCULLIS" 2>/dev/null || die "portcullis died during the churn ($WORK/portcullis.log)"
+  result "peak RSS (VmHWM) after the churn" "$(awk -v k="$(proc_kb VmHWM "$PPID_PORTCULLIS")" 'BEGIN { printf "%.1f", k / 1024 }')" MiB
+fi
 
 # ------------------------------------------------------------------------------------------------
 # Idle keep-alive connections

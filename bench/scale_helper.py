@@ -11,6 +11,16 @@
         Opens N keep-alive connections to 127.0.0.1:P, sends one request on each and reads the whole
         response, keeps them all open, and reports the proxy's VmRSS before and after.
 
+    scale_helper.py churn --dir D --indices I,J,... --port P --port-a A --port-b B --rate R
+                          --duration S [--load-threads T] [--load-rate L] [--timeout S]
+        Endpoint churn: R times a second for S seconds, rewrites the manifest of the next Ingress
+        of I,J,... (D/ing-<i>.yaml: Ingress, Service and EndpointSlice) so that its EndpointSlice
+        points at the other of ports A ("ok") and B ("new"), as editors do (write a temporary file,
+        rename it over), and polls h<i>.bench.local/p<i> over a keep-alive connection until the new
+        port answers: the change-to-served time, from the rename. Meanwhile T threads send about L
+        requests a second in all to the churned routes and count every answer that is not a 200
+        from one of the two backends. Prints key=value pairs.
+
 Standard library only; every loop is bounded in count and time; loopback only.
 """
 
@@ -20,6 +30,7 @@ import os
 import selectors
 import socket
 import sys
+import threading
 import time
 
 
@@ -183,6 +194,170 @@ def idle_conns(args):
     return 0 if conns else 1
 
 
+class Client:
+    """One keep-alive connection to the proxy, opened again after an error."""
+
+    def __init__(self, port, timeout=2.0):
+        self.port = port
+        self.timeout = timeout
+        self.conn = None
+
+    def get(self, host, path):
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            self.conn.request("GET", path, headers={"Host": host})
+            resp = self.conn.getresponse()
+            return resp.status, resp.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = None
+            raise
+
+
+def slice_port_swapped(text, old, new):
+    """The manifest with its EndpointSlice's port `old` replaced by `new` (the Service's
+    targetPort stays: the proxy connects to the slice's port)."""
+    before = f"ports:\n  - port: {old}\nendpoints:"
+    if before not in text:
+        raise ValueError(f"no EndpointSlice port {old} in the manifest")
+    return text.replace(before, f"ports:\n  - port: {new}\nendpoints:")
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def churn_load(args, indices, stop, counts, lock):
+    """Requests to the churned routes at about args.load_rate / args.load_threads a second."""
+    client = Client(args.port)
+    period = args.load_threads / args.load_rate if args.load_rate > 0 else 0.0
+    n = 0
+    next_at = time.monotonic()
+    ok = failed = 0
+    while not stop.is_set():
+        i = indices[(n * 7919) % len(indices)]
+        n += 1
+        try:
+            status, body = client.get(f"h{i}.bench.local", f"/p{i}")
+            if status == 200 and body.strip() in (b"ok", b"new"):
+                ok += 1
+            else:
+                failed += 1
+        except (OSError, http.client.HTTPException):
+            failed += 1
+        next_at += period
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_at = time.monotonic()
+    with lock:
+        counts["ok"] += ok
+        counts["failed"] += failed
+
+
+def churn_watch(args, jobs, results, lock):
+    """Polls each change handed over in `jobs` until its route answers from the new port."""
+    client = Client(args.port)
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        i, expect, t0 = job
+        deadline = t0 + args.timeout
+        seen = None
+        while time.monotonic() < deadline:
+            try:
+                status, body = client.get(f"h{i}.bench.local", f"/p{i}")
+                if status == 200 and body.strip() == expect:
+                    seen = time.monotonic() - t0
+                    break
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.0002)
+        with lock:
+            results.append(seen)
+
+
+def churn(args):
+    import queue
+
+    indices = [int(x) for x in args.indices.split(",") if x]
+    files = {i: os.path.join(args.dir, f"ing-{i:05d}.yaml") for i in indices}
+    texts = {}
+    for i, path in files.items():
+        with open(path, encoding="utf-8") as f:
+            a = f.read()
+        texts[i] = (a, slice_port_swapped(a, args.port_a, args.port_b))
+    on_b = {i: False for i in indices}
+    stop = threading.Event()
+    lock = threading.Lock()
+    counts = {"ok": 0, "failed": 0}
+    results = []
+    jobs = queue.Queue()
+    loaders = [
+        threading.Thread(target=churn_load, args=(args, indices, stop, counts, lock), daemon=True)
+        for _ in range(args.load_threads if args.load_rate > 0 else 0)
+    ]
+    watchers = [
+        threading.Thread(target=churn_watch, args=(args, jobs, results, lock), daemon=True)
+        for _ in range(args.watchers)
+    ]
+    for t in loaders + watchers:
+        t.start()
+    # Let the load reach its pace before the first change.
+    time.sleep(0.5)
+    total = int(args.rate * args.duration)
+    start = time.monotonic()
+    late = 0.0
+    for k in range(total):
+        due = start + k / args.rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            late = max(late, -delay)
+        i = indices[k % len(indices)]
+        on_b[i] = not on_b[i]
+        text = texts[i][1] if on_b[i] else texts[i][0]
+        tmp = os.path.join(args.dir, f".ing-{i:05d}.yaml.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        t0 = time.monotonic()
+        os.replace(tmp, files[i])
+        jobs.put((i, b"new" if on_b[i] else b"ok", t0))
+    elapsed = time.monotonic() - start
+    for _ in watchers:
+        jobs.put(None)
+    for t in watchers:
+        t.join(args.timeout + 5)
+    stop.set()
+    for t in loaders:
+        t.join(5)
+    # Put every manifest back as it was.
+    for i in indices:
+        if on_b[i]:
+            tmp = os.path.join(args.dir, f".ing-{i:05d}.yaml.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(texts[i][0])
+            os.replace(tmp, files[i])
+    served = sorted(r * 1000 for r in results if r is not None)
+    missed = sum(1 for r in results if r is None)
+    print(
+        f"changes={total} changes_per_s={total / elapsed:.1f} served={len(served)} "
+        f"not_served={missed} p50_ms={percentile(served, 50):.2f} "
+        f"p90_ms={percentile(served, 90):.2f} p99_ms={percentile(served, 99):.2f} "
+        f"max_ms={(served[-1] if served else float('nan')):.2f} "
+        f"requests={counts['ok'] + counts['failed']} failed={counts['failed']} "
+        f"writer_late_ms={late * 1000:.1f}"
+    )
+    return 0 if missed == 0 and counts["failed"] == 0 else 1
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -205,9 +380,23 @@ def main():
     i.add_argument("--pid", type=int, required=True)
     i.add_argument("--hold", type=float, default=2.0)
     i.add_argument("--timeout", type=float, default=300.0)
+    w = sub.add_parser("churn")
+    w.add_argument("--dir", required=True)
+    w.add_argument("--indices", required=True)
+    w.add_argument("--port", type=int, required=True)
+    w.add_argument("--port-a", type=int, required=True)
+    w.add_argument("--port-b", type=int, required=True)
+    w.add_argument("--rate", type=float, default=100.0)
+    w.add_argument("--duration", type=float, default=10.0)
+    w.add_argument("--load-threads", type=int, default=4)
+    w.add_argument("--load-rate", type=float, default=800.0)
+    w.add_argument("--watchers", type=int, default=8)
+    w.add_argument("--timeout", type=float, default=2.0)
     args = p.parse_args()
     if args.cmd == "change":
         return change(args)
+    if args.cmd == "churn":
+        return churn(args)
     return idle_conns(args)
 
 

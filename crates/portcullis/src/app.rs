@@ -126,15 +126,20 @@ pub fn with_clock(options: &translate::Options) -> translate::Options {
 }
 
 /// Translates a load and publishes the table; returns all diagnostics (source and translation).
+/// `last` is the revision of the load translated before, if any: when the load's changes count
+/// from it, translation is told what changed.
 fn apply(
     load: &Load,
+    last: Option<u64>,
     options: &translate::Options,
     translator: &mut translate::Translator,
     published: &Published,
 ) -> (u64, Vec<Diagnostic>, Duration) {
+    let changed = (Some(load.changes.since) == last).then(|| load.changes.objects.as_slice());
     let (generation, diagnostics, _, took) = publish(
         &load.snapshot,
         &load.diagnostics,
+        changed,
         options,
         translator,
         published,
@@ -142,17 +147,22 @@ fn apply(
     (generation, diagnostics, took)
 }
 
-/// Translates a snapshot and publishes the table; returns the generation, all diagnostics
-/// (`source`'s first), the Ingresses served and how long translating took.
+/// What [`publish`] returns: the generation, all diagnostics (`source`'s first), the Ingresses
+/// served and how long translating took.
+pub(crate) type PublishOutcome = (u64, Vec<Diagnostic>, Arc<Vec<model::ObjectKey>>, Duration);
+
+/// Translates a snapshot (told what `changed` since the one translated before, when that is
+/// known) and publishes the table.
 pub(crate) fn publish(
     snapshot: &model::Snapshot,
     source: &[Diagnostic],
+    changed: Option<&[(model::Kind, model::ObjectKey)]>,
     options: &translate::Options,
     translator: &mut translate::Translator,
     published: &Published,
-) -> (u64, Vec<Diagnostic>, Vec<model::ObjectKey>, Duration) {
+) -> PublishOutcome {
     let began = std::time::Instant::now();
-    let translation = translator.translate(snapshot, &with_clock(options));
+    let translation = translator.translate_changed(snapshot, &with_clock(options), changed);
     let took = began.elapsed();
     let mut diagnostics = source.to_vec();
     diagnostics.extend(translation.diagnostics);
@@ -193,8 +203,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     };
     let published = Arc::new(Published::new());
     let mut translator = translate::Translator::new();
-    let (generation, diagnostics, took) =
-        apply(&load, &settings.translate, &mut translator, &published);
+    let (generation, diagnostics, took) = apply(
+        &load,
+        None,
+        &settings.translate,
+        &mut translator,
+        &published,
+    );
     log_diagnostics(&diagnostics);
     let admin_state = admin_state(&settings, published.clone());
     admin_state.set_diagnostics(diagnostics, took);
@@ -210,10 +225,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let options = settings.translate.clone();
     let watch_published = published;
     let watch_state = admin_state;
+    let mut last = Some(load.revision);
     running.background.push(tokio::spawn(async move {
         let result = source::watch(source, load, move |load| {
             let (generation, diagnostics, took) =
-                apply(load, &options, &mut translator, &watch_published);
+                apply(load, last, &options, &mut translator, &watch_published);
+            last = Some(load.revision);
             log_diagnostics(&diagnostics);
             watch_state.set_diagnostics(diagnostics, took);
             let _ = gen_tx.send(generation);

@@ -137,6 +137,34 @@ fn log_new(diagnostics: &[Diagnostic], seen: &mut BTreeSet<String>) {
     *seen = now;
 }
 
+/// The changes since the last snapshot translated, gathered from the updates after it.
+#[derive(Default)]
+struct Changed {
+    /// The revision of the last update seen.
+    seen: Option<u64>,
+    objects: Vec<(model::Kind, model::ObjectKey)>,
+    /// Whether `objects` holds every change (no update was missed).
+    complete: bool,
+}
+
+impl Changed {
+    fn add(&mut self, update: &source::cluster::Update) {
+        if self.seen.is_some() && self.seen == Some(update.changes.since) {
+            self.objects.extend(update.changes.objects.iter().cloned());
+        } else {
+            self.complete = false;
+        }
+        self.seen = Some(update.revision);
+    }
+
+    /// The changes to tell translation (`None`: not known), starting afresh.
+    fn take(&mut self) -> Option<Vec<(model::Kind, model::ObjectKey)>> {
+        let objects = std::mem::take(&mut self.objects);
+        let complete = std::mem::replace(&mut self.complete, true);
+        complete.then_some(objects)
+    }
+}
+
 /// Translates every snapshot the source hands on whose routing inputs changed, and publishes it.
 async fn translate_updates(
     source: ClusterSource,
@@ -151,10 +179,13 @@ async fn translate_updates(
     let mut translated = None;
     let mut seen = BTreeSet::new();
     let mut last: Option<Served> = None;
+    let mut changed = Changed::default();
+    let mut served_ingresses: Option<(Arc<Vec<model::ObjectKey>>, Arc<BTreeSet<_>>)> = None;
     while updates.changed().await.is_ok() {
         let Some(update) = updates.borrow_and_update().clone() else {
             continue;
         };
+        changed.add(&update);
         if translated == Some(update.routing_revision) {
             // Only status or bookkeeping changed: same table, newer objects for the status writer.
             if let Some(last) = &mut last {
@@ -166,8 +197,10 @@ async fn translate_updates(
         let snapshot = update.snapshot.clone();
         let mut t = translator.take().unwrap_or_default();
         let (options_copy, published_copy) = (options.clone(), published.clone());
+        let objects = changed.take();
         let result = tokio::task::spawn_blocking(move || {
-            let out = app::publish(&snapshot, &[], &options_copy, &mut t, &published_copy);
+            let told = objects.as_deref();
+            let out = app::publish(&snapshot, &[], told, &options_copy, &mut t, &published_copy);
             (t, out)
         })
         .await;
@@ -180,9 +213,15 @@ async fn translate_updates(
         log_new(&diagnostics, &mut seen);
         admin.set_diagnostics(diagnostics.clone(), took);
         let _ = generations.send(generation);
+        // The set of Ingresses served is made again only when the list changed.
+        let set = match &served_ingresses {
+            Some((list, set)) if Arc::ptr_eq(list, &ingresses) => set.clone(),
+            _ => Arc::new(ingresses.iter().cloned().collect::<BTreeSet<_>>()),
+        };
+        served_ingresses = Some((ingresses, set.clone()));
         let current = Served {
             snapshot: update.snapshot.clone(),
-            ingresses: Arc::new(ingresses.into_iter().collect::<BTreeSet<_>>()),
+            ingresses: set,
             diagnostics: Arc::new(diagnostics),
         };
         served.send_replace(Some(current.clone()));

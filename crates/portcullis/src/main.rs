@@ -568,6 +568,7 @@ fn load(
             diagnostics: Vec::new(),
             files: 0,
             revision: 0,
+            changes: source::Changes::default(),
         },
     };
     let translation = translate::translate(

@@ -382,6 +382,100 @@ async fn requests_on_a_pooled_connection_the_upstream_closed_are_retried() {
     site.running.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodiless_request_an_endpoint_drops_unanswered_goes_to_another() {
+    // One endpoint reads each request and closes without answering (a pod going away under
+    // it); the other answers. Requests without a body are sent again to the other endpoint;
+    // one whose body went into the dropped connection is not.
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = dropped.clone();
+    let dropper = spawn_raw(move |_, mut stream| {
+        let seen = seen.clone();
+        async move {
+            let mut buf = Vec::new();
+            if let Some(head) = read_head(&mut stream, &mut buf).await {
+                let _ = skip_body(&mut stream, &mut buf, head.content_length()).await;
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    let answerer = spawn_raw(|conn, mut stream| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = read_head(&mut stream, &mut buf).await {
+            if skip_body(&mut stream, &mut buf, head.content_length())
+                .await
+                .is_none()
+                || !answer(&mut stream, conn).await
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let service = format!(
+        "{}---\n{}---\n{}",
+        support::service_yaml(support::NAMESPACE, "pair", 80, None),
+        support::endpoint_slice_yaml(
+            support::NAMESPACE,
+            "pair",
+            "pair-0",
+            None,
+            dropper.addr,
+            true
+        ),
+        support::endpoint_slice_yaml(
+            support::NAMESPACE,
+            "pair",
+            "pair-1",
+            None,
+            answerer.addr,
+            true
+        ),
+    );
+    let manifests = [service, ingress("pair", "pair.example", "pair", &[])];
+    let site = site(
+        &manifests,
+        quiet_proxy(),
+        Listening::default(),
+        vec![dropper, answerer],
+    )
+    .await;
+    let (client, _conn) = h2_connect(site.http(), &h2::client::Builder::new()).await;
+    for _ in 0..4 {
+        let (status, text) = status_and_text(&client, get("http://pair.example/"), None).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.starts_with("conn "), "{text}");
+    }
+    let dropped_gets = dropped.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        dropped_gets >= 1,
+        "no request reached the dropping endpoint"
+    );
+    // With a body, the request is not sent again once the dropping endpoint has taken it.
+    let mut refused = 0;
+    for _ in 0..4 {
+        let post = Request::post("http://pair.example/")
+            .header("content-length", "5")
+            .body(())
+            .expect("a request");
+        let (status, _) =
+            status_and_text(&client, post, Some(vec![Bytes::from_static(b"hello")])).await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::BAD_GATEWAY,
+            "{status}"
+        );
+        refused += usize::from(status == StatusCode::BAD_GATEWAY);
+    }
+    let dropped_posts = dropped.load(std::sync::atomic::Ordering::SeqCst) - dropped_gets;
+    assert_eq!(
+        refused, dropped_posts,
+        "every POST the dropping endpoint took failed"
+    );
+    drop(client);
+    site.running.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cookies
 // ---------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use support::{
-    deploy, ingress_yaml, quiet_proxy, send, send_both, send_h2, spawn_http1, start_with_options,
-    write_manifest, IngressPath, IngressRule, ServiceSpec, TestRequest, TestResponse, NAMESPACE,
+    annotate, deploy, ingress_yaml, nginx_ingress, quiet_proxy, send, send_both, send_h2,
+    spawn_http1, start_with_options, write_manifest, IngressPath, IngressRule, ServiceSpec,
+    TestRequest, TestResponse, NAMESPACE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -41,35 +42,6 @@ struct Case {
 
 fn routes() -> Routes {
     serde_json::from_str(include_str!("data/multi-k8s/routes.json")).expect("routes.json parses")
-}
-
-/// Adds annotations to the first `metadata:` of a manifest written by `ingress_yaml`.
-fn annotate(yaml: &str, annotations: &[(&str, &str)]) -> String {
-    let mut lines = String::from("metadata:\n  annotations:\n");
-    for (name, value) in annotations {
-        lines.push_str(&format!(
-            "    nginx.ingress.kubernetes.io/{name}: {}\n",
-            serde_json::to_string(value).expect("a JSON string is YAML")
-        ));
-    }
-    yaml.replacen("metadata:\n", &lines, 1)
-}
-
-/// An Ingress of class `nginx` for one host and one path with the given annotations.
-fn nginx_ingress(name: &str, host: &str, service: &str, port: u16, ann: &[(&str, &str)]) -> String {
-    annotate(
-        &ingress_yaml(
-            NAMESPACE,
-            name,
-            "nginx",
-            None,
-            &[IngressRule::new(
-                Some(host),
-                vec![IngressPath::new("/", "Prefix", service, port)],
-            )],
-        ),
-        ann,
-    )
 }
 
 async fn start(dir: &Path) -> portcullis::Running {

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use table::{
-    Backend, BackendTarget, Lookup, Policy, Protocol, Retry, RetryOn, Route, Table, UpstreamTls,
+    Algorithm, Backend, BackendTarget, Lookup, Policy, Protocol, Retry, RetryOn, Route, Table,
+    UpstreamTls,
 };
 
+use crate::balance::{self, Latencies};
 use crate::health::Health;
 use crate::ratelimit::{Guard, Limiter, Verdict};
 use crate::stats::RouteCounters;
@@ -48,6 +50,11 @@ pub(crate) trait RequestHeaders {
 
     /// Calls `f` with the value of every field named `name`, in order.
     fn each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]));
+
+    /// The value of the cookie `name` (in the first `Cookie` field).
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        crate::balance::find_cookie(self.get("cookie")?, name)
+    }
 }
 
 impl RequestHeaders for http::HeaderMap {
@@ -59,6 +66,13 @@ impl RequestHeaders for http::HeaderMap {
         for v in self.get_all(name) {
             f(v.as_bytes());
         }
+    }
+
+    /// HTTP/2 clients may send every cookie in a field of its own.
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.get_all(header::COOKIE)
+            .iter()
+            .find_map(|v| crate::balance::find_cookie(v.as_bytes(), name))
     }
 }
 
@@ -117,6 +131,19 @@ pub(crate) struct Edits {
     pub(crate) path: Option<String>,
     /// `Access-Control-Allow-Origin` for the response, when CORS applies.
     pub(crate) cors_origin: Option<HeaderValue>,
+    /// Session affinity by cookie, when the route has it.
+    pub(crate) sticky: Option<Sticky>,
+}
+
+/// What the response needs to keep a client's session on its endpoint.
+#[derive(Debug)]
+pub(crate) struct Sticky {
+    /// The cookie naming the endpoint picked first, when the request had no usable one.
+    cookie: Option<HeaderValue>,
+    /// The cookie's path when the policy names none: the route's.
+    path: String,
+    /// Whether the client is a browser that mishandles `SameSite=None`.
+    legacy_agent: bool,
 }
 
 /// Timeouts, body limit and retry rules of one exchange: the route's policy over the proxy's
@@ -170,6 +197,7 @@ impl Proxy {
         let mut matched = None;
         let state = State {
             health: Some(&self.health),
+            latencies: &self.latencies,
             limiter: Some(&self.limiter),
         };
         let decision = decide_in(&table, &self.config, state, view, &mut matched);
@@ -195,11 +223,12 @@ fn limits_of(d: &Limits, p: &Policy) -> Limits {
     }
 }
 
-/// The proxy's state a decision reads: endpoint health and the per-client limits (`None`:
-/// every endpoint usable, no limits counted).
-#[derive(Clone, Copy, Default)]
+/// The proxy's state a decision reads: endpoint health, response-time averages and the
+/// per-client limits (`None`: every endpoint usable, no limits counted).
+#[derive(Clone, Copy)]
 pub(crate) struct State<'a> {
     pub(crate) health: Option<&'a Health>,
+    pub(crate) latencies: &'a Latencies,
     pub(crate) limiter: Option<&'a Limiter>,
 }
 
@@ -212,6 +241,7 @@ pub(crate) fn decide_in<'t>(
     view: &View<'_>,
     matched: &mut Option<&'t Arc<Route>>,
 ) -> Result<Decision, ProxyError> {
+    let (health, latencies) = (state.health, state.latencies);
     // Routed (and forwarded) by its dot segments resolved; see `table::normalize_path`.
     let routed =
         table::normalize_path(view.path).map_err(|e| ProxyError::BadRequest(e.reason()))?;
@@ -297,7 +327,25 @@ pub(crate) fn decide_in<'t>(
             backend = table.backends[fallback.0].clone();
         }
     }
-    let target = pick(&backend, state.health)?;
+    let balance = rules.and_then(|p| p.balance.as_ref());
+    let (target, sticky) = match balance {
+        Some(b) if matches!(backend.target, BackendTarget::Endpoints { .. }) => {
+            let usable = usable(&backend, health);
+            let choice = balance::choose(b, &backend, &usable, view, &route.origin.path, latencies)
+                .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
+            let sticky = b.affinity.as_ref().map(|a| Sticky {
+                cookie: choice.cookie,
+                path: route.origin.path.clone(),
+                legacy_agent: a.conditional_same_site_none
+                    && view
+                        .headers
+                        .get("user-agent")
+                        .is_some_and(balance::mishandles_same_site_none),
+            });
+            (Target::Addr(choice.addr), sticky)
+        }
+        _ => (pick(&backend, health)?, None),
+    };
     let path = rules.and_then(|p| {
         let rewrite = p.rewrite.as_ref()?;
         if rewrite.written == route.origin.path {
@@ -311,8 +359,13 @@ pub(crate) fn decide_in<'t>(
         Cow::Borrowed(_) => None,
     });
     let protocol = rules.map_or(Protocol::Http, |p| p.protocol);
-    let edits =
-        (path.is_some() || cors_origin.is_some()).then(|| Box::new(Edits { path, cors_origin }));
+    let edits = (path.is_some() || cors_origin.is_some() || sticky.is_some()).then(|| {
+        Box::new(Edits {
+            path,
+            cors_origin,
+            sticky,
+        })
+    });
     Ok(Decision::Forward(Forward {
         backend,
         target,
@@ -388,28 +441,51 @@ fn pick(backend: &Backend, health: Option<&Health>) -> Result<Target, ProxyError
     }
 }
 
+/// The ready endpoints of `backend` that `health` finds unusable — none when more than half
+/// would be (a backend's every endpoint is never shut out: then health is ignored, as Envoy's
+/// panic threshold does).
+fn unusable(backend: &Backend, health: Option<&Health>) -> Vec<SocketAddr> {
+    let Some(health) = health.filter(|h| h.any_trouble()) else {
+        return Vec::new();
+    };
+    let ready = backend.ready();
+    let out: Vec<SocketAddr> = ready
+        .iter()
+        .filter(|a| !health.usable(&backend.name, **a))
+        .copied()
+        .collect();
+    if out.len() * 2 > ready.len() {
+        return Vec::new();
+    }
+    out
+}
+
+/// The ready endpoints of `backend` a request may go to, as [`unusable`] judges them.
+fn usable(backend: &Backend, health: Option<&Health>) -> Vec<SocketAddr> {
+    let out = unusable(backend, health);
+    backend
+        .ready()
+        .iter()
+        .filter(|a| !out.contains(a))
+        .copied()
+        .collect()
+}
+
 /// The next ready endpoint of `backend` in round-robin order, not among `failed`, avoiding the
-/// endpoints `health` finds unusable — unless fewer than half would be left (a backend's every
-/// endpoint is never shut out: then health is ignored, as Envoy's panic threshold does).
+/// endpoints `health` finds unusable (see [`unusable`]).
 fn pick_endpoint(
     backend: &Backend,
     health: Option<&Health>,
     failed: &[SocketAddr],
 ) -> Option<SocketAddr> {
-    let health = match health {
-        Some(h) if h.any_trouble() => h,
-        _ if failed.is_empty() => return backend.pick(),
-        _ => return backend.pick_excluding(failed),
-    };
-    let ready = backend.ready();
-    let mut exclude: Vec<SocketAddr> = ready
-        .iter()
-        .filter(|a| !health.usable(&backend.name, **a))
-        .copied()
-        .collect();
-    if exclude.len() * 2 > ready.len() {
-        exclude.clear();
+    if !health.is_some_and(|h| h.any_trouble()) {
+        return if failed.is_empty() {
+            backend.pick()
+        } else {
+            backend.pick_excluding(failed)
+        };
     }
+    let mut exclude = unusable(backend, health);
     exclude.extend_from_slice(failed);
     backend
         .pick_excluding(&exclude)
@@ -530,7 +606,15 @@ impl Attempts {
         if let Target::Addr(addr) = target {
             self.failed.push(*addr);
         }
-        let next = pick_endpoint(&forward.backend, Some(&proxy.health), &self.failed)?;
+        let next = if forward.measures_latency() {
+            let mut usable = usable(&forward.backend, Some(&proxy.health));
+            usable.retain(|a| !self.failed.contains(a));
+            proxy.latencies.pick(&usable)
+        } else {
+            None
+        };
+        let next =
+            next.or_else(|| pick_endpoint(&forward.backend, Some(&proxy.health), &self.failed))?;
         self.count += 1;
         proxy
             .stats
@@ -542,15 +626,59 @@ impl Attempts {
 }
 
 impl Forward {
-    /// Records how the upstream answered: a 5xx counts against the endpoint's health.
-    pub(crate) fn answered(&self, proxy: &Proxy, target: &Target, status: u16) {
+    /// Records how the upstream answered: a 5xx counts against the endpoint's health; for an
+    /// EWMA route, the time since `since` (the attempt's start) goes into its average.
+    pub(crate) fn answered(
+        &self,
+        proxy: &Proxy,
+        target: &Target,
+        status: u16,
+        since: Option<Instant>,
+    ) {
         if let Target::Addr(addr) = target {
+            if let Some(at) = since {
+                proxy.latencies.record(*addr, at.elapsed());
+            }
             if status >= 500 {
                 proxy.health.failure(&self.backend.name, *addr);
             } else {
                 proxy.health.success(&self.backend.name, *addr);
             }
         }
+    }
+
+    /// Whether the route balances by response time (so attempts are timed).
+    pub(crate) fn measures_latency(&self) -> bool {
+        self.rules
+            .as_ref()
+            .and_then(|p| p.balance.as_ref())
+            .is_some_and(|b| {
+                b.algorithm == Algorithm::Ewma && b.hash_by.is_none() && b.affinity.is_none()
+            })
+    }
+
+    /// The affinity cookie to set on the response from `target`: the one chosen with the
+    /// first endpoint; after a retry, one naming the endpoint that answered when the request
+    /// had no valid cookie or `session-cookie-change-on-failure` is set.
+    pub(crate) fn set_cookie(&self, target: &Target) -> Option<HeaderValue> {
+        let sticky = self.edits.as_ref()?.sticky.as_ref()?;
+        if *target == self.target {
+            return sticky.cookie.clone();
+        }
+        let affinity = self.rules.as_ref()?.balance.as_ref()?.affinity.as_ref()?;
+        let Target::Addr(addr) = target else {
+            return None;
+        };
+        if sticky.cookie.is_none() && !affinity.change_on_failure {
+            return None;
+        }
+        balance::cookie_for(
+            affinity,
+            &self.backend,
+            *addr,
+            &sticky.path,
+            sticky.legacy_agent,
+        )
     }
 
     /// Timeouts, body limit and retry rules: the route's policy over the proxy's defaults.

@@ -36,7 +36,13 @@ pub fn describe(
     };
     let mut out = String::new();
     let mut matched = None;
-    match decide_in(table, config, State::default(), &view, &mut matched) {
+    let latencies = crate::balance::Latencies::default();
+    let state = State {
+        health: None,
+        latencies: &latencies,
+        limiter: None,
+    };
+    match decide_in(table, config, state, &view, &mut matched) {
         Err(error) => {
             let _ = writeln!(out, "answer: {} ({error})", error.status());
         }

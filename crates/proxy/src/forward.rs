@@ -496,10 +496,20 @@ async fn send(
     let mut target = fwd.target.clone();
     let mut req = req;
     let mut attempts = Attempts::new();
+    let since = fwd.measures_latency().then(Instant::now);
+    // A request without a body can be sent again should the upstream break the exchange before
+    // answering (an endpoint going away under it), as the HTTP/1.x path does.
+    let mut again = req
+        .body()
+        .is_end_stream()
+        .then(|| crate::upstream::resend_copy(&req));
     loop {
         match proxy.pool.send(target.clone(), req, route).await {
-            Ok(response) => {
-                fwd.answered(proxy, &target, response.status().as_u16());
+            Ok(mut response) => {
+                fwd.answered(proxy, &target, response.status().as_u16(), since);
+                if let Some(cookie) = fwd.set_cookie(&target) {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
                 return Ok(response);
             }
             Err(SendError::NotSent(source, unsent)) => {
@@ -522,8 +532,23 @@ async fn send(
                 }
             }
             Err(SendError::Failed(source)) => {
-                if let crate::upstream::Target::Addr(addr) = target {
-                    proxy.health.failure(&fwd.backend.name, addr);
+                let next = match again.take() {
+                    Some(copy) => attempts
+                        .next(proxy, fwd, &target, Failed::Broken, &method, true)
+                        .map(|next| (next, copy)),
+                    None => {
+                        if let crate::upstream::Target::Addr(addr) = target {
+                            proxy.health.failure(&fwd.backend.name, addr);
+                        }
+                        None
+                    }
+                };
+                if let Some((next, copy)) = next {
+                    tracing::debug!(%source, failed = %target, %next, "trying another endpoint");
+                    target = next;
+                    again = Some(crate::upstream::resend_copy(&copy));
+                    req = *copy;
+                    continue;
                 }
                 return Err(ProxyError::Upstream {
                     addr: target.to_string(),

@@ -6,6 +6,7 @@
 //! keyed by endpoint address, so publishing a new table drops nothing.
 #![forbid(unsafe_code)]
 
+pub mod balance;
 mod client;
 mod decide;
 mod describe;
@@ -133,6 +134,8 @@ pub struct Shared {
     pub health: Arc<health::Health>,
     /// Request counts.
     pub stats: Arc<stats::Stats>,
+    /// Response-time averages of endpoints, for `load-balance: ewma`.
+    pub latencies: Arc<balance::Latencies>,
     /// Connection slots of the cleartext and the TLS listener (`None`: no limit).
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
     /// Per-client limit state.
@@ -145,6 +148,7 @@ impl Shared {
         Shared {
             health: Arc::new(health::Health::new(config.health)),
             stats: Arc::new(stats::Stats::default()),
+            latencies: Arc::default(),
             slots: std::array::from_fn(|_| {
                 let n = config
                     .max_connections
@@ -161,6 +165,7 @@ impl Shared {
 pub struct Proxy {
     published: Arc<Published>,
     health: Arc<health::Health>,
+    latencies: Arc<balance::Latencies>,
     stats: Arc<stats::WorkerStats>,
     /// The counters of requests no route took, kept at hand.
     unrouted: Arc<stats::RouteCounters>,
@@ -190,6 +195,7 @@ impl Proxy {
         Proxy {
             limits: decide::Limits::defaults(&config),
             health: shared.health.clone(),
+            latencies: shared.latencies.clone(),
             unrouted: stats.unrouted(),
             stats,
             published,

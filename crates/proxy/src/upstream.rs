@@ -420,7 +420,7 @@ impl Pool {
 
 /// The request again, without a body, for sending it once more (boxed: it is rarely made, and
 /// the future holding it should not grow by a request for everyone).
-fn resend_copy(req: &Request<RequestBody>) -> Box<Request<RequestBody>> {
+pub(crate) fn resend_copy(req: &Request<RequestBody>) -> Box<Request<RequestBody>> {
     let mut copy = Request::new(RequestBody::empty());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();

@@ -4,16 +4,18 @@
 //! that file's objects, and the snapshot it hands out shares every object (behind `Arc`s) with the
 //! source, so neither a re-read nor a [`Load`] copies objects.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use model::{
-    parse_manifests, Diagnostic, Kind, ObjectKey, Parsed, Severity, SharedObject, Snapshot,
-};
+use model::{parse_manifests, Diagnostic, Parsed, Severity, SharedObject, Snapshot};
 
-use crate::SourceError;
+use crate::{Changes, SourceError};
+
+mod index;
+
+use index::{entry_of, same_entry, Index};
 
 /// The result of one read of all paths.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +29,9 @@ pub struct Load {
     /// Goes up whenever the objects or the diagnostics change: two loads from one source with the
     /// same revision hold the same objects and diagnostics.
     pub revision: u64,
+    /// The objects that changed since the load of an earlier revision (the one before, unless
+    /// nothing changed since).
+    pub changes: Changes,
 }
 
 /// What identifies the text of a file without keeping it: its length and a hash of it.
@@ -57,90 +62,7 @@ struct FileState {
     /// Diagnostics of the current text.
     notes: Vec<Diagnostic>,
     /// Why the file could not be read the last time, if it could not.
-    read_error: Option<Diagnostic>,
-}
-
-/// The kind and key of an object: what a snapshot holds one of.
-type Id = (Kind, ObjectKey);
-
-fn id_of(object: &SharedObject) -> Id {
-    (object.kind(), object.key())
-}
-
-/// Every object of the files' last good versions, and where each is defined.
-#[derive(Debug, Default)]
-struct Index {
-    /// The objects; where several files (or one file twice) define an object, the definition read
-    /// last in path order.
-    snapshot: Arc<Snapshot>,
-    /// The files defining each object, in path order, once per definition; the last one wins.
-    defs: HashMap<Id, Vec<Arc<Path>>>,
-    /// Objects defined more than once.
-    duplicates: HashSet<Id>,
-}
-
-impl Index {
-    /// Records that `file` now defines `new` instead of `old`. Returns the objects `old` defined,
-    /// whose winning definition [`Index::settle`] must look up once the file's state holds `new`.
-    fn replace(&mut self, file: &Arc<Path>, old: &[SharedObject], new: &[SharedObject]) -> Vec<Id> {
-        let snapshot = Arc::make_mut(&mut self.snapshot);
-        let mut orphans = Vec::with_capacity(old.len());
-        for object in old {
-            let id = id_of(object);
-            if let Some(list) = self.defs.get_mut(&id) {
-                if let Some(at) = list.iter().position(|p| p == file) {
-                    list.remove(at);
-                }
-            }
-            orphans.push(id);
-        }
-        for object in new {
-            let list = self.defs.entry(id_of(object)).or_default();
-            let at = list.partition_point(|p| **p <= **file);
-            list.insert(at, file.clone());
-            if at + 1 == list.len() {
-                snapshot.insert_shared(object.clone());
-            }
-            if list.len() > 1 {
-                self.duplicates.insert(id_of(object));
-            }
-        }
-        orphans
-    }
-
-    /// Puts the winning definition of each object in `ids` into the snapshot (or takes the object
-    /// out when nothing defines it any more).
-    fn settle(&mut self, files: &BTreeMap<Arc<Path>, FileState>, ids: Vec<Id>) {
-        if ids.is_empty() {
-            return;
-        }
-        let snapshot = Arc::make_mut(&mut self.snapshot);
-        for id in ids {
-            let list = self.defs.get(&id);
-            let winner = list.and_then(|l| l.last()).and_then(|file| {
-                let objects = files.get(file)?.good.as_ref()?;
-                objects.iter().rev().find(|o| id_of(o) == id)
-            });
-            match winner {
-                Some(object) => {
-                    snapshot.insert_shared(object.clone());
-                }
-                None => {
-                    snapshot.remove(id.0, &id.1);
-                }
-            }
-            match list.map_or(0, Vec::len) {
-                0 => {
-                    self.defs.remove(&id);
-                    self.duplicates.remove(&id);
-                }
-                1 => {
-                    self.duplicates.remove(&id);
-                }
-                _ => {}
-            }
-        }
-    }
+    read_error: Option<Box<Diagnostic>>,
 }
 
 /// A set of manifest files and folders, re-read on demand.
@@ -154,8 +76,12 @@ pub struct FolderSource {
     /// The diagnostics of the files as last read.
     diagnostics: Vec<Diagnostic>,
     revision: u64,
-    /// Something changed since `diagnostics` was assembled.
+    /// What changed between the revision before the current one and the current one.
+    changes: Changes,
+    /// Something changed since the last [`Load`]…
     dirty: bool,
+    /// …and it may change the diagnostics (else they are not assembled again).
+    notes_dirty: bool,
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -185,7 +111,9 @@ impl FolderSource {
             index: Index::default(),
             diagnostics: Vec::new(),
             revision: 0,
+            changes: Changes::default(),
             dirty: false,
+            notes_dirty: false,
         })
     }
 
@@ -203,6 +131,7 @@ impl FolderSource {
         if self.root_notes != diagnostics {
             self.root_notes = diagnostics;
             self.dirty = true;
+            self.notes_dirty = true;
         }
         self.current()
     }
@@ -288,6 +217,7 @@ impl FolderSource {
         };
         if state.read_error.take().is_some() {
             self.dirty = true;
+            self.notes_dirty = true;
         }
         state.good.is_some() && state.text == Some(fingerprint)
     }
@@ -297,9 +227,10 @@ impl FolderSource {
             return;
         };
         let old = state.good.take().unwrap_or_default();
-        let orphans = self.index.replace(&file, &old, &[]);
+        let orphans = self.index.replace(&self.files, &file, &old, &[]);
         self.index.settle(&self.files, orphans);
         self.dirty = true;
+        self.notes_dirty = true;
     }
 
     fn record_read_error(&mut self, path: &Path, e: &std::io::Error) {
@@ -309,9 +240,10 @@ impl FolderSource {
             format!("cannot read ({e}); keeping its last good objects"),
         );
         let state = self.files.entry(Arc::from(path)).or_default();
-        if state.read_error.as_ref() != Some(&diag) {
-            state.read_error = Some(diag);
+        if state.read_error.as_deref() != Some(&diag) {
+            state.read_error = Some(Box::new(diag));
             self.dirty = true;
+            self.notes_dirty = true;
         }
     }
 
@@ -346,20 +278,27 @@ impl FolderSource {
         for path in gone {
             self.remove_file(&path);
         }
-        let mut jobs = Vec::new();
-        for path in seen {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    // Parsing fingerprints the text again; the files that changed are few.
-                    if !self.unchanged(&path, Fingerprint::of(&text)) {
-                        jobs.push((path, text));
-                    }
+        for (path, outcome) in read_files(&self.files, seen) {
+            match outcome {
+                Outcome::Same => {
+                    self.clear_read_error(&path);
                 }
-                Err(e) => self.record_read_error(&path, &e),
+                Outcome::Parsed(fingerprint, parsed) => {
+                    self.clear_read_error(&path);
+                    self.apply(&path, fingerprint, parsed);
+                }
+                Outcome::Failed(e) => self.record_read_error(&path, &e),
             }
         }
-        for (path, fingerprint, parsed) in parse_all(jobs) {
-            self.apply(&path, fingerprint, parsed);
+    }
+
+    /// Forgets that a file could not be read the last time.
+    fn clear_read_error(&mut self, path: &Path) {
+        if let Some(state) = self.files.get_mut(path) {
+            if state.read_error.take().is_some() {
+                self.dirty = true;
+                self.notes_dirty = true;
+            }
         }
     }
 
@@ -379,6 +318,7 @@ impl FolderSource {
             None => {
                 let file: Arc<Path> = Arc::from(path);
                 self.dirty = true;
+                self.notes_dirty = true;
                 (file.clone(), self.files.entry(file).or_default())
             }
         };
@@ -394,6 +334,7 @@ impl FolderSource {
         if state.notes != notes {
             state.notes = notes;
             self.dirty = true;
+            self.notes_dirty = true;
         }
         if keep_last_good {
             return;
@@ -411,8 +352,10 @@ impl FolderSource {
             state.good = Some(objects);
             return;
         }
-        let orphans = self.index.replace(&file, &old, &objects);
-        state.good = Some(objects);
+        let orphans = self.index.replace(&self.files, &file, &old, &objects);
+        if let Some(state) = self.files.get_mut(path) {
+            state.good = Some(objects);
+        }
         self.dirty = true;
         self.index.settle(&self.files, orphans);
     }
@@ -421,14 +364,34 @@ impl FolderSource {
     fn current(&mut self) -> Load {
         if self.dirty {
             self.dirty = false;
+            let snapshot = &self.index.snapshot;
+            let objects = std::mem::take(&mut self.index.changed)
+                .into_iter()
+                .filter(|(id, was)| !same_entry(was.as_ref(), entry_of(snapshot, id).as_ref()))
+                .map(|(id, _)| id)
+                .collect();
+            self.changes = Changes {
+                // Before the first read nothing was handed on to count changes from.
+                since: if self.index.track {
+                    self.revision
+                } else {
+                    u64::MAX
+                },
+                objects: Arc::new(objects),
+            };
             self.revision += 1;
-            self.diagnostics = self.assemble_diagnostics();
+            let notes = std::mem::take(&mut self.notes_dirty);
+            if std::mem::take(&mut self.index.duplicates_touched) || notes {
+                self.diagnostics = self.assemble_diagnostics();
+            }
         }
+        self.index.track = true;
         Load {
             snapshot: self.index.snapshot.clone(),
             diagnostics: self.diagnostics.clone(),
             files: self.files.len(),
             revision: self.revision,
+            changes: self.changes.clone(),
         }
     }
 
@@ -436,30 +399,14 @@ impl FolderSource {
     /// every object it defines that an earlier definition (in path order) also defines.
     fn assemble_diagnostics(&self) -> Vec<Diagnostic> {
         // (file, position of the object in the file) → warning
-        let mut overridden: Vec<((&Path, usize), Diagnostic)> = Vec::new();
+        let mut overridden: Vec<((Arc<Path>, usize), Diagnostic)> = Vec::new();
         for id in &self.index.duplicates {
-            let Some(list) = self.index.defs.get(id) else {
-                continue;
-            };
-            for (i, pair) in list.windows(2).enumerate() {
-                let (first, path) = (&pair[0], &pair[1]);
-                // This is the n-th definition of the object in `path`.
-                let n = list[..=i + 1].iter().filter(|p| *p == path).count() - 1;
-                let position = self
-                    .files
-                    .get(&**path)
-                    .and_then(|s| s.good.as_ref())
-                    .and_then(|objects| {
-                        objects
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, o)| id_of(o) == *id)
-                            .nth(n)
-                            .map(|(at, _)| at)
-                    })
-                    .unwrap_or(0);
+            let defs = self.index.defs_of(&self.files, None, id);
+            for pair in defs.windows(2) {
+                let (first, def) = (&pair[0], &pair[1]);
+                let path: &Path = &def.file;
                 overridden.push((
-                    (&**path, position),
+                    (def.file.clone(), def.at),
                     file_diag(
                         Severity::Warning,
                         path,
@@ -467,7 +414,7 @@ impl FolderSource {
                             "{} {} is also defined in {}; this later definition wins",
                             id.0,
                             id.1,
-                            first.display()
+                            first.file.display()
                         ),
                     ),
                 ));
@@ -477,8 +424,14 @@ impl FolderSource {
         let mut overridden = overridden.into_iter().peekable();
         let mut diagnostics = self.root_notes.clone();
         for (path, state) in &self.files {
-            diagnostics.extend(state.notes.iter().chain(&state.read_error).cloned());
-            while let Some(((_, _), d)) = overridden.next_if(|((p, _), _)| *p == &**path) {
+            diagnostics.extend(
+                state
+                    .notes
+                    .iter()
+                    .chain(state.read_error.as_deref())
+                    .cloned(),
+            );
+            while let Some(((_, _), d)) = overridden.next_if(|((p, _), _)| **p == **path) {
                 diagnostics.push(d);
             }
         }
@@ -527,32 +480,55 @@ fn parse_file(path: &Path, text: &str) -> ParsedFile {
     out
 }
 
-/// Parses many files on all cores (a cold start with thousands of files is YAML-bound).
-fn parse_all(jobs: Vec<(PathBuf, String)>) -> Vec<(PathBuf, Fingerprint, ParsedFile)> {
-    let parse_batch = |batch: Vec<(PathBuf, String)>| {
-        batch
-            .into_iter()
-            .map(|(path, text)| {
-                let parsed = parse_file(&path, &text);
-                (path, Fingerprint::of(&text), parsed)
-            })
-            .collect::<Vec<_>>()
+/// What reading one file found.
+enum Outcome {
+    /// The text it had when last parsed.
+    Same,
+    /// A new text, parsed.
+    Parsed(Fingerprint, ParsedFile),
+    /// It could not be read.
+    Failed(std::io::Error),
+}
+
+/// Reads many files, and parses those whose text is not the one last parsed (`files`), on all
+/// cores: a cold start with thousands of files is YAML-bound. Each text is dropped as soon as it
+/// is parsed, so the texts of all files are never held at once.
+fn read_files(
+    files: &BTreeMap<Arc<Path>, FileState>,
+    paths: Vec<PathBuf>,
+) -> Vec<(PathBuf, Outcome)> {
+    let read = |path: PathBuf| {
+        let outcome = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let fingerprint = Fingerprint::of(&text);
+                let same = files
+                    .get(path.as_path())
+                    .is_some_and(|s| s.good.is_some() && s.text == Some(fingerprint));
+                if same {
+                    Outcome::Same
+                } else {
+                    Outcome::Parsed(fingerprint, parse_file(&path, &text))
+                }
+            }
+            Err(e) => Outcome::Failed(e),
+        };
+        (path, outcome)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || jobs.len() < 64 {
-        return parse_batch(jobs);
+    if threads < 2 || paths.len() < 64 {
+        return paths.into_iter().map(read).collect();
     }
-    let chunk = jobs.len().div_ceil(threads);
-    let mut jobs = jobs;
+    let chunk = paths.len().div_ceil(threads);
+    let mut paths = paths;
     let mut batches = Vec::new();
-    while !jobs.is_empty() {
-        let rest = jobs.split_off(jobs.len().min(chunk));
-        batches.push(std::mem::replace(&mut jobs, rest));
+    while !paths.is_empty() {
+        let rest = paths.split_off(paths.len().min(chunk));
+        batches.push(std::mem::replace(&mut paths, rest));
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = batches
             .into_iter()
-            .map(|batch| scope.spawn(move || parse_batch(batch)))
+            .map(|batch| scope.spawn(move || batch.into_iter().map(read).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
@@ -591,189 +567,4 @@ fn list_manifests(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SVC: &str =
-        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
-
-    #[test]
-    fn reads_nested_folders_and_keeps_last_good() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub/a.yaml"), SVC).unwrap();
-        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
-        let mut src = FolderSource::new(vec![dir.path().to_path_buf()]).unwrap();
-        let first = src.load();
-        assert_eq!(first.snapshot.services.len(), 1);
-        assert!(first.diagnostics.is_empty(), "{:?}", first.diagnostics);
-
-        std::fs::write(dir.path().join("sub/a.yaml"), "kind: [broken").unwrap();
-        let second = src.load();
-        assert_eq!(second.snapshot, first.snapshot, "last good objects stay");
-        assert!(second
-            .diagnostics
-            .iter()
-            .any(|d| d.severity == Severity::Error && d.object().ends_with("a.yaml")));
-
-        std::fs::remove_file(dir.path().join("sub/a.yaml")).unwrap();
-        assert!(
-            src.load().snapshot.is_empty(),
-            "a deleted file's objects go"
-        );
-    }
-
-    #[test]
-    fn refresh_reads_only_named_files_and_rescans_for_folders() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        std::fs::write(root.join("a.yaml"), SVC).unwrap();
-        std::fs::write(root.join("b.yaml"), SVC.replace("name: a", "name: b")).unwrap();
-        let mut src = FolderSource::new(vec![root.clone()]).unwrap();
-        assert_eq!(src.load().snapshot.services.len(), 2);
-
-        // A changed file named by an event is re-read; an unnamed change waits for its event.
-        std::fs::write(root.join("a.yaml"), SVC.replace("port: 80", "port: 81")).unwrap();
-        std::fs::write(root.join("c.yaml"), SVC.replace("name: a", "name: c")).unwrap();
-        let load = src.refresh(&[root.join("a.yaml"), root.join(".a.yaml.swp")]);
-        assert_eq!(load.snapshot.services.len(), 2);
-        let a = &load.snapshot.services[&model::ObjectKey::new("default", "a")];
-        assert_eq!(a.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 81);
-
-        // A deleted file named by an event goes.
-        std::fs::remove_file(root.join("b.yaml")).unwrap();
-        let load = src.refresh(&[root.join("b.yaml")]);
-        assert!(!load
-            .snapshot
-            .services
-            .contains_key(&model::ObjectKey::new("default", "b")));
-
-        // A new folder makes the whole tree be read again (and so c.yaml is found).
-        std::fs::create_dir(root.join("sub")).unwrap();
-        std::fs::write(root.join("sub/d.yaml"), SVC.replace("name: a", "name: d")).unwrap();
-        let load = src.refresh(&[root.join("sub")]);
-        assert_eq!(load.snapshot.services.len(), 3, "a, c and d");
-        // Paths outside the roots are ignored.
-        assert_eq!(src.refresh(&["/elsewhere/x.yaml".into()]), load);
-    }
-
-    #[test]
-    fn missing_root_is_an_error() {
-        assert!(FolderSource::new(vec!["/nonexistent/portcullis".into()]).is_err());
-    }
-
-    #[test]
-    fn hidden_folders_are_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("..2024_01_01")).unwrap();
-        std::fs::write(dir.path().join("..2024_01_01/a.yaml"), SVC).unwrap();
-        let mut src = FolderSource::new(vec![dir.path().to_path_buf()]).unwrap();
-        assert!(src.load().snapshot.is_empty());
-        // Also when an event names the file inside the hidden folder.
-        let inside = dir.path().join("..2024_01_01/a.yaml");
-        assert!(!src.reads(&inside));
-        assert!(src.refresh(&[inside]).snapshot.is_empty());
-        assert!(src.reads(&dir.path().join("b.yaml")));
-    }
-
-    fn port_of(load: &Load, name: &str) -> i32 {
-        let svc = &load.snapshot.services[&model::ObjectKey::new("default", name)];
-        svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port
-    }
-
-    fn svc(name: &str, port: u16) -> String {
-        SVC.replace("name: a", &format!("name: {name}"))
-            .replace("port: 80", &format!("port: {port}"))
-    }
-
-    #[test]
-    fn later_file_wins_and_the_earlier_definition_returns_when_it_goes() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        std::fs::write(root.join("a.yaml"), svc("x", 80)).unwrap();
-        std::fs::write(root.join("b.yaml"), svc("x", 81)).unwrap();
-        let mut src = FolderSource::new(vec![root.clone()]).unwrap();
-        let load = src.load();
-        assert_eq!(port_of(&load, "x"), 81);
-        assert_eq!(load.diagnostics.len(), 1, "{:?}", load.diagnostics);
-        assert!(load.diagnostics[0].object().ends_with("b.yaml"));
-        assert!(load.diagnostics[0].message.contains("a.yaml"));
-
-        std::fs::remove_file(root.join("b.yaml")).unwrap();
-        let load = src.refresh(&[root.join("b.yaml")]);
-        assert_eq!(port_of(&load, "x"), 80);
-        assert!(load.diagnostics.is_empty(), "{:?}", load.diagnostics);
-
-        // Twice in one file: the second document wins, with a warning on the same file.
-        std::fs::write(
-            root.join("a.yaml"),
-            format!("{}---\n{}", svc("x", 82), svc("x", 83)),
-        )
-        .unwrap();
-        let load = src.refresh(&[root.join("a.yaml")]);
-        assert_eq!(port_of(&load, "x"), 83);
-        assert_eq!(load.diagnostics.len(), 1, "{:?}", load.diagnostics);
-    }
-
-    #[test]
-    fn revision_moves_only_when_objects_or_diagnostics_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        std::fs::write(root.join("a.yaml"), svc("x", 80)).unwrap();
-        let mut src = FolderSource::new(vec![root.clone()]).unwrap();
-        let first = src.load();
-        let again = src.refresh(&[root.join("a.yaml")]);
-        assert_eq!(again.revision, first.revision, "same text");
-        std::fs::write(
-            root.join("a.yaml"),
-            format!("# a comment\n{}", svc("x", 80)),
-        )
-        .unwrap();
-        let commented = src.refresh(&[root.join("a.yaml")]);
-        assert_eq!(commented.revision, first.revision, "same objects");
-        std::fs::write(root.join("a.yaml"), svc("x", 81)).unwrap();
-        let changed = src.refresh(&[root.join("a.yaml")]);
-        assert!(changed.revision > first.revision);
-        std::fs::write(root.join("a.yaml"), "kind: [broken").unwrap();
-        let broken = src.refresh(&[root.join("a.yaml")]);
-        assert!(broken.revision > changed.revision, "a new diagnostic");
-        assert_eq!(broken.snapshot, changed.snapshot);
-    }
-
-    /// Applies a pseudo-random sequence of edits to a few files defining overlapping objects, and
-    /// checks after each that the updated source holds what a fresh read of the folder holds.
-    #[test]
-    fn incremental_reads_match_a_fresh_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        let names = ["a.yaml", "b.yaml", "c.yaml", "d.yaml"];
-        let mut src = FolderSource::new(vec![root.clone()]).unwrap();
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        for step in 0..200 {
-            let file = root.join(names[next(4) as usize]);
-            if next(5) == 0 {
-                let _ = std::fs::remove_file(&file);
-            } else {
-                let docs: Vec<String> = (0..next(4))
-                    .map(|_| svc(["x", "y", "z"][next(3) as usize], 80 + next(3) as u16))
-                    .collect();
-                std::fs::write(&file, docs.join("---\n")).unwrap();
-            }
-            let load = if step % 10 == 9 {
-                src.load()
-            } else {
-                src.refresh(std::slice::from_ref(&file))
-            };
-            let fresh = FolderSource::new(vec![root.clone()]).unwrap().load();
-            assert_eq!(load.snapshot, fresh.snapshot, "step {step}");
-            assert_eq!(load.diagnostics, fresh.diagnostics, "step {step}");
-            assert_eq!(load.files, fresh.files, "step {step}");
-        }
-    }
-}
+mod tests;

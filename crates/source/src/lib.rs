@@ -15,6 +15,23 @@ mod watch;
 pub use folder::{FolderSource, Load};
 pub use watch::watch;
 
+use std::sync::Arc;
+
+use model::{Kind, ObjectKey};
+
+/// What changed in a snapshot a source hands on, since the snapshot of an earlier revision: what
+/// lets translation do no more work than the change needs (`translate::Translator`'s
+/// `translate_changed`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The revision the changes are counted from: they are complete only for a consumer that
+    /// acted on the snapshot of that revision (`u64::MAX`: not known, as after a first read).
+    pub since: u64,
+    /// Every object added, changed or removed since then (changes translation cannot see, such as
+    /// an Ingress's status, may be left out), by kind and key, each once.
+    pub objects: Arc<Vec<(Kind, ObjectKey)>>,
+}
+
 /// Errors that stop a source from running at all.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

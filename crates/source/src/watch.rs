@@ -14,8 +14,10 @@ use crate::{FolderSource, Load, SourceError};
 /// manifest may still be half written (created or modified, and not yet closed)…
 const DEBOUNCE: Duration = Duration::from_millis(40);
 /// …or for this long once every manifest named so far is complete: closed after writing, renamed
-/// into place (as editors, `kubectl cp` and ConfigMap volume updates do) or deleted.
-const SETTLE: Duration = Duration::from_millis(5);
+/// into place (as editors, `kubectl cp` and ConfigMap volume updates do) or deleted. Events the
+/// kernel reports together arrive well within it; a change that needs no full translation (new
+/// endpoints) is then served a few milliseconds after it was written.
+const SETTLE: Duration = Duration::from_millis(1);
 
 /// What the watcher passes to the reading loop.
 enum Message {
@@ -82,7 +84,11 @@ pub async fn watch(
 ) -> Result<(), SourceError> {
     // Only the revision is kept: a load that stays alive would make the source copy its snapshot
     // on the next change instead of updating it in place.
-    let mut last = last.revision;
+    let mut last = {
+        let revision = last.revision;
+        drop(last);
+        revision
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let message = match event {

@@ -388,3 +388,61 @@ async fn endpoint_changes_are_not_held_back_by_the_debounce() {
         "changes pending before it go along"
     );
 }
+
+/// Waits for an update after revision `after`.
+async fn update_after(source: &ClusterSource, after: u64) -> portcullis_source::cluster::Update {
+    let mut updates = source.updates();
+    let found = tokio::time::timeout(
+        WAIT,
+        updates.wait_for(|u| u.as_ref().is_some_and(|u| u.revision > after)),
+    )
+    .await;
+    match found {
+        Ok(Ok(update)) => update.clone().expect("checked"),
+        _ => panic!("no update after revision {after} within {WAIT:?}"),
+    }
+}
+
+#[tokio::test]
+async fn updates_say_what_changed_since_the_update_before() {
+    let api = ApiServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    base(&api);
+    let source = start(&api, &dir, fast()).await;
+    let first = update_after(&source, 0).await;
+    assert_eq!(
+        first.changes.since,
+        u64::MAX,
+        "nothing came before the first"
+    );
+    assert!(first.changes.objects.is_empty());
+
+    api.apply(endpoint_slice(
+        "apps",
+        "web-1",
+        "web",
+        &["10.0.0.7:8080".parse().expect("addr")],
+    ));
+    let second = update_after(&source, first.revision).await;
+    assert_eq!(second.changes.since, first.revision);
+    assert_eq!(
+        *second.changes.objects,
+        [(model::Kind::EndpointSlice, key("apps", "web-1"))]
+    );
+
+    api.apply(service("apps", "web", 81));
+    let third = update_after(&source, second.revision).await;
+    assert_eq!(third.changes.since, second.revision);
+    assert_eq!(
+        *third.changes.objects,
+        [(model::Kind::Service, key("apps", "web"))]
+    );
+
+    assert!(api.delete("networking.k8s.io/v1", "Ingress", "apps", "b"));
+    let fourth = update_after(&source, third.revision).await;
+    assert_eq!(fourth.changes.since, third.revision);
+    assert_eq!(
+        *fourth.changes.objects,
+        [(model::Kind::Ingress, key("apps", "b"))]
+    );
+}

@@ -1,15 +1,20 @@
 //! Building a [`Table`]: the only way routes get in, so precedence is enforced in one place.
+//!
+//! A builder given the table built before ([`TableBuilder::reusing`]) takes from it whatever
+//! comes out the same: while every route added to a host is the one the previous table has
+//! there, the host is not built at all — the previous one (and its name) is taken as it is — so
+//! translating many unchanged Ingresses again allocates nothing for them.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 
 use crate::fasthash::FastMap;
 use std::sync::Arc;
 
-use crate::regex_paths::{RegexCache, RegexPaths};
+use crate::regex_paths::RegexCache;
 use crate::{
-    Backend, BackendId, BackendTarget, Certificate, HostPattern, PathType, Route, RouteOrigin,
-    RoutePolicy, Table, VirtualHost,
+    Backend, BackendId, BackendTarget, Certificate, HostPattern, Route, RouteOrigin, RoutePolicy,
+    Table, TlsTable, VirtualHost,
 };
 
 /// Something finishing the table has to tell about an Ingress: a part it had to leave out, or
@@ -28,11 +33,11 @@ pub struct Rejected {
 
 /// An extra name for the host of an Ingress rule (`server-alias`).
 #[derive(Debug)]
-struct Alias {
-    name: String,
-    of: HostPattern,
-    ingress: String,
-    field: String,
+pub(crate) struct Alias {
+    pub(crate) name: String,
+    pub(crate) of: HostPattern,
+    pub(crate) ingress: String,
+    pub(crate) field: String,
 }
 
 /// A route that lost to one added before it (same host, path and matching type).
@@ -42,16 +47,136 @@ pub struct Conflict {
     pub winner: RouteOrigin,
 }
 
+/// A backend keyed by its name without copying the name: hashes and compares as the name does.
+#[derive(Debug)]
+struct ByName(Arc<Backend>);
+
+impl Hash for ByName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for ByName {}
+
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
+/// Routes by path, as a virtual host holds them.
+pub(crate) type Paths = FastMap<String, Arc<Route>>;
+
+/// A virtual host being built.
+#[derive(Debug)]
+pub(crate) enum Building {
+    /// Every route added so far is the previous table's route under the same path: if the rest
+    /// of `prev`'s routes follow, the host comes out as `prev`.
+    Same {
+        prev: Arc<VirtualHost>,
+        /// How many of `prev`'s routes were added…
+        added: usize,
+        /// …and which (kept only when `prev` has more than one).
+        routes: Vec<Arc<Route>>,
+    },
+    /// A host of its own: its routes differ from the previous table's, or it had none.
+    Own(Box<VirtualHost>),
+}
+
+impl Building {
+    /// A host that starts out as `prev` (when there is one that can be taken whole), else empty.
+    fn start(prev: Option<&Arc<VirtualHost>>, name: impl FnOnce() -> String) -> Building {
+        match prev {
+            Some(p) if p.regex.is_none() && p.redirect_to.is_none() && !p.is_empty() => {
+                Building::Same {
+                    prev: p.clone(),
+                    added: 0,
+                    routes: Vec::new(),
+                }
+            }
+            _ => Building::Own(Box::new(VirtualHost::new(name()))),
+        }
+    }
+
+    /// Whether `route`, one of `prev`'s, was added.
+    fn has(prev: &VirtualHost, added: usize, routes: &[Arc<Route>], route: &Arc<Route>) -> bool {
+        if prev.len() == 1 {
+            added == 1
+        } else {
+            routes.iter().any(|r| Arc::ptr_eq(r, route))
+        }
+    }
+
+    /// This host as one of its own, holding the routes added so far.
+    pub(crate) fn own(&mut self) -> &mut VirtualHost {
+        if let Building::Same {
+            prev,
+            added,
+            routes,
+        } = self
+        {
+            let mut vhost = VirtualHost::new(prev.name.clone());
+            let all = prev.exact.values().chain(prev.prefix.values());
+            let kept: Vec<Arc<Route>> = if prev.len() == 1 {
+                all.take(*added).cloned().collect()
+            } else {
+                std::mem::take(routes)
+            };
+            for route in kept {
+                let (exact, key) = route.origin.map_key();
+                let map = if exact {
+                    &mut vhost.exact
+                } else {
+                    &mut vhost.prefix
+                };
+                map.insert(key.to_string(), route);
+            }
+            *self = Building::Own(Box::new(vhost));
+        }
+        match self {
+            Building::Own(vhost) => vhost,
+            Building::Same { .. } => unreachable!("made its own above"),
+        }
+    }
+
+    /// Whether the host is exactly the previous table's.
+    pub(crate) fn is_whole(&self) -> bool {
+        matches!(self, Building::Same { prev, added, .. } if *added == prev.len())
+    }
+
+    /// The host's name, its `Exact` paths and its `Prefix` paths.
+    pub(crate) fn parts(&self) -> (&str, &Paths, &Paths) {
+        match self {
+            Building::Same { prev, .. } => (&prev.name, &prev.exact, &prev.prefix),
+            Building::Own(v) => (&v.name, &v.exact, &v.prefix),
+        }
+    }
+}
+
 /// Accumulates routes and backends, then yields an immutable [`Table`].
 ///
 /// Callers add routes in precedence order (older Ingress first): the first route for a given
 /// host/path/type wins and later ones get a [`Conflict`].
 #[derive(Debug, Default)]
 pub struct TableBuilder {
-    table: Table,
-    backend_ids: HashMap<String, BackendId>,
+    pub(crate) exact_hosts: FastMap<Arc<str>, Building>,
+    pub(crate) wildcard_hosts: FastMap<Arc<str>, Building>,
+    pub(crate) any_host: Option<Building>,
+    pub(crate) default_backend: Option<Arc<Route>>,
+    pub(crate) backends: Vec<Arc<Backend>>,
+    pub(crate) tls: TlsTable,
+    backend_ids: FastMap<ByName, BackendId>,
     order: usize,
-    aliases: Vec<Alias>,
+    pub(crate) aliases: Vec<Alias>,
+    /// The table built before this one: the parts that come out the same are taken from it.
+    pub(crate) previous: Table,
 }
 
 impl TableBuilder {
@@ -64,10 +189,18 @@ impl TableBuilder {
     /// large table does not grow its maps step by step.
     pub fn with_capacity(routes: usize) -> Self {
         let mut builder = Self::default();
-        builder.table.exact_hosts.reserve(routes);
-        builder.table.backends.reserve(routes);
+        builder.exact_hosts.reserve(routes);
+        builder.backends.reserve(routes);
         builder.backend_ids.reserve(routes);
         builder
+    }
+
+    /// Shares with `previous` whatever of it the finished table would hold unchanged: virtual
+    /// hosts with the same routes (and their names), the default backend route, the
+    /// certificates, chunks of the same backends.
+    pub fn reusing(mut self, previous: &Table) -> Self {
+        self.previous = previous.clone();
+        self
     }
 
     /// The id of the backend called `name`, creating it with `target()` the first time.
@@ -76,17 +209,11 @@ impl TableBuilder {
         name: impl Into<String>,
         target: impl FnOnce() -> BackendTarget,
     ) -> BackendId {
-        match self.backend_ids.entry(name.into()) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => {
-                let id = BackendId(self.table.backends.len());
-                self.table
-                    .backends
-                    .push(Arc::new(Backend::new(e.key().clone(), target())));
-                e.insert(id);
-                id
-            }
+        let name = name.into();
+        if let Some(id) = self.backend_ids.get(name.as_str()) {
+            return *id;
         }
+        self.add_backend(Arc::new(Backend::new(name, target())))
     }
 
     /// The id of the backend named like `backend`, taking `backend` itself (not a copy) the first
@@ -95,9 +222,13 @@ impl TableBuilder {
         if let Some(id) = self.backend_ids.get(backend.name.as_str()) {
             return *id;
         }
-        let id = BackendId(self.table.backends.len());
-        self.table.backends.push(backend.clone());
-        self.backend_ids.insert(backend.name.clone(), id);
+        self.add_backend(backend.clone())
+    }
+
+    fn add_backend(&mut self, backend: Arc<Backend>) -> BackendId {
+        let id = BackendId(self.backends.len());
+        self.backends.push(backend.clone());
+        self.backend_ids.insert(ByName(backend), id);
         id
     }
 
@@ -124,62 +255,80 @@ impl TableBuilder {
         last: &mut Option<Arc<Route>>,
     ) -> Result<(), Conflict> {
         let order = self.next_order();
-        let (map, key) = self.path_map(host, origin.path_type, &origin.path);
-        match map.entry(key) {
-            Entry::Occupied(existing) => Err(Conflict {
-                winner: existing.get().origin.clone(),
-            }),
-            Entry::Vacant(e) => {
-                let route = match last {
-                    Some(r) if r.backend == backend && r.order == order && r.policy == policy => {
-                        r.clone()
+        let reusable = last
+            .as_ref()
+            .filter(|r| r.backend == backend && r.order == order && r.policy == policy);
+        let (exact, key) = origin.map_key();
+        let building = self.building(host);
+        if let Building::Same {
+            prev,
+            added,
+            routes,
+        } = building
+        {
+            let map = if exact { &prev.exact } else { &prev.prefix };
+            if let Some(theirs) = map.get(key) {
+                if reusable.is_some_and(|r| Arc::ptr_eq(r, theirs)) {
+                    *added += 1;
+                    if prev.len() > 1 {
+                        routes.push(theirs.clone());
                     }
-                    _ => {
-                        let r = Arc::new(Route {
-                            backend,
-                            origin: origin.clone(),
-                            policy,
-                            order,
-                        });
-                        *last = Some(r.clone());
-                        r
-                    }
-                };
-                e.insert(route);
-                Ok(())
+                    return Ok(());
+                }
+                if Building::has(prev, *added, routes, theirs) {
+                    return Err(Conflict {
+                        winner: theirs.origin.clone(),
+                    });
+                }
             }
         }
+        let reused = reusable.cloned();
+        let vhost = building.own();
+        let map = if exact {
+            &mut vhost.exact
+        } else {
+            &mut vhost.prefix
+        };
+        if let Some(existing) = map.get(key) {
+            return Err(Conflict {
+                winner: existing.origin.clone(),
+            });
+        }
+        let route = match reused {
+            Some(r) => r,
+            None => {
+                let r = Arc::new(Route {
+                    backend,
+                    origin: origin.clone(),
+                    policy,
+                    order,
+                });
+                *last = Some(r.clone());
+                r
+            }
+        };
+        map.insert(key.to_string(), route);
+        Ok(())
     }
 
-    /// The path map of `host`'s virtual host that holds paths of `path_type`, created when
-    /// missing, and the key `path` has in it.
-    fn path_map(
-        &mut self,
-        host: &HostPattern,
-        path_type: PathType,
-        path: &str,
-    ) -> (&mut FastMap<String, Arc<Route>>, String) {
-        let vhost = match host {
+    /// The host being built for `host`, started (from the previous table's) when missing.
+    fn building(&mut self, host: &HostPattern) -> &mut Building {
+        let previous = &self.previous;
+        match host {
             HostPattern::Any => self
-                .table
                 .any_host
-                .get_or_insert_with(|| VirtualHost::new("")),
-            HostPattern::Exact(h) => self
-                .table
-                .exact_hosts
-                .entry(h.clone())
-                .or_insert_with(|| VirtualHost::new(h.clone())),
-            HostPattern::Wildcard(s) => self
-                .table
-                .wildcard_hosts
-                .entry(s.clone())
-                .or_insert_with(|| VirtualHost::new(format!("*.{s}"))),
-        };
-        match path_type {
-            PathType::Exact => (&mut vhost.exact, path.to_string()),
-            PathType::Prefix | PathType::ImplementationSpecific => {
-                (&mut vhost.prefix, path.trim_end_matches('/').to_string())
+                .get_or_insert_with(|| Building::start(previous.any_host.as_ref(), String::new)),
+            HostPattern::Exact(h) => {
+                start_named(&mut self.exact_hosts, &previous.exact_hosts, h, || {
+                    h.clone()
+                })
             }
+            HostPattern::Wildcard(s) => start_named(
+                &mut self.wildcard_hosts,
+                &previous.wildcard_hosts,
+                s,
+                || format!("*.{s}"),
+            ),
         }
     }
 
@@ -189,18 +338,24 @@ impl TableBuilder {
         backend: BackendId,
         origin: RouteOrigin,
     ) -> Result<(), Conflict> {
-        if let Some(existing) = &self.table.default_backend {
+        if let Some(existing) = &self.default_backend {
             return Err(Conflict {
                 winner: existing.origin.clone(),
             });
         }
         let order = self.next_order();
-        self.table.default_backend = Some(Arc::new(Route {
+        let route = Route {
             backend,
             origin,
             policy: RoutePolicy::default(),
             order,
-        }));
+        };
+        self.default_backend = Some(match &self.previous.default_backend {
+            Some(r) if r.backend == backend && r.order == order && r.origin == route.origin => {
+                r.clone()
+            }
+            _ => Arc::new(route),
+        });
         Ok(())
     }
 
@@ -211,15 +366,15 @@ impl TableBuilder {
         host: &HostPattern,
         cert: Arc<Certificate>,
     ) -> Result<(), Arc<Certificate>> {
-        let map = match host {
+        let (map, name) = match host {
             HostPattern::Any => return Ok(()),
-            HostPattern::Exact(h) => self.table.tls.exact.entry(h.clone()),
-            HostPattern::Wildcard(s) => self.table.tls.wildcard.entry(s.clone()),
+            HostPattern::Exact(h) => (&mut self.tls.exact, h),
+            HostPattern::Wildcard(s) => (&mut self.tls.wildcard, s),
         };
-        match map {
-            Entry::Occupied(e) => Err(e.get().clone()),
-            Entry::Vacant(e) => {
-                e.insert(cert);
+        match map.get(name.as_str()) {
+            Some(winner) => Err(winner.clone()),
+            None => {
+                map.insert(name.clone(), cert);
                 Ok(())
             }
         }
@@ -227,7 +382,7 @@ impl TableBuilder {
 
     /// Sets the certificate for names nothing else covers.
     pub fn set_default_certificate(&mut self, cert: Arc<Certificate>) {
-        self.table.tls.default = Some(cert);
+        self.tls.default = Some(cert);
     }
 
     fn next_order(&mut self) -> usize {
@@ -250,166 +405,25 @@ impl TableBuilder {
     pub fn build(self) -> Table {
         self.finish(&mut RegexCache::new()).0
     }
-
-    /// The finished table: aliases and `www.` twins added, `app-root`s set, and hosts in regex
-    /// mode compiled (patterns reused from `cache`). Returns what had to be left out.
-    pub fn finish(mut self, cache: &mut RegexCache) -> (Table, Vec<Rejected>) {
-        let mut rejected = Vec::new();
-        self.add_www_twins();
-        self.add_aliases(&mut rejected);
-        let table = &mut self.table;
-        let vhosts = table
-            .exact_hosts
-            .values_mut()
-            .chain(table.wildcard_hosts.values_mut())
-            .chain(table.any_host.as_mut());
-        for vhost in vhosts {
-            finish_vhost(vhost, cache, &mut rejected);
-            table.has_app_roots |= vhost.app_root.is_some();
-        }
-        (self.table, rejected)
-    }
-
-    fn add_aliases(&mut self, rejected: &mut Vec<Rejected>) {
-        // Alias name → the Ingress that got it first.
-        let mut given: HashMap<String, String> = HashMap::new();
-        // An Ingress with several rule hosts names each alias once per host: the first counts.
-        let mut seen = std::collections::HashSet::new();
-        for alias in std::mem::take(&mut self.aliases) {
-            if !seen.insert((alias.name.clone(), alias.ingress.clone())) {
-                continue;
-            }
-            if let Some(owner) = given.get(&alias.name) {
-                if *owner != alias.ingress {
-                    rejected.push(Rejected {
-                        reason: format!(
-                            "alias {:?} ignored: it is already an alias of Ingress {owner}",
-                            alias.name
-                        ),
-                        ingress: alias.ingress,
-                        field: alias.field,
-                        dropped: false,
-                    });
-                }
-                continue;
-            }
-            let source = match &alias.of {
-                HostPattern::Exact(h) => self.table.exact_hosts.get(h),
-                HostPattern::Wildcard(s) => self.table.wildcard_hosts.get(s),
-                HostPattern::Any => self.table.any_host.as_ref(),
-            };
-            let Some(source) = source else { continue };
-            if self.table.exact_hosts.contains_key(&alias.name) {
-                rejected.push(Rejected {
-                    reason: format!(
-                        "alias {:?} ignored: that host has routes of its own",
-                        alias.name
-                    ),
-                    ingress: alias.ingress,
-                    field: alias.field,
-                    dropped: false,
-                });
-                continue;
-            }
-            given.insert(alias.name.clone(), alias.ingress.clone());
-            let copy = VirtualHost {
-                name: alias.name.clone(),
-                exact: source.exact.clone(),
-                prefix: source.prefix.clone(),
-                ..VirtualHost::default()
-            };
-            if let Some(cert) = self.table.tls.for_server_name(&source.name).cloned() {
-                self.table
-                    .tls
-                    .exact
-                    .entry(alias.name.clone())
-                    .or_insert(cert);
-            }
-            self.table.exact_hosts.insert(alias.name, copy);
-        }
-    }
-
-    /// For every exact host with a route asking for `from-to-www-redirect`, a twin host (with or
-    /// without `www.`) that redirects to it, unless the twin has routes of its own.
-    fn add_www_twins(&mut self) {
-        let mut twins = Vec::new();
-        for (name, vhost) in &self.table.exact_hosts {
-            let wants = vhost
-                .exact
-                .values()
-                .chain(vhost.prefix.values())
-                .any(|r| r.policy.rules.as_ref().is_some_and(|p| p.from_to_www));
-            if !wants {
-                continue;
-            }
-            let twin = match name.strip_prefix("www.") {
-                Some(bare) => bare.to_string(),
-                None => format!("www.{name}"),
-            };
-            if !self.table.exact_hosts.contains_key(&twin) {
-                twins.push((twin, name.clone()));
-            }
-        }
-        for (twin, to) in twins {
-            if let Some(cert) = self.table.tls.exact.get(&to).cloned() {
-                self.table.tls.exact.entry(twin.clone()).or_insert(cert);
-            }
-            let vhost = VirtualHost {
-                name: twin.clone(),
-                redirect_to: Some(to),
-                ..VirtualHost::default()
-            };
-            self.table.exact_hosts.insert(twin, vhost);
-        }
-    }
 }
 
-/// Sets a virtual host's `app-root` (from the route of highest precedence that has one) and
-/// compiles its paths when a route asked for regex mode; unusable paths are removed.
-fn finish_vhost(vhost: &mut VirtualHost, cache: &mut RegexCache, rejected: &mut Vec<Rejected>) {
-    let routes: Vec<Arc<Route>> = vhost
-        .exact
-        .values()
-        .chain(vhost.prefix.values())
-        .cloned()
-        .collect();
-    vhost.app_root = routes
-        .iter()
-        .filter_map(|r| Some((r.order, r.policy.rules.as_ref()?.app_root.as_ref()?)))
-        .min_by_key(|(order, _)| *order)
-        .map(|(_, root)| root.clone());
-    if !routes.iter().any(|r| r.policy.regex) {
-        return;
+/// The host being built under `name` in `hosts`, started when missing: from the previous table's
+/// host of that name (whose name is then shared, not copied), else empty and called `full()`.
+fn start_named<'a>(
+    hosts: &'a mut FastMap<Arc<str>, Building>,
+    previous: &FastMap<Arc<str>, Arc<VirtualHost>>,
+    name: &str,
+    full: impl FnOnce() -> String,
+) -> &'a mut Building {
+    if hosts.contains_key(name) {
+        return hosts.get_mut(name).expect("looked up above");
     }
-    let asked_by = routes
-        .iter()
-        .filter(|r| r.policy.regex)
-        .min_by_key(|r| r.order)
-        .map(|r| r.origin.ingress.clone())
-        .unwrap_or_default();
-    for route in routes.iter().filter(|r| !r.policy.regex) {
-        rejected.push(Rejected {
-            ingress: route.origin.ingress.clone(),
-            field: format!("{}.path", route.origin.field()),
-            reason: format!(
-                "matched as the case-insensitive regular expression \"^{}\", like every path of host \
-                 {:?}, because Ingress {asked_by} asks for regular expressions there (as ingress-nginx does)",
-                route.origin.path,
-                if vhost.name.is_empty() { "*" } else { vhost.name.as_str() }
-            ),
-            dropped: false,
-        });
-    }
-    let (paths, bad) = RegexPaths::compile(routes, cache);
-    for r in bad {
-        vhost.exact.retain(|_, route| route.origin != r.origin);
-        vhost.prefix.retain(|_, route| route.origin != r.origin);
-        rejected.push(Rejected {
-            ingress: r.origin.ingress.clone(),
-            field: format!("{}.path", r.origin.field()),
-            reason: r.reason,
-            dropped: true,
-        });
-    }
-    vhost.regex = Some(paths);
+    let (key, building) = match previous.get_key_value(name) {
+        Some((key, prev)) => (key.clone(), Building::start(Some(prev), full)),
+        None => (
+            Arc::from(name),
+            Building::Own(Box::new(VirtualHost::new(full()))),
+        ),
+    };
+    hosts.entry(key).or_insert(building)
 }

@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod balance;
 mod builder;
 mod cidr;
 mod explain;
 pub mod fasthash;
+mod finish;
 mod host;
 mod normalize;
 mod policy;
@@ -19,7 +21,8 @@ mod regex_paths;
 mod route;
 mod tls;
 
-pub use backend::{Backend, BackendId, BackendTarget};
+pub use backend::{Backend, BackendId, BackendTarget, Backends};
+pub use balance::{Affinity, AffinityMode, Algorithm, Balance, HashKey, KeyPart, SameSite};
 pub use builder::{Conflict, Rejected, TableBuilder};
 pub use cidr::Cidr;
 pub use explain::{path_matches, Candidate, Explanation, Verdict};
@@ -40,22 +43,27 @@ use std::sync::Arc;
 use serde::Serialize;
 
 /// The compiled, immutable routing table.
-#[derive(Debug, Default, Serialize)]
+///
+/// Its parts sit behind `Arc`s so consecutive tables share what did not change: a table that
+/// differs from the one before only in some backends' endpoints ([`Table::with_backends`]) shares
+/// every virtual host, route and certificate with it, and a table built after an Ingress changed
+/// shares the virtual hosts that came out the same.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Table {
     /// Virtual hosts whose rule names an exact host (lower-case, no port).
-    pub exact_hosts: FastMap<String, VirtualHost>,
+    pub exact_hosts: Arc<FastMap<Arc<str>, Arc<VirtualHost>>>,
     /// Virtual hosts for `*.suffix` rules, keyed by `suffix`.
-    pub wildcard_hosts: FastMap<String, VirtualHost>,
+    pub wildcard_hosts: Arc<FastMap<Arc<str>, Arc<VirtualHost>>>,
     /// Rules without a host: they serve any Host header no other virtual host claims.
-    pub any_host: Option<VirtualHost>,
+    pub any_host: Option<Arc<VirtualHost>>,
     /// The `defaultBackend` that serves what no rule matches (from the oldest Ingress that has one).
     pub default_backend: Option<Arc<Route>>,
     /// Every backend referenced by a route, indexed by [`BackendId`]. Backends are shared: a table
     /// built from an unchanged Service port reuses the previous table's backend, round-robin
     /// position included.
-    pub backends: Vec<Arc<Backend>>,
+    pub backends: Backends,
     /// Certificates by server name.
-    pub tls: TlsTable,
+    pub tls: Arc<TlsTable>,
     /// Whether any virtual host has an `app-root` (so lookups that cannot need one skip it).
     pub has_app_roots: bool,
 }
@@ -214,18 +222,18 @@ impl Table {
     /// The virtual host that claims a normalized host name: exact, then wildcard, then host-less.
     pub fn select_host(&self, host: &str) -> Option<(&VirtualHost, HostMatch)> {
         if let Some(v) = self.exact_hosts.get(host) {
-            return Some((v, HostMatch::Exact));
+            return Some((&**v, HostMatch::Exact));
         }
         if !self.wildcard_hosts.is_empty() {
             if let Some((label, rest)) = host.split_once('.') {
                 if !label.is_empty() {
                     if let Some(v) = self.wildcard_hosts.get(rest) {
-                        return Some((v, HostMatch::Wildcard));
+                        return Some((&**v, HostMatch::Wildcard));
                     }
                 }
             }
         }
-        self.any_host.as_ref().map(|v| (v, HostMatch::AnyHost))
+        self.any_host.as_deref().map(|v| (v, HostMatch::AnyHost))
     }
 
     fn default_match(&self) -> Option<Match<'_>> {
@@ -238,21 +246,39 @@ impl Table {
 
     /// The backend a route points at.
     pub fn backend(&self, id: BackendId) -> &Backend {
-        &self.backends[id.0]
+        &self.backends[id]
+    }
+
+    /// This table with some backends replaced (same names, new endpoints): everything else —
+    /// virtual hosts, routes, certificates, the other backends — is shared, not copied, so the
+    /// cost is that of the replaced backends alone.
+    pub fn with_backends(&self, replaced: &[(BackendId, Arc<Backend>)]) -> Table {
+        Table {
+            backends: self.backends.replacing(replaced),
+            ..self.clone()
+        }
     }
 
     /// All virtual hosts: exact, wildcard, then host-less.
     pub fn virtual_hosts(&self) -> impl Iterator<Item = &VirtualHost> {
-        let mut exact: Vec<_> = self.exact_hosts.values().collect();
+        let mut exact: Vec<&VirtualHost> = self.exact_hosts.values().map(|v| &**v).collect();
         exact.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut wild: Vec<_> = self.wildcard_hosts.values().collect();
+        let mut wild: Vec<&VirtualHost> = self.wildcard_hosts.values().map(|v| &**v).collect();
         wild.sort_by(|a, b| a.name.cmp(&b.name));
-        exact.into_iter().chain(wild).chain(self.any_host.as_ref())
+        exact
+            .into_iter()
+            .chain(wild)
+            .chain(self.any_host.as_deref())
     }
 
     /// Number of routes (paths over all virtual hosts, plus the default backend).
     pub fn route_count(&self) -> usize {
-        self.virtual_hosts().map(VirtualHost::len).sum::<usize>()
+        let hosts = self
+            .exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values());
+        hosts.map(|v| v.len()).sum::<usize>()
+            + self.any_host.as_ref().map_or(0, |v| v.len())
             + usize::from(self.default_backend.is_some())
     }
 }

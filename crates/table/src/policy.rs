@@ -67,6 +67,9 @@ pub struct Policy {
     /// backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// `affinity`, `upstream-hash-by`, `load-balance`: how endpoints are chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<crate::Balance>,
     /// Why the route is answered with 503 instead of being served (an annotation that could not
     /// be honoured and must not be ignored, such as `custom-headers` naming a missing ConfigMap).
     #[serde(skip_serializing_if = "Option::is_none")]

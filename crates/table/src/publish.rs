@@ -11,9 +11,11 @@ use crate::Table;
 const RELEASE_ELSEWHERE: usize = 1024;
 
 /// Drops a replaced table: a large one on a short-lived thread (freeing tens of thousands of
-/// routes takes milliseconds), a small one, or one a thread cannot be started for, right here.
+/// routes takes milliseconds), a small one, one whose host maps live on in the new table (then
+/// little is freed), or one a thread cannot be started for, right here.
 fn release(old: Arc<Table>) {
-    if old.backends.len() + old.exact_hosts.len() < RELEASE_ELSEWHERE {
+    let shared = Arc::strong_count(&old.exact_hosts) > 1;
+    if shared || old.backends.len() + old.exact_hosts.len() < RELEASE_ELSEWHERE {
         return;
     }
     // If the thread cannot be started, the closure and the table in it are dropped here.

@@ -57,6 +57,17 @@ pub struct RouteOrigin {
 }
 
 impl RouteOrigin {
+    /// Where a virtual host keeps this route: in its `Exact` map (`true`) or its `Prefix` map, and
+    /// under which key (`Prefix` paths without their trailing `/`).
+    pub fn map_key(&self) -> (bool, &str) {
+        match self.path_type {
+            PathType::Exact => (true, &self.path),
+            PathType::Prefix | PathType::ImplementationSpecific => {
+                (false, self.path.trim_end_matches('/'))
+            }
+        }
+    }
+
     /// The field this route was compiled from, e.g. `spec.rules[0].http.paths[1]`.
     pub fn field(&self) -> String {
         match (self.rule, self.path_index) {

@@ -1,31 +1,35 @@
 //! Resolving an Ingress backend: Service → port → EndpointSlices/Endpoints → addresses.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Display, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use model::k8s_openapi::api::core::v1::ServicePort;
 use model::k8s_openapi::api::networking::v1::IngressBackend;
+use model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::{EndpointSlice, Endpoints, Kind, ObjectKey, Service, Snapshot};
+use table::fasthash::FastMap;
 use table::{Backend, BackendTarget};
 
+use crate::keyed::{key_hash, Keyed};
 use crate::{Diagnostic, Severity};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// What translation remembers of the objects backends are resolved from: the Services, Endpoints
-/// and EndpointSlices of the last snapshot (to tell which Services' inputs changed since), and the
-/// EndpointSlices indexed by the Service they belong to, so resolving a backend does not scan
-/// every slice.
+/// What translation remembers of the objects backends are resolved from: the Services,
+/// Endpoints and EndpointSlices of the last snapshot (to tell which Services' inputs changed
+/// since), and the EndpointSlices indexed by the Service they belong to, so resolving a backend
+/// does not scan every slice. All keyed by the hashes of their keys, so no key is copied.
 #[derive(Default)]
 pub struct Index {
-    services: BTreeMap<ObjectKey, Arc<Service>>,
-    endpoints: BTreeMap<ObjectKey, Arc<Endpoints>>,
-    slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
-    /// Service key → its slices, in slice key order.
-    by_service: HashMap<ObjectKey, Vec<(ObjectKey, Arc<EndpointSlice>)>>,
+    services: Keyed<Arc<Service>>,
+    endpoints: Keyed<Arc<Endpoints>>,
+    slices: Keyed<Arc<EndpointSlice>>,
+    /// The hash of a Service's key → its slices (and those of any Service whose key hash is the
+    /// same), in slice key order.
+    by_service: FastMap<u64, Vec<Arc<EndpointSlice>>>,
     /// Whether the index has been filled once.
     primed: bool,
 }
@@ -38,89 +42,112 @@ pub enum Changed {
     Services(HashSet<ObjectKey>),
 }
 
-impl Changed {
-    /// Whether a backend on Service `key` may resolve differently.
-    pub fn touches(&self, key: &ObjectKey) -> bool {
-        match self {
-            Changed::All => true,
-            Changed::Services(keys) => !keys.is_empty() && keys.contains(key),
-        }
-    }
-}
-
-/// The Service an EndpointSlice belongs to, by its label.
-fn service_of(slice: &EndpointSlice) -> Option<ObjectKey> {
+/// The namespace and name of the Service an EndpointSlice belongs to, by its label.
+fn service_of(slice: &EndpointSlice) -> Option<(&str, &str)> {
     let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-    Some(ObjectKey::new(ns, service.as_str()))
+    Some((ns, service.as_str()))
 }
 
-/// An entry that differs between two maps: its key, old value and new value.
+/// An object's namespace and name (a missing namespace is `default`), by which slices are ordered.
+fn slice_key(slice: &EndpointSlice) -> (&str, &str) {
+    let meta = &slice.metadata;
+    (
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// An entry that differs between two snapshots: its key, old value and new value.
 type Difference<T> = (ObjectKey, Option<Arc<T>>, Option<Arc<T>>);
 
 /// The entries of `now` that differ from `last` (added, removed or replaced by a different
 /// object), with their old and new values; `last` is brought up to date.
-fn sync<T: PartialEq>(
-    last: &mut BTreeMap<ObjectKey, Arc<T>>,
-    now: &BTreeMap<ObjectKey, Arc<T>>,
-) -> Vec<Difference<T>> {
+fn sync<T>(last: &mut Keyed<Arc<T>>, now: &BTreeMap<ObjectKey, Arc<T>>) -> Vec<Difference<T>>
+where
+    T: PartialEq + model::k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
     let mut changes = Vec::new();
-    let mut old = last.iter().peekable();
-    let mut new = now.iter().peekable();
-    loop {
-        let order = match (old.peek(), new.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((ko, _)), Some((kn, _))) => ko.cmp(kn),
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                if let Some((k, v)) = old.next() {
-                    changes.push((k.clone(), Some(v.clone()), None));
+    let mut found = 0;
+    for (key, object) in now {
+        match last.get(key) {
+            Some(old) => {
+                found += 1;
+                if !(Arc::ptr_eq(old, object) || **old == **object) {
+                    changes.push((key.clone(), Some(old.clone()), Some(object.clone())));
                 }
             }
-            std::cmp::Ordering::Greater => {
-                if let Some((k, v)) = new.next() {
-                    changes.push((k.clone(), None, Some(v.clone())));
-                }
-            }
-            std::cmp::Ordering::Equal => {
-                if let (Some((k, vo)), Some((_, vn))) = (old.next(), new.next()) {
-                    if !(Arc::ptr_eq(vo, vn) || **vo == **vn) {
-                        changes.push((k.clone(), Some(vo.clone()), Some(vn.clone())));
-                    }
-                }
+            None => changes.push((key.clone(), None, Some(object.clone()))),
+        }
+    }
+    if found < last.len() {
+        for old in last.values() {
+            let key = ObjectKey::of(old.metadata());
+            if !now.contains_key(&key) {
+                changes.push((key, Some(old.clone()), None));
             }
         }
     }
     for (key, _, new) in &changes {
         match new {
-            Some(v) => last.insert(key.clone(), v.clone()),
-            None => last.remove(key),
-        };
+            Some(object) => {
+                last.insert(key, object.clone());
+            }
+            None => {
+                last.remove(key);
+            }
+        }
     }
     changes
 }
+
+/// Brings `last`'s entry for `key` in line with `now`'s; returns the old and new values when
+/// they differ.
+fn refresh<T>(
+    last: &mut Keyed<Arc<T>>,
+    now: &BTreeMap<ObjectKey, Arc<T>>,
+    key: &ObjectKey,
+) -> Option<Replaced<T>>
+where
+    T: PartialEq + model::k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let new = now.get(key).cloned();
+    let same = match (last.get(key), &new) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+        (None, None) => true,
+        _ => false,
+    };
+    if same {
+        return None;
+    }
+    let old = match &new {
+        Some(object) => last.insert(key, object.clone()),
+        None => last.remove(key),
+    };
+    Some((old, new))
+}
+
+/// `keyed` holding what `map` holds.
+fn fill<T>(keyed: &mut Keyed<Arc<T>>, map: &BTreeMap<ObjectKey, Arc<T>>)
+where
+    T: model::k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    keyed.clear();
+    keyed.reserve(map.len());
+    for (key, object) in map {
+        keyed.insert(key, object.clone());
+    }
+}
+
+/// An entry's old and new value (`None`: absent).
+type Replaced<T> = (Option<Arc<T>>, Option<Arc<T>>);
 
 impl Index {
     /// Brings the index up to date with `snapshot`; says which Services' backends may resolve
     /// differently than before.
     pub fn update(&mut self, snapshot: &Snapshot) -> Changed {
         if !self.primed {
-            self.primed = true;
-            self.services = snapshot.services.clone();
-            self.endpoints = snapshot.endpoints.clone();
-            self.slices = snapshot.endpoint_slices.clone();
-            self.by_service.clear();
-            for (key, slice) in &self.slices {
-                if let Some(service) = service_of(slice) {
-                    self.by_service
-                        .entry(service)
-                        .or_default()
-                        .push((key.clone(), slice.clone()));
-                }
-            }
+            self.prime(snapshot);
             return Changed::All;
         }
         let mut changed = HashSet::new();
@@ -130,26 +157,90 @@ impl Index {
         for (key, _, _) in sync(&mut self.endpoints, &snapshot.endpoints) {
             changed.insert(key);
         }
-        for (key, old, new) in sync(&mut self.slices, &snapshot.endpoint_slices) {
-            if let Some(service) = old.as_deref().and_then(service_of) {
-                if let Some(list) = self.by_service.get_mut(&service) {
-                    list.retain(|(k, _)| *k != key);
-                    if list.is_empty() {
-                        self.by_service.remove(&service);
-                    }
-                }
-                changed.insert(service);
-            }
-            if let Some(slice) = new {
-                if let Some(service) = service_of(&slice) {
-                    let list = self.by_service.entry(service.clone()).or_default();
-                    let at = list.partition_point(|(k, _)| *k < key);
-                    list.insert(at, (key, slice));
-                    changed.insert(service);
-                }
-            }
+        for (_, old, new) in sync(&mut self.slices, &snapshot.endpoint_slices) {
+            self.move_slice(old, new, &mut changed);
         }
         Changed::Services(changed)
+    }
+
+    /// Brings the index up to date with `snapshot`, which differs from the snapshot of the last
+    /// update only in the objects `changed` names (added, changed or removed); says which
+    /// Services' backends may resolve differently than before. The cost is that of the changes.
+    pub fn apply(&mut self, snapshot: &Snapshot, changed: &[(Kind, ObjectKey)]) -> Changed {
+        if !self.primed {
+            self.prime(snapshot);
+            return Changed::All;
+        }
+        let mut services = HashSet::new();
+        for (kind, key) in changed {
+            let moved = match kind {
+                Kind::Service => refresh(&mut self.services, &snapshot.services, key).map(|_| ()),
+                Kind::Endpoints => {
+                    refresh(&mut self.endpoints, &snapshot.endpoints, key).map(|_| ())
+                }
+                Kind::EndpointSlice => {
+                    if let Some((old, new)) =
+                        refresh(&mut self.slices, &snapshot.endpoint_slices, key)
+                    {
+                        self.move_slice(old, new, &mut services);
+                    }
+                    None
+                }
+                _ => None,
+            };
+            if moved.is_some() {
+                services.insert(key.clone());
+            }
+        }
+        Changed::Services(services)
+    }
+
+    /// Fills the index from `snapshot` alone.
+    fn prime(&mut self, snapshot: &Snapshot) {
+        self.primed = true;
+        fill(&mut self.services, &snapshot.services);
+        fill(&mut self.endpoints, &snapshot.endpoints);
+        fill(&mut self.slices, &snapshot.endpoint_slices);
+        self.by_service.clear();
+        // Slices come in key order, so each Service's list is in order too.
+        for slice in snapshot.endpoint_slices.values() {
+            if let Some((ns, name)) = service_of(slice) {
+                self.by_service
+                    .entry(key_hash(ns, name))
+                    .or_default()
+                    .push(slice.clone());
+            }
+        }
+    }
+
+    /// Files a slice under the Service it now belongs to instead of the one it belonged to,
+    /// recording both Services as changed.
+    fn move_slice(
+        &mut self,
+        old: Option<Arc<EndpointSlice>>,
+        new: Option<Arc<EndpointSlice>>,
+        changed: &mut HashSet<ObjectKey>,
+    ) {
+        if let Some(old) = &old {
+            if let Some((ns, name)) = service_of(old) {
+                let hash = key_hash(ns, name);
+                if let Some(list) = self.by_service.get_mut(&hash) {
+                    list.retain(|s| slice_key(s) != slice_key(old));
+                    if list.is_empty() {
+                        self.by_service.remove(&hash);
+                    }
+                }
+                changed.insert(ObjectKey::new(ns, name));
+            }
+        }
+        if let Some(slice) = new {
+            if let Some((ns, name)) = service_of(&slice) {
+                changed.insert(ObjectKey::new(ns, name));
+                let list = self.by_service.entry(key_hash(ns, name)).or_default();
+                let at = list.partition_point(|s| slice_key(s) < slice_key(&slice));
+                list.insert(at, slice);
+            }
+        }
     }
 }
 
@@ -162,13 +253,16 @@ pub struct Objects<'a> {
 }
 
 impl<'a> Objects<'a> {
-    fn slices_of(&self, service: &ObjectKey) -> impl Iterator<Item = &'a EndpointSlice> {
+    fn slices_of(&self, service: &'a ObjectKey) -> impl Iterator<Item = &'a EndpointSlice> {
         self.index
             .by_service
-            .get(service)
+            .get(&key_hash(&service.namespace, &service.name))
             .into_iter()
             .flatten()
-            .map(|(_, slice)| &**slice)
+            .map(|slice| &**slice)
+            .filter(move |slice| {
+                service_of(slice) == Some((service.namespace.as_str(), service.name.as_str()))
+            })
     }
 }
 

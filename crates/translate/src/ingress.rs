@@ -4,12 +4,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use model::{Ingress, Kind, ObjectKey, Snapshot};
-use table::{Conflict, HostPattern, PathType, Route, RouteOrigin, RoutePolicy, TableBuilder};
+use table::{BackendId, Conflict, HostPattern, Route, RouteOrigin, RoutePolicy, TableBuilder};
 
-use crate::annotations::{self, Rules};
-use crate::backend::{resolve, Objects, Resolved};
+use crate::annotations::Rules;
+use crate::backend::Resolved;
 use crate::tls::{covers, SecretCache};
-use crate::{Diagnostic, Options, Severity};
+use crate::{Diagnostic, Severity};
 
 /// State shared by the TLS pass over all Ingresses.
 pub struct TlsContext<'a, 'c> {
@@ -19,9 +19,25 @@ pub struct TlsContext<'a, 'c> {
     pub hosts: &'a mut HashSet<HostPattern>,
     /// The current time for expiry checks.
     pub now: Option<i64>,
+    /// The earliest time at which an expiry diagnostic of a certificate loaded so far changes.
+    pub horizon: &'a mut i64,
 }
 
-/// Adds the certificates of one Ingress's `spec.tls` and records its TLS hosts.
+/// The earliest time after `now` at which the expiry diagnostic of a certificate valid until
+/// `not_after` reads differently (a warning starts, its day count drops, or it expires).
+pub fn expiry_horizon(now: i64, not_after: i64) -> i64 {
+    let left = not_after.saturating_sub(now);
+    if left < 0 {
+        i64::MAX
+    } else if left < crate::EXPIRY_WARNING_SECS {
+        not_after - (left / 86_400) * 86_400 + 1
+    } else {
+        not_after - crate::EXPIRY_WARNING_SECS + 1
+    }
+}
+
+/// Adds the certificates of one Ingress's `spec.tls` and records its TLS hosts (and, in
+/// `ctx.horizon`, when the time passing would change what is said about its certificates).
 pub fn compile_tls(
     snapshot: &Snapshot,
     key: &ObjectKey,
@@ -72,7 +88,12 @@ pub fn compile_tls(
         };
         let secret_key = ObjectKey::new(key.namespace.clone(), secret_name);
         let cert = match ctx.secrets.get(snapshot, &secret_key, ctx.now, diagnostics) {
-            Ok(cert) => cert,
+            Ok(cert) => {
+                if let Some(now) = ctx.now {
+                    *ctx.horizon = (*ctx.horizon).min(expiry_horizon(now, cert.not_after));
+                }
+                cert
+            }
             Err(e) => {
                 let names: Vec<String> = hosts.iter().map(|(_, h)| h.display()).collect();
                 diagnostics.push(diag(
@@ -112,358 +133,434 @@ pub fn compile_tls(
     }
 }
 
-/// The field path of one Ingress path, written out only when a diagnostic needs it.
-#[derive(Clone, Copy)]
-struct PathField {
-    rule: usize,
-    path: usize,
-}
-
-impl std::fmt::Display for PathField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "spec.rules[{}].http.paths[{}]", self.rule, self.path)
-    }
-}
-
-/// A [`PathField`]'s `backend` field.
-#[derive(Clone, Copy)]
-struct BackendField(PathField);
-
-impl std::fmt::Display for BackendField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.backend", self.0)
-    }
-}
-
 /// What one Ingress contributes to the table, worked out without looking at any other Ingress:
 /// its diagnostics, backends and routes in the order it lists them. Precedence between Ingresses
-/// is settled when plans are [`Plan::apply`]ed in order.
+/// is settled when plans are [`Plan::apply`]ed in order; what applying said is kept, so the
+/// plan's share of the diagnostics can be [`Plan::replay`]ed without applying it again. Kept for
+/// every Ingress, so it holds little: a route's origin lives in the route once it is built.
 pub struct Plan {
-    /// Backends resolved, with the Services they came from.
-    resolved: Resolved,
+    /// Backends resolved, each with the table id it got when the plan was last applied.
+    backends: Box<[(Arc<table::Backend>, Option<BackendId>)]>,
+    /// The hashes of the keys of the Services the backends were resolved from (or looked up).
+    services: Box<[u64]>,
     /// Diagnostics, the default backend and routes, in the order they are written.
-    steps: Vec<Step>,
+    steps: Box<[Step]>,
     /// What the annotations ask for.
     rules: Rules,
-    /// The `default-backend` annotation's backend, as an index into `resolved`.
+    /// The `default-backend` annotation's backend, as an index into `backends`.
     fallback: Option<usize>,
-    /// The hosts of the Ingress's rules, for its `server-alias`es.
-    hosts: Vec<HostPattern>,
+    /// The hosts of the Ingress's rules, kept only for its `server-alias`es.
+    hosts: Box<[HostPattern]>,
+}
+
+/// Whether two readings of an Ingress's annotations shape its routes alike.
+fn same_rules(a: &Rules, b: &Rules) -> bool {
+    a.policy == b.policy
+        && a.use_regex == b.use_regex
+        && a.ssl_redirect == b.ssl_redirect
+        && a.force_ssl_redirect == b.force_ssl_redirect
+        && a.aliases == b.aliases
+        && a.service_upstream == b.service_upstream
+        && a.default_backend == b.default_backend
+        && a.refused == b.refused
 }
 
 /// One thing a [`Plan`] adds, in order.
-enum Step {
+pub(crate) enum Step {
     /// A diagnostic about the Ingress itself.
-    Note(Diagnostic),
+    Note(Box<Diagnostic>),
     /// `spec.defaultBackend`, with the index of its backend in the plan.
-    Default { backend: usize, origin: RouteOrigin },
+    Default {
+        backend: usize,
+        origin: Box<RouteOrigin>,
+        /// Why it was not used, the last time the plan was applied.
+        conflict: Option<Box<Diagnostic>>,
+    },
     /// A path, with the index of its backend in the plan and the route last built from it.
     Route {
         host: HostPattern,
         backend: usize,
-        origin: RouteOrigin,
+        /// Where the route comes from; once `last` is built, read from there instead.
+        origin: Option<Box<RouteOrigin>>,
         /// Whether the route asks its host for regex matching.
         regex: bool,
         last: Option<Arc<Route>>,
+        /// Why it was not served, the last time the plan was applied.
+        conflict: Option<Box<Diagnostic>>,
     },
 }
 
-impl Plan {
-    /// Works out the rules and default backend of one Ingress; everything unusable becomes a
-    /// diagnostic step.
-    pub fn new(objects: &Objects<'_>, options: &Options, key: &ObjectKey, ing: &Ingress) -> Plan {
-        let mut notes = Vec::new();
-        let rules = annotations::read(objects.snapshot, options, key, ing, &mut notes);
-        let mut plan = Plan {
-            resolved: Resolved::default(),
-            steps: Vec::new(),
-            rules,
-            fallback: None,
-            hosts: Vec::new(),
-        };
-        plan.note_all(&mut notes);
-        if plan.rules.refused {
-            return plan;
+/// A route step of a plan, as [`Plan::routes`] lists them.
+pub(crate) struct RouteStep<'a> {
+    pub(crate) host: &'a HostPattern,
+    pub(crate) origin: &'a RouteOrigin,
+    pub(crate) built: Option<&'a Arc<Route>>,
+    pub(crate) backend: usize,
+}
+
+/// A route step's origin: its own, or that of the route built from it.
+fn origin_of<'a>(
+    origin: &'a Option<Box<RouteOrigin>>,
+    last: &'a Option<Arc<Route>>,
+) -> &'a RouteOrigin {
+    match (origin, last) {
+        (Some(o), _) => o,
+        (None, Some(r)) => &r.origin,
+        (None, None) => unreachable!("a route step keeps its origin until a route holds it"),
+    }
+}
+
+impl Step {
+    /// Whether two steps add the same route or default backend (or are both notes).
+    fn same_shape(&self, other: &Step) -> bool {
+        match (self, other) {
+            (Step::Note(_), Step::Note(_)) => true,
+            (
+                Step::Default {
+                    backend, origin, ..
+                },
+                Step::Default {
+                    backend: b,
+                    origin: o,
+                    ..
+                },
+            ) => backend == b && origin == o,
+            (
+                Step::Route {
+                    host,
+                    backend,
+                    origin,
+                    regex,
+                    last,
+                    ..
+                },
+                Step::Route {
+                    host: h,
+                    backend: b,
+                    origin: o,
+                    regex: r,
+                    last: l,
+                    ..
+                },
+            ) => {
+                host == h
+                    && backend == b
+                    && regex == r
+                    && origin_of(origin, last) == origin_of(o, l)
+            }
+            _ => false,
         }
-        plan.add_fallback(objects, options, key, &mut notes);
-        plan.add_spec(objects, key, ing, &mut notes);
-        plan.steps.shrink_to_fit();
-        plan
+    }
+}
+
+impl Plan {
+    /// A plan of `steps` over the backends `resolved`, not applied yet.
+    pub(crate) fn from_parts(
+        resolved: Resolved,
+        steps: Vec<Step>,
+        rules: Rules,
+        fallback: Option<usize>,
+        hosts: Box<[HostPattern]>,
+    ) -> Plan {
+        Plan {
+            backends: resolved.backends.into_iter().map(|b| (b, None)).collect(),
+            services: resolved
+                .services
+                .iter()
+                .map(crate::keyed::hash_of)
+                .collect(),
+            steps: steps.into_boxed_slice(),
+            rules,
+            fallback,
+            hosts,
+        }
     }
 
-    /// The Services the plan's backends were resolved from.
-    pub fn services(&self) -> &[ObjectKey] {
-        &self.resolved.services
+    /// The hashes of the keys of the Services the plan's backends were resolved from.
+    pub fn services(&self) -> &[u64] {
+        &self.services
+    }
+
+    /// The backends resolved, each with the table id it got when the plan was last applied.
+    pub fn backends_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (&mut Arc<table::Backend>, Option<BackendId>)> {
+        self.backends.iter_mut().map(|(b, id)| (b, *id))
+    }
+
+    /// Takes over what applying `old` (a plan of the same Ingress) found out, when this plan adds
+    /// the same routes and default backend with the same backends as `old` (only the backends'
+    /// targets and the notes may differ): the routes built, the table ids of the backends and why
+    /// routes were not served. Returns whether it did; if not, the plan must be applied anew.
+    pub fn adopt(&mut self, old: &Plan) -> bool {
+        let shaping = |p: &Plan| {
+            p.steps
+                .iter()
+                .filter(|s| !matches!(s, Step::Note(_)))
+                .count()
+        };
+        let same = self.fallback == old.fallback
+            && self.services == old.services
+            && self.backends.len() == old.backends.len()
+            && self
+                .backends
+                .iter()
+                .zip(old.backends.iter())
+                .all(|((a, _), (b, _))| a.name == b.name)
+            && shaping(self) == shaping(old)
+            && self.hosts == old.hosts
+            && same_rules(&self.rules, &old.rules)
+            && self
+                .steps
+                .iter()
+                .filter(|s| !matches!(s, Step::Note(_)))
+                .zip(old.steps.iter().filter(|s| !matches!(s, Step::Note(_))))
+                .all(|(a, b)| a.same_shape(b));
+        if !same {
+            return false;
+        }
+        let olds = old.steps.iter().filter(|s| !matches!(s, Step::Note(_)));
+        let news = self
+            .steps
+            .iter_mut()
+            .filter(|s| !matches!(s, Step::Note(_)));
+        for (new, old) in news.zip(olds) {
+            match (new, old) {
+                (Step::Default { conflict, .. }, Step::Default { conflict: was, .. }) => {
+                    conflict.clone_from(was)
+                }
+                (
+                    Step::Route {
+                        origin,
+                        last,
+                        conflict,
+                        ..
+                    },
+                    Step::Route {
+                        last: built,
+                        conflict: was,
+                        ..
+                    },
+                ) => {
+                    last.clone_from(built);
+                    conflict.clone_from(was);
+                    if last.is_some() {
+                        *origin = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for ((_, id), (_, was)) in self.backends.iter_mut().zip(old.backends.iter()) {
+            *id = *was;
+        }
+        true
+    }
+
+    /// Whether the plan adds its routes without consequences beyond their own paths: no
+    /// `spec.defaultBackend`, no aliases, no `www.` twin, no `app-root`, no regex mode, and (as last
+    /// applied) every route served. Only such a plan can be swapped for another in place.
+    pub(crate) fn is_plain(&self) -> bool {
+        let policy_plain = self
+            .rules
+            .policy
+            .as_ref()
+            .is_none_or(|p| !p.from_to_www && p.app_root.is_none());
+        policy_plain
+            && self.rules.aliases.is_empty()
+            && self.steps.iter().all(|s| match s {
+                Step::Note(_) => true,
+                Step::Default { .. } => false,
+                Step::Route {
+                    regex, conflict, ..
+                } => !regex && conflict.is_none(),
+            })
+    }
+
+    /// The route steps: host, origin, the route last built (when the plan was applied) and the
+    /// index of the backend.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = RouteStep<'_>> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Route {
+                host,
+                origin,
+                last,
+                backend,
+                ..
+            } => Some(RouteStep {
+                host,
+                origin: origin_of(origin, last),
+                built: last.as_ref(),
+                backend: *backend,
+            }),
+            _ => None,
+        })
+    }
+
+    /// How many backends the plan resolved.
+    pub(crate) fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// The backends applying the plan asks the table for, in order (each route's, then its
+    /// fallback), as indices into its backends.
+    pub(crate) fn calls(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for step in self.steps.iter() {
+            if let Step::Route { backend, .. } = step {
+                out.push(*backend);
+                out.extend(self.fallback);
+            }
+        }
+        out
+    }
+
+    /// Backend `i` and the table id it got when the plan was last applied.
+    pub(crate) fn backend(&self, i: usize) -> (&Arc<table::Backend>, Option<BackendId>) {
+        let (b, id) = &self.backends[i];
+        (b, *id)
+    }
+
+    /// The policy of the plan's routes on `host`, with `fallback` as the fallback backend's id.
+    pub(crate) fn policy(
+        &self,
+        host: &HostPattern,
+        tls_hosts: &HashSet<HostPattern>,
+        fallback: Option<BackendId>,
+    ) -> RoutePolicy {
+        RoutePolicy {
+            https_redirect: self.rules.force_ssl_redirect
+                || (self.rules.ssl_redirect && !tls_hosts.is_empty() && tls_hosts.contains(host)),
+            regex: false,
+            rules: self.rules.policy.clone(),
+            fallback,
+        }
+    }
+
+    /// The index of the fallback backend.
+    pub(crate) fn fallback(&self) -> Option<usize> {
+        self.fallback
+    }
+
+    /// The hosts of the plan's rules and its aliases (none, mostly).
+    pub(crate) fn aliases(&self) -> (&[HostPattern], &[(String, String)]) {
+        (&self.hosts, &self.rules.aliases)
+    }
+
+    /// Records the outcome of applying the plan in place of another: the table id of each
+    /// backend, the backends themselves (the table's where it shares them) and the route built
+    /// for each route step, all served.
+    pub(crate) fn install(
+        &mut self,
+        backends: Vec<(Arc<table::Backend>, Option<BackendId>)>,
+        routes: Vec<Arc<Route>>,
+    ) {
+        self.backends = backends.into_boxed_slice();
+        let mut routes = routes.into_iter();
+        for step in self.steps.iter_mut() {
+            if let Step::Route {
+                origin,
+                last,
+                conflict,
+                ..
+            } = step
+            {
+                *last = routes.next();
+                *conflict = None;
+                if last.is_some() {
+                    *origin = None;
+                }
+            }
+        }
+    }
+
+    /// The diagnostics the plan added when it was last applied, in the same order.
+    pub fn replay(&self, out: &mut Vec<Diagnostic>) {
+        for step in &self.steps {
+            match step {
+                Step::Note(d) => out.push((**d).clone()),
+                Step::Default { conflict, .. } | Step::Route { conflict, .. } => {
+                    out.extend(conflict.as_deref().cloned());
+                }
+            }
+        }
     }
 
     /// Whether the ConfigMaps and Secrets the annotations read are unchanged in `snapshot`.
     pub fn reads_unchanged(&self, snapshot: &Snapshot) -> bool {
         self.rules.reads.iter().all(|r| r.unchanged(snapshot))
     }
+}
 
-    /// Resolves the `default-backend` annotation's Service (its first port, as ingress-nginx
-    /// uses it).
-    fn add_fallback(
-        &mut self,
-        objects: &Objects<'_>,
-        options: &Options,
-        key: &ObjectKey,
-        notes: &mut Vec<Diagnostic>,
-    ) {
-        let Some(name) = self.rules.default_backend.clone() else {
-            return;
-        };
-        let field = format!(
-            "metadata.annotations[{}/default-backend]",
-            options.annotations_prefix
-        );
-        let svc_key = ObjectKey::new(key.namespace.clone(), name.as_str());
-        let port = objects
-            .snapshot
-            .services
-            .get(&svc_key)
-            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
-        let Some(port) = port else {
-            notes.push(Diagnostic::new(
-                Severity::Error,
-                Kind::Ingress,
-                key,
-                Some(field),
-                format!("Service {svc_key} not found or has no ports; no default backend for this Ingress's paths"),
-            ));
-            self.note_all(notes);
-            return;
-        };
-        let backend = model::k8s_openapi::api::networking::v1::IngressBackend {
-            service: Some(
-                model::k8s_openapi::api::networking::v1::IngressServiceBackend {
-                    name,
-                    port: Some(
-                        model::k8s_openapi::api::networking::v1::ServiceBackendPort {
-                            number: Some(port),
-                            name: None,
-                        },
-                    ),
-                },
-            ),
-            resource: None,
-        };
-        self.fallback = resolve(
-            objects,
-            key,
-            &backend,
-            &field,
-            false,
-            &mut self.resolved,
-            notes,
-        );
-        self.note_all(notes);
-    }
+/// The warning for a `spec.defaultBackend` an older Ingress's wins over.
+fn default_conflict(key: &ObjectKey, Conflict { winner }: &Conflict) -> Box<Diagnostic> {
+    Box::new(Diagnostic::new(
+        Severity::Warning,
+        Kind::Ingress,
+        key,
+        Some("spec.defaultBackend".into()),
+        format!(
+            "ignored: the older Ingress {} already sets the default backend",
+            winner.ingress
+        ),
+    ))
+}
 
-    fn note_all(&mut self, notes: &mut Vec<Diagnostic>) {
-        self.steps.extend(notes.drain(..).map(Step::Note));
-    }
-
-    fn add_spec(
-        &mut self,
-        objects: &Objects<'_>,
-        key: &ObjectKey,
-        ing: &Ingress,
-        notes: &mut Vec<Diagnostic>,
-    ) {
-        let diag = |severity, field: String, message: String| {
-            Step::Note(Diagnostic::new(
-                severity,
-                Kind::Ingress,
-                key,
-                Some(field),
-                message,
-            ))
-        };
-        let Some(spec) = &ing.spec else {
-            self.steps.push(diag(
-                Severity::Warning,
-                "spec".into(),
-                "missing; nothing to route".into(),
-            ));
-            return;
-        };
-        let ingress_name = crate::key_text(key, 0);
-
-        if let Some(default) = &spec.default_backend {
-            let field = "spec.defaultBackend";
-            let found = resolve(
-                objects,
-                key,
-                default,
-                &field,
-                self.rules.service_upstream,
-                &mut self.resolved,
-                notes,
-            );
-            self.note_all(notes);
-            if let Some(backend) = found {
-                let origin = RouteOrigin {
-                    ingress: ingress_name.clone(),
-                    rule: None,
-                    path_index: None,
-                    host: String::new(),
-                    path: "/".into(),
-                    path_type: PathType::Prefix,
-                };
-                self.steps.push(Step::Default { backend, origin });
-            }
-        }
-
-        let rules = spec.rules.as_deref().unwrap_or_default();
-        if rules.is_empty() && spec.default_backend.is_none() {
-            self.steps.push(diag(
-                Severity::Warning,
-                "spec".into(),
-                "has neither rules nor a defaultBackend; nothing to route".into(),
-            ));
-        }
-        for (r, rule) in rules.iter().enumerate() {
-            let host_written = rule.host.as_deref().unwrap_or_default();
-            let host = match HostPattern::parse(host_written) {
-                Ok(h) => {
-                    if !self.hosts.contains(&h) {
-                        self.hosts.push(h.clone());
-                    }
-                    h
-                }
-                Err(e) => {
-                    self.steps
-                        .push(diag(Severity::Error, format!("spec.rules[{r}].host"), e));
-                    continue;
-                }
-            };
-            let Some(http) = &rule.http else {
-                self.steps.push(diag(
-                    Severity::Info,
-                    format!("spec.rules[{r}].http"),
-                    "rule has no http paths; only the default backend serves this host".into(),
-                ));
-                continue;
-            };
-            for (p, path) in http.paths.iter().enumerate() {
-                let field = PathField { rule: r, path: p };
-                let Some(path_type) = PathType::parse(&path.path_type) else {
-                    self.steps.push(diag(
-                        Severity::Error,
-                        format!("{field}.pathType"),
-                        format!(
-                            "{:?} is not one of Exact, Prefix, ImplementationSpecific",
-                            path.path_type
-                        ),
-                    ));
-                    continue;
-                };
-                let written = match (path.path.as_deref(), path_type) {
-                    (Some(p), _) if !p.is_empty() => p,
-                    (_, PathType::ImplementationSpecific) => "/",
-                    _ => {
-                        self.steps.push(diag(
-                            Severity::Error,
-                            format!("{field}.path"),
-                            format!("required for pathType {}", path_type.as_str()),
-                        ));
-                        continue;
-                    }
-                };
-                if !written.starts_with('/') {
-                    self.steps.push(diag(
-                        Severity::Error,
-                        format!("{field}.path"),
-                        format!("{written:?} must be an absolute path starting with '/'"),
-                    ));
-                    continue;
-                }
-                let regex = self.rules.use_regex
-                    || self
-                        .rules
-                        .policy
-                        .as_ref()
-                        .and_then(|p| p.rewrite.as_ref())
-                        .is_some_and(|t| t.written != written);
-                if !regex
-                    && path_type != PathType::Exact
-                    && written.contains(['(', ')', '*', '?', '$', '^'])
-                {
-                    self.steps.push(diag(
-                        Severity::Warning,
-                        format!("{field}.path"),
-                        format!(
-                            "{written:?} looks like a regular expression; pathType {} matches it literally",
-                            path_type.as_str()
-                        ),
-                    ));
-                }
-                let backend_field = BackendField(field);
-                let found = resolve(
-                    objects,
-                    key,
-                    &path.backend,
-                    &backend_field,
-                    self.rules.service_upstream,
-                    &mut self.resolved,
-                    notes,
-                );
-                self.note_all(notes);
-                let Some(backend) = found else {
-                    continue;
-                };
-                let origin = RouteOrigin {
-                    ingress: ingress_name.clone(),
-                    rule: Some(r),
-                    path_index: Some(p),
-                    host: host.display(),
-                    path: written.to_string(),
-                    path_type,
-                };
-                self.steps.push(Step::Route {
-                    host: host.clone(),
-                    backend,
-                    origin,
-                    regex,
-                    last: None,
-                });
-            }
-        }
-    }
+/// The warning for a path an older Ingress's route wins over.
+fn route_conflict(
+    key: &ObjectKey,
+    origin: &RouteOrigin,
+    Conflict { winner }: &Conflict,
+) -> Box<Diagnostic> {
+    Box::new(Diagnostic::new(
+        Severity::Warning,
+        Kind::Ingress,
+        key,
+        Some(origin.field()),
+        format!(
+            "shadowed: {} {:?} on host {:?} is already routed by {} ({}), which takes precedence",
+            origin.path_type.as_str(),
+            origin.path,
+            origin.host,
+            winner.ingress,
+            winner.field()
+        ),
+    ))
 }
 
 impl Plan {
     /// Adds the plan to the table after the plans of older Ingresses: what they already claim
     /// stays theirs, with a warning here. `tls_hosts` are the hosts some Ingress lists under
-    /// `spec.tls`.
+    /// `spec.tls`. Paths this plan's routes lost are added to `contested`.
     pub fn apply(
         &mut self,
         key: &ObjectKey,
         tls_hosts: &HashSet<HostPattern>,
         builder: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
+        contested: &mut HashSet<u64>,
     ) {
-        let diag = |severity, field: String, message: String| {
-            Diagnostic::new(severity, Kind::Ingress, key, Some(field), message)
+        let backends = &mut self.backends;
+        let mut id_of = |builder: &mut TableBuilder, i: usize| {
+            let (backend, id) = &mut backends[i];
+            let got = builder.shared_backend(backend);
+            *id = Some(got);
+            got
         };
-        for step in &mut self.steps {
+        for step in self.steps.iter_mut() {
             match step {
-                Step::Note(d) => diagnostics.push(d.clone()),
-                Step::Default { backend, origin } => {
-                    let id = builder.shared_backend(&self.resolved.backends[*backend]);
-                    if let Err(Conflict { winner }) =
-                        builder.set_default_backend(id, origin.clone())
-                    {
-                        diagnostics.push(diag(
-                            Severity::Warning,
-                            "spec.defaultBackend".into(),
-                            format!(
-                                "ignored: the older Ingress {} already sets the default backend",
-                                winner.ingress
-                            ),
-                        ));
-                    }
+                Step::Note(d) => diagnostics.push((**d).clone()),
+                Step::Default {
+                    backend,
+                    origin,
+                    conflict,
+                } => {
+                    let id = id_of(builder, *backend);
+                    *conflict = builder
+                        .set_default_backend(id, (**origin).clone())
+                        .err()
+                        .map(|c| default_conflict(key, &c));
+                    diagnostics.extend(conflict.as_deref().cloned());
                 }
                 Step::Route {
                     host,
@@ -471,11 +568,10 @@ impl Plan {
                     origin,
                     regex,
                     last,
+                    conflict,
                 } => {
-                    let id = builder.shared_backend(&self.resolved.backends[*backend]);
-                    let fallback = self
-                        .fallback
-                        .map(|i| builder.shared_backend(&self.resolved.backends[i]));
+                    let id = id_of(builder, *backend);
+                    let fallback = self.fallback.map(|i| id_of(builder, i));
                     let policy = RoutePolicy {
                         https_redirect: self.rules.force_ssl_redirect
                             || (self.rules.ssl_redirect
@@ -485,21 +581,27 @@ impl Plan {
                         rules: self.rules.policy.clone(),
                         fallback,
                     };
-                    if let Err(Conflict { winner }) =
-                        builder.add_route_reusing(host, id, origin, policy, last)
-                    {
-                        diagnostics.push(diag(
-                            Severity::Warning,
-                            origin.field(),
-                            format!(
-                                "shadowed: {} {:?} on host {:?} is already routed by {} ({}), which takes precedence",
-                                origin.path_type.as_str(),
-                                origin.path,
-                                origin.host,
-                                winner.ingress,
-                                winner.field()
-                            ),
-                        ));
+                    // The origin is read from the route built last time, which the builder may
+                    // replace: hold it meanwhile.
+                    let built = last.clone();
+                    let from = match (origin.as_deref(), &built) {
+                        (Some(o), _) => o,
+                        (None, Some(r)) => &r.origin,
+                        (None, None) => {
+                            unreachable!("a route step keeps its origin until a route holds it")
+                        }
+                    };
+                    *conflict = builder
+                        .add_route_reusing(host, id, from, policy, last)
+                        .err()
+                        .map(|c| route_conflict(key, from, &c));
+                    if conflict.is_some() {
+                        let (exact, path) = from.map_key();
+                        contested.insert(crate::patch::path_hash(host, exact, path));
+                    }
+                    diagnostics.extend(conflict.as_deref().cloned());
+                    if last.is_some() {
+                        *origin = None;
                     }
                 }
             }

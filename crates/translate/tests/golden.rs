@@ -216,6 +216,11 @@ fn annotations_refused_unknown_and_not_yet() {
 }
 
 #[test]
+fn annotations_balance_affinity_hash_and_ewma() {
+    run_case("annotations_balance", &Options::nginx_compat());
+}
+
+#[test]
 fn source_range_annotations() {
     run_case("annotations_access", &Options::nginx_compat());
 }

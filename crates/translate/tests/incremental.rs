@@ -1,6 +1,8 @@
 //! A [`Translator`] kept across a sequence of changed snapshots returns, after every change,
 //! exactly what a fresh [`translate`] returns for the same snapshot: the same table (routes with
-//! their backends, order and policy, backends, certificates), diagnostics and Ingresses.
+//! their backends, order and policy, backends, certificates), diagnostics and Ingresses — whether
+//! it finds the changes itself or is told them, and when only endpoints changed, with every
+//! virtual host shared with the table before.
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,6 +22,15 @@ const HOSTS: [&str; 5] = [
 const PATHS: [&str; 5] = ["/", "/a", "/a/", "/b", "b"];
 const PATH_TYPES: [&str; 4] = ["Prefix", "Exact", "ImplementationSpecific", "Regex"];
 const SECRETS: [&str; 3] = ["tls0", "tls1", "tls2"];
+/// Annotations that make hosts of their own or change how a host is served.
+const EXTRA: [&str; 6] = [
+    "nginx.ingress.kubernetes.io/server-alias: \"y.example.com, z.example.com\"",
+    "nginx.ingress.kubernetes.io/from-to-www-redirect: \"true\"",
+    "nginx.ingress.kubernetes.io/app-root: /a",
+    "nginx.ingress.kubernetes.io/use-regex: \"true\"",
+    "nginx.ingress.kubernetes.io/default-backend: s1",
+    "nginx.ingress.kubernetes.io/server-alias: z.example.com",
+];
 const NOW: i64 = 1_800_000_000;
 
 /// PEM certificate and key pairs, generated once.
@@ -83,6 +94,8 @@ enum Change {
         created: Option<u8>,
         ssl_redirect: usize,
         force: bool,
+        /// One of [`EXTRA`], or none.
+        extra: usize,
         default: Option<BackendRef>,
         rules: Vec<Rule>,
         tls: Vec<(Vec<usize>, Option<usize>)>,
@@ -141,7 +154,11 @@ fn change() -> impl Strategy<Value = Change> {
             0..3usize,
             proptest::option::of(0..3u8),
         ),
-        (0..4usize, any::<bool>()),
+        (
+            0..4usize,
+            any::<bool>(),
+            prop_oneof![3 => Just(EXTRA.len()), 2 => 0..EXTRA.len()],
+        ),
         proptest::option::weighted(0.3, backend_ref()),
         proptest::collection::vec(
             (
@@ -162,7 +179,7 @@ fn change() -> impl Strategy<Value = Change> {
         ),
     )
         .prop_map(
-            |((ns, name, class, created), (ssl_redirect, force), default, rules, tls)| {
+            |((ns, name, class, created), (ssl_redirect, force, extra), default, rules, tls)| {
                 Change::Ingress {
                     ns,
                     name,
@@ -170,6 +187,7 @@ fn change() -> impl Strategy<Value = Change> {
                     created,
                     ssl_redirect,
                     force,
+                    extra,
                     default,
                     rules,
                     tls,
@@ -214,6 +232,7 @@ fn ingress_yaml(change: &Change) -> String {
         created,
         ssl_redirect,
         force,
+        extra,
         default,
         rules,
         tls,
@@ -236,6 +255,9 @@ fn ingress_yaml(change: &Change) -> String {
     };
     if *force {
         out += "    nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"\n";
+    }
+    if let Some(extra) = EXTRA.get(*extra) {
+        out += &format!("    {extra}\n");
     }
     out += "spec:\n";
     match class {
@@ -487,7 +509,7 @@ fn options(choice: u8) -> Options {
 fn observe(t: &Translation) -> (serde_json::Value, Vec<String>, Vec<ObjectKey>) {
     let table = serde_json::to_value(&t.table).expect("table serializes");
     let diagnostics = t.diagnostics.iter().map(|d| format!("{d:?}")).collect();
-    (table, diagnostics, t.ingresses.clone())
+    (table, diagnostics, t.ingresses.to_vec())
 }
 
 proptest! {
@@ -509,6 +531,124 @@ proptest! {
     }
 }
 
+/// The objects that differ between two snapshots (added, removed or replaced by a different
+/// object), as a source reports them.
+fn differences(before: &Snapshot, after: &Snapshot) -> Vec<(Kind, ObjectKey)> {
+    fn diff<T: PartialEq>(
+        kind: Kind,
+        a: &std::collections::BTreeMap<ObjectKey, Arc<T>>,
+        b: &std::collections::BTreeMap<ObjectKey, Arc<T>>,
+        out: &mut Vec<(Kind, ObjectKey)>,
+    ) {
+        let keys: std::collections::BTreeSet<&ObjectKey> = a.keys().chain(b.keys()).collect();
+        for key in keys {
+            let same = match (a.get(key), b.get(key)) {
+                (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                out.push((kind, key.clone()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    diff(Kind::Ingress, &before.ingresses, &after.ingresses, &mut out);
+    diff(
+        Kind::IngressClass,
+        &before.ingress_classes,
+        &after.ingress_classes,
+        &mut out,
+    );
+    diff(Kind::Service, &before.services, &after.services, &mut out);
+    diff(
+        Kind::EndpointSlice,
+        &before.endpoint_slices,
+        &after.endpoint_slices,
+        &mut out,
+    );
+    diff(
+        Kind::Endpoints,
+        &before.endpoints,
+        &after.endpoints,
+        &mut out,
+    );
+    diff(Kind::Secret, &before.secrets, &after.secrets, &mut out);
+    diff(
+        Kind::ConfigMap,
+        &before.config_maps,
+        &after.config_maps,
+        &mut out,
+    );
+    out
+}
+
+/// A change of endpoints alone: an EndpointSlice or Endpoints written or removed.
+fn endpoint_change() -> impl Strategy<Value = Change> {
+    let addresses = proptest::collection::vec((0..4u8, any::<bool>()), 0..3);
+    prop_oneof![
+        4 => (
+            0..2usize,
+            0..4usize,
+            proptest::option::weighted(0.9, 0..SERVICES.len()),
+            any::<bool>(),
+            addresses.clone(),
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(ns, name, service, port_name, addresses, fqdn)| Change::Slice {
+                ns, name, service, port_name, addresses, fqdn
+            }),
+        2 => (0..2usize, 0..SERVICES.len(), addresses)
+            .prop_map(|(ns, name, addresses)| Change::Endpoints { ns, name, addresses }),
+        1 => (prop_oneof![Just(2usize), Just(3usize)], 0..2usize, 0..4usize)
+            .prop_map(|(kind, ns, name)| Change::Remove { kind, ns, name }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Told what changed, a translator still returns what a fresh translation returns; after a
+    /// change of endpoints alone (options and clock as before) it shares every virtual host with
+    /// the table before.
+    #[test]
+    fn translator_told_what_changed_matches_a_fresh_translation(
+        steps in proptest::collection::vec(
+            (
+                prop_oneof![2 => change(), 3 => endpoint_change()],
+                prop_oneof![6 => Just(0u8), 1 => 0..8u8],
+            ),
+            1..40,
+        )
+    ) {
+        let mut snapshot = Snapshot::default();
+        let mut translator = Translator::new();
+        let mut last: Option<(Translation, u8)> = None;
+        for (i, (change, choice)) in steps.iter().enumerate() {
+            let before = snapshot.clone();
+            apply(&mut snapshot, change);
+            let changed = differences(&before, &snapshot);
+            let options = options(*choice);
+            let kept = translator.translate_changed(&snapshot, &options, Some(&changed));
+            let fresh = translate(&snapshot, &options);
+            prop_assert_eq!(observe(&kept), observe(&fresh), "step {}: {:?}", i, change);
+            let endpoints_only = changed
+                .iter()
+                .all(|(kind, _)| matches!(kind, Kind::EndpointSlice | Kind::Endpoints));
+            if let Some((previous, was)) = &last {
+                if endpoints_only && was == choice {
+                    prop_assert!(
+                        Arc::ptr_eq(&previous.table.exact_hosts, &kept.table.exact_hosts)
+                            && Arc::ptr_eq(&previous.table.tls, &kept.table.tls),
+                        "step {}: an endpoint change rebuilt the hosts", i
+                    );
+                }
+            }
+            last = Some((kept, *choice));
+        }
+    }
+}
+
 /// Certificates, backends and unchanged routes of a kept translator are shared with the table it
 /// built before, not rebuilt.
 #[test]
@@ -521,6 +661,7 @@ fn unchanged_objects_are_reused() {
         created: None,
         ssl_redirect: 2,
         force: false,
+        extra: EXTRA.len(),
         default: None,
         rules: vec![([1, 3][name], vec![(1, 0, BackendRef { service, port: 0 })])],
         tls: vec![(vec![[1, 3][name]], Some(name))],

@@ -1101,3 +1101,38 @@ impl rustls::client::danger::ServerCertVerifier for SkipVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Adds annotations to the first `metadata:` of a manifest written by `ingress_yaml`.
+pub fn annotate(yaml: &str, annotations: &[(&str, &str)]) -> String {
+    let mut lines = String::from("metadata:\n  annotations:\n");
+    for (name, value) in annotations {
+        lines.push_str(&format!(
+            "    nginx.ingress.kubernetes.io/{name}: {}\n",
+            serde_json::to_string(value).expect("a JSON string is YAML")
+        ));
+    }
+    yaml.replacen("metadata:\n", &lines, 1)
+}
+
+/// An Ingress of class `nginx` for one host and one path with the given annotations.
+pub fn nginx_ingress(
+    name: &str,
+    host: &str,
+    service: &str,
+    port: u16,
+    ann: &[(&str, &str)],
+) -> String {
+    annotate(
+        &ingress_yaml(
+            NAMESPACE,
+            name,
+            "nginx",
+            None,
+            &[IngressRule::new(
+                Some(host),
+                vec![IngressPath::new("/", "Prefix", service, port)],
+            )],
+        ),
+        ann,
+    )
+}

@@ -305,6 +305,7 @@ impl<S: ClientIo> Client<'_, S> {
         let limits = forward.limits(self.proxy);
         let mut target = forward.target.clone();
         let mut attempts = Attempts::new();
+        let since = forward.measures_latency().then(Instant::now);
         let mut stale = 0;
         loop {
             let mut up = match pool.take(&target, forward.upstream_tls(), req.start) {
@@ -342,7 +343,7 @@ impl<S: ClientIo> Client<'_, S> {
                 Some(Ok(head)) => {
                     let status = head.status;
                     if status >= 200 {
-                        forward.answered(self.proxy, &target, status);
+                        forward.answered(self.proxy, &target, status, since);
                     }
                     if whole && limits.retry.on_status(status) {
                         let why = Failed::Status(status);
@@ -483,7 +484,7 @@ impl<S: ClientIo> Client<'_, S> {
         };
         let keep = req.keep_alive && !reframed && rest != Rest::Abandon && !self.stop.is_set();
         self.linger = !keep && !rest.read();
-        let body = self.push_response_head(&mut up, &head, forward, req, keep);
+        let body = self.push_response_head(&mut up, &head, forward, &target, req, keep);
         req.response_bytes
             .store(self.out.len() as u64, Ordering::Relaxed);
         if write_flush(&mut self.stream, &self.out).await.is_err() {
@@ -562,6 +563,7 @@ impl<S: ClientIo> Client<'_, S> {
         up: &mut Upstream,
         head: &ResponseHead,
         forward: &Forward,
+        target: &Target,
         req: &Req,
         keep: bool,
     ) -> Framing {
@@ -573,6 +575,11 @@ impl<S: ClientIo> Client<'_, S> {
             Vec::new()
         };
         push_response_start(&mut self.out, up.buf.unread(), head, req.is_head(), &set);
+        if let Some(cookie) = forward.set_cookie(target) {
+            self.out.extend_from_slice(b"set-cookie: ");
+            self.out.extend_from_slice(cookie.as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
         match (head.framing, client_http11) {
             (Framing::Length(n), _) => push_content_length(&mut self.out, n),
             // The upstream's own Transfer-Encoding fields go through (they may list codings

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::refs::{self, Delta, Reference, References};
 use super::watches::{self, Health, Message, StoreId};
 use super::{ClusterConfig, SyncState, Task, Update};
+use crate::Changes;
 
 /// The kinds watched whole; the first list of each must complete before anything is served.
 pub const WATCHED: [Kind; 5] = [
@@ -78,6 +79,9 @@ pub struct Aggregator {
     ready: bool,
     routing_revision: u64,
     revision: u64,
+    /// The objects changed in a way routing can see since the last update handed on (once there
+    /// was a first one).
+    changed: BTreeSet<(Kind, ObjectKey)>,
     pending: Option<Pending>,
     updates: watch::Sender<Option<Update>>,
     sync: watch::Sender<SyncState>,
@@ -149,6 +153,7 @@ impl Aggregator {
             ready: false,
             routing_revision: 0,
             revision: 0,
+            changed: BTreeSet::new(),
             pending: None,
             updates,
             sync,
@@ -303,6 +308,7 @@ impl Aggregator {
                 if same(self.snapshot.endpoint_slices.get(&key), &slice) {
                     return Effect::default();
                 }
+                self.note(Kind::EndpointSlice, &key);
                 Arc::make_mut(&mut self.snapshot)
                     .endpoint_slices
                     .insert(key, slice);
@@ -312,6 +318,7 @@ impl Aggregator {
                 if same(self.snapshot.ingress_classes.get(&key), &class) {
                     return Effect::default();
                 }
+                self.note(Kind::IngressClass, &key);
                 Arc::make_mut(&mut self.snapshot)
                     .ingress_classes
                     .insert(key, class);
@@ -321,6 +328,7 @@ impl Aggregator {
                 if same(self.snapshot.config_maps.get(&key), &map) {
                     return Effect::default();
                 }
+                self.note(Kind::ConfigMap, &key);
                 Arc::make_mut(&mut self.snapshot)
                     .config_maps
                     .insert(key, map);
@@ -340,6 +348,9 @@ impl Aggregator {
             return Effect::default();
         }
         let quiet = old.is_some_and(|o| ingress_core(&o) == ingress_core(&ing));
+        if !quiet {
+            self.note(Kind::Ingress, &key);
+        }
         let references = refs::references(&ing, &self.config.annotation_prefix);
         Arc::make_mut(&mut self.snapshot)
             .ingresses
@@ -359,6 +370,9 @@ impl Aggregator {
             return Effect::default();
         }
         let quiet = old.is_some_and(|o| service_core(&o) == service_core(&svc));
+        if !quiet {
+            self.note(Kind::Service, &key);
+        }
         Arc::make_mut(&mut self.snapshot).services.insert(key, svc);
         Effect {
             routing: !quiet,
@@ -386,6 +400,7 @@ impl Aggregator {
                     return Effect::default();
                 }
                 self.set_references(key, Vec::new());
+                self.note(kind, key);
                 Arc::make_mut(&mut self.snapshot).remove(kind, key)
             }
             _ => {
@@ -398,6 +413,9 @@ impl Aggregator {
                     Kind::ConfigMap => self.snapshot.config_maps.contains_key(key),
                     _ => false,
                 };
+                if present {
+                    self.note(kind, key);
+                }
                 present && Arc::make_mut(&mut self.snapshot).remove(kind, key)
             }
         };
@@ -425,6 +443,7 @@ impl Aggregator {
         if same {
             return Effect::default();
         }
+        self.note(Kind::Secret, key);
         let snapshot = Arc::make_mut(&mut self.snapshot);
         match wanted {
             Some(secret) => {
@@ -585,13 +604,30 @@ impl Aggregator {
         }
     }
 
+    /// Records that an object changed in a way routing can see (not before the first update:
+    /// until then everything is new).
+    fn note(&mut self, kind: Kind, key: &ObjectKey) {
+        if self.revision > 0 {
+            self.changed.insert((kind, key.clone()));
+        }
+    }
+
     fn emit(&mut self) {
         self.pending = None;
+        let changes = Changes {
+            since: if self.revision > 0 {
+                self.revision
+            } else {
+                u64::MAX
+            },
+            objects: Arc::new(std::mem::take(&mut self.changed).into_iter().collect()),
+        };
         self.revision += 1;
         let update = Update {
             snapshot: self.snapshot.clone(),
             routing_revision: self.routing_revision,
             revision: self.revision,
+            changes,
         };
         self.updates.send_replace(Some(update));
     }

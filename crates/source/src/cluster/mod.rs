@@ -173,6 +173,9 @@ pub struct Update {
     pub routing_revision: u64,
     /// Goes up with every update.
     pub revision: u64,
+    /// What changed in a way routing can see since the update of an earlier revision (the one
+    /// before).
+    pub changes: crate::Changes,
 }
 
 /// Which initial lists have completed.

@@ -6,6 +6,7 @@
 //! interpreted as configuration or code.
 
 mod access;
+mod balance;
 pub mod catalog;
 pub mod health;
 mod limits;
@@ -255,6 +256,7 @@ pub fn read(
     response::read(&mut r, &mut policy);
     access::read(&mut r, &mut policy);
     limits::read(&mut r, &mut policy);
+    balance::read(&mut r, &mut policy);
     unread(&mut r);
     rules.reads = std::mem::take(&mut r.reads);
     drop(r);
