@@ -180,6 +180,44 @@ struct ServeArgs {
     /// Most concurrent streams per HTTP/2 client connection.
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     http2_max_concurrent_streams: u32,
+    /// Every connection to the HTTP and HTTPS listeners begins with a PROXY protocol header
+    /// (v1 or v2) naming the client; a connection without a valid one is closed.
+    #[arg(long)]
+    use_proxy_protocol: bool,
+    /// Seconds a connection gets to send its PROXY protocol header.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    proxy_protocol_header_timeout: u64,
+    /// Take the client address from the forwarded-for header of peers in --proxy-real-ip-cidr
+    /// (walked from the right past trusted addresses), and pass their X-Forwarded-Proto, -Host
+    /// and -Port on instead of replacing them.
+    #[arg(long)]
+    use_forwarded_headers: bool,
+    /// Peers whose forwarded headers are trusted (ingress-nginx's default: every IPv4 peer).
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',', default_value = "0.0.0.0/0", value_parser = parse_cidr)]
+    proxy_real_ip_cidr: Vec<table::Cidr>,
+    /// The header naming the client chain, with --use-forwarded-headers.
+    #[arg(long, value_name = "NAME", default_value = "X-Forwarded-For", value_parser = parse_header_name)]
+    forwarded_for_header: String,
+    /// Status of requests refused by limit-rps / limit-rpm.
+    #[arg(long, value_name = "CODE", default_value_t = 503, value_parser = clap::value_parser!(u16).range(400..=599))]
+    limit_req_status_code: u16,
+    /// Status of requests refused by limit-connections.
+    #[arg(long, value_name = "CODE", default_value_t = 503, value_parser = clap::value_parser!(u16).range(400..=599))]
+    limit_conn_status_code: u16,
+}
+
+fn parse_cidr(s: &str) -> Result<table::Cidr, String> {
+    s.parse()
+}
+
+fn parse_header_name(s: &str) -> Result<String, String> {
+    http::HeaderName::from_bytes(s.trim().as_bytes())
+        .map(|n| n.as_str().to_string())
+        .map_err(|_| format!("{s:?} is not a header name"))
+}
+
+fn status(code: u16) -> anyhow::Result<http::StatusCode> {
+    http::StatusCode::from_u16(code).map_err(|_| anyhow::anyhow!("{code} is not a status code"))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -206,6 +244,15 @@ impl ServeArgs {
                 base_ejection: Duration::from_secs(self.ejection_time),
                 max_ejection: Duration::from_secs(self.ejection_time.saturating_mul(30)),
             },
+            proxy_protocol: self
+                .use_proxy_protocol
+                .then(|| Duration::from_secs(self.proxy_protocol_header_timeout)),
+            forwarded_headers: self.use_forwarded_headers.then(|| proxy::ForwardedHeaders {
+                trusted: self.proxy_real_ip_cidr.clone(),
+                header: self.forwarded_for_header.clone(),
+            }),
+            limit_req_status: status(self.limit_req_status_code)?,
+            limit_conn_status: status(self.limit_conn_status_code)?,
             workers: self
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

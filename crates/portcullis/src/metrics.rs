@@ -322,6 +322,12 @@ fn encode_requests(m: &Metrics, e: &mut DescriptorEncoder<'_>) -> Result<(), std
         "portcullis_upstream_retries",
         "Attempts repeated on another endpoint, by backend.",
         &retries,
+    )?;
+    counters(
+        e,
+        "portcullis_proxy_protocol_refused",
+        "Client connections closed for want of a valid PROXY protocol header.",
+        &[(Vec::new(), totals.refused_proxy_headers)],
     )
 }
 

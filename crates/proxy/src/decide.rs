@@ -17,6 +17,7 @@ use table::{
 
 use crate::balance::{self, Latencies};
 use crate::health::Health;
+use crate::ratelimit::{Guard, Limiter, Verdict};
 use crate::stats::RouteCounters;
 
 use crate::upstream::Target;
@@ -26,7 +27,7 @@ use crate::{Proxy, ProxyError};
 pub(crate) struct View<'a> {
     /// Whether the client connection is TLS.
     pub(crate) https: bool,
-    /// The client's address.
+    /// The client's address: the connection's, or the one trusted forwarded headers name.
     pub(crate) client: std::net::IpAddr,
     /// The request method.
     pub(crate) method: &'a Method,
@@ -47,6 +48,9 @@ pub(crate) trait RequestHeaders: Sync {
     /// The value of the first field named `name`.
     fn get(&self, name: &str) -> Option<&[u8]>;
 
+    /// Calls `f` with the value of every field named `name`, in order.
+    fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]));
+
     /// The value of the cookie `name` (in the first `Cookie` field).
     fn cookie(&self, name: &str) -> Option<&[u8]> {
         crate::balance::find_cookie(self.get("cookie")?, name)
@@ -60,6 +64,12 @@ pub(crate) trait RequestHeaders: Sync {
 impl RequestHeaders for http::HeaderMap {
     fn get(&self, name: &str) -> Option<&[u8]> {
         http::HeaderMap::get(self, name).map(HeaderValue::as_bytes)
+    }
+
+    fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        for v in self.get_all(name) {
+            f(v.as_bytes());
+        }
     }
 
     /// HTTP/2 clients may send every cookie in a field of its own.
@@ -120,6 +130,8 @@ pub(crate) struct Forward {
     pub(crate) edits: Option<Box<Edits>>,
     /// Whether the upstream connection is TLS.
     pub(crate) tls: bool,
+    /// The request's place under its route's concurrency limit, held for the exchange.
+    pub(crate) guard: Option<Guard>,
 }
 
 /// The parts of a decision that depend on the request itself.
@@ -195,14 +207,12 @@ impl Proxy {
     ) -> (Result<Decision, ProxyError>, Option<Arc<RouteCounters>>) {
         let table = self.published.load();
         let mut matched = None;
-        let decision = decide_in(
-            &table,
-            &self.config,
-            Some(&self.health),
-            &self.latencies,
-            view,
-            &mut matched,
-        );
+        let state = State {
+            health: Some(&self.health),
+            latencies: &self.latencies,
+            limiter: Some(&self.limiter),
+        };
+        let decision = decide_in(&table, &self.config, state, view, &mut matched);
         let counters = matched.map(|route| self.stats.route(&table, route));
         (decision, counters)
     }
@@ -225,16 +235,25 @@ fn limits_of(d: &Limits, p: &Policy) -> Limits {
     }
 }
 
+/// The proxy's state a decision reads: endpoint health, response-time averages and the
+/// per-client limits (`None`: every endpoint usable, no limits counted).
+#[derive(Clone, Copy)]
+pub(crate) struct State<'a> {
+    pub(crate) health: Option<&'a Health>,
+    pub(crate) latencies: &'a Latencies,
+    pub(crate) limiter: Option<&'a Limiter>,
+}
+
 /// The decision for a request against one table, as [`Proxy::decide`] makes it; endpoints
-/// `health` finds unusable are avoided. The matched route, if any, is left in `matched`.
+/// `state.health` finds unusable are avoided. The matched route, if any, is left in `matched`.
 pub(crate) fn decide_in<'t>(
     table: &'t Table,
     config: &crate::ProxyConfig,
-    health: Option<&Health>,
-    latencies: &Latencies,
+    state: State<'_>,
     view: &View<'_>,
     matched: &mut Option<&'t Arc<Route>>,
 ) -> Result<Decision, ProxyError> {
+    let (health, latencies) = (state.health, state.latencies);
     // Routed (and forwarded) by its dot segments resolved; see `table::normalize_path`.
     let routed =
         table::normalize_path(view.path).map_err(|e| ProxyError::BadRequest(e.reason()))?;
@@ -294,8 +313,15 @@ pub(crate) fn decide_in<'t>(
             &location,
         )));
     }
-    // Source lists are checked after redirects, as nginx's access phase comes after its
-    // rewrite phase.
+    // Limits, then source lists, are checked after redirects, as nginx's preaccess and access
+    // phases come after its rewrite phase.
+    let guard = match rules.and_then(|p| p.rate_limit.as_ref()) {
+        Some(limit) => match admit(limit, state, config, view.client) {
+            Ok(guard) => guard,
+            Err(refused) => return Ok(Decision::Local(refused)),
+        },
+        None => None,
+    };
     if let Some(source) = rules.and_then(|p| p.source.as_ref()) {
         // `satisfy: any` leaves a refused address to authentication (see `Proxy::admit`).
         let satisfy_any = rules
@@ -363,7 +389,26 @@ pub(crate) fn decide_in<'t>(
         rules: rules.cloned(),
         edits,
         tls: protocol.is_tls(view.https),
+        guard,
     }))
+}
+
+/// A request from `client` under `limit`: admitted (holding its place under a concurrency
+/// limit, if there is one) or refused with the configured status.
+fn admit(
+    limit: &table::RateLimit,
+    state: State<'_>,
+    config: &crate::ProxyConfig,
+    client: std::net::IpAddr,
+) -> Result<Option<Guard>, Local> {
+    let Some(limiter) = state.limiter else {
+        return Ok(None);
+    };
+    match limiter.check(limit, client) {
+        Verdict::Pass(guard) => Ok(guard),
+        Verdict::Rate => Err(Local::status(config.limit_req_status)),
+        Verdict::Busy => Err(Local::status(config.limit_conn_status)),
+    }
 }
 
 /// The path and query of a request as received.

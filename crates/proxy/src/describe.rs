@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use http::{HeaderMap, Method};
 use table::Table;
 
-use crate::decide::{decide_in, Decision, View};
+use crate::decide::{decide_in, Decision, State, View};
 use crate::ProxyConfig;
 
 /// Describes what Portcullis does with a request for `host` and `target` (path and query):
@@ -36,14 +36,13 @@ pub fn describe(
     };
     let mut out = String::new();
     let mut matched = None;
-    match decide_in(
-        table,
-        config,
-        None,
-        &crate::balance::Latencies::default(),
-        &view,
-        &mut matched,
-    ) {
+    let latencies = crate::balance::Latencies::default();
+    let state = State {
+        health: None,
+        latencies: &latencies,
+        limiter: None,
+    };
+    match decide_in(table, config, state, &view, &mut matched) {
         Err(error) => {
             let _ = writeln!(out, "answer: {} ({error})", error.status());
         }

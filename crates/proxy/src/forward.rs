@@ -2,7 +2,7 @@
 //! `http` parts, forwarding over the upstream pool, upgrade tunnelling.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 
+use crate::client::ForwardedHeaders;
 use crate::decide::{Attempts, Decision, Failed, Forward, Local, View};
 use crate::error::{local_response, ResBody, SERVER};
 use crate::headers::{self, X_REQUEST_ID};
@@ -27,7 +28,7 @@ use crate::{Proxy, ProxyError};
 /// values derived from it computed once per connection rather than once per request.
 #[derive(Debug)]
 pub struct ConnInfo {
-    /// The client's address.
+    /// The client's address: the peer's, or the one its PROXY protocol header announced.
     pub client: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
@@ -35,6 +36,8 @@ pub struct ConnInfo {
     pub(crate) local_port: HeaderValue,
     /// The exchanges of an HTTP/2 connection, for its idle timeout.
     pub(crate) streams: Streams,
+    /// Whether the client is a proxy whose forwarded headers are believed.
+    pub(crate) trusted: bool,
 }
 
 impl ConnInfo {
@@ -48,12 +51,52 @@ impl ConnInfo {
             client_ip,
             local_port: HeaderValue::from(local.port()),
             streams: Streams::default(),
+            trusted: false,
         }
+    }
+
+    /// The same connection, its forwarded headers believed when `forwarded` trusts its client.
+    pub(crate) fn trusting(mut self, forwarded: Option<&ForwardedHeaders>) -> Self {
+        self.trusted = forwarded.is_some_and(|f| f.trusts(self.client.ip()));
+        self
+    }
+
+    /// Whether a request with `headers` on this connection came over HTTPS: the connection's
+    /// scheme, or a trusted proxy's `X-Forwarded-Proto` (so that a load balancer terminating
+    /// TLS is not redirected to HTTPS again, as ingress-nginx's `use-forwarded-headers` does).
+    pub(crate) fn https_of(&self, headers: &dyn crate::decide::RequestHeaders) -> bool {
+        if self.trusted {
+            if let Some(proto) = headers.get("x-forwarded-proto") {
+                return proto.trim_ascii().eq_ignore_ascii_case(b"https");
+            }
+        }
+        self.scheme == "https"
+    }
+
+    /// The client address of a request with `headers` on this connection: the connection's,
+    /// or the one its trusted forwarded headers name.
+    pub(crate) fn client_of(
+        &self,
+        config: &crate::ProxyConfig,
+        headers: &dyn crate::decide::RequestHeaders,
+    ) -> IpAddr {
+        if self.trusted {
+            if let Some(ip) = config
+                .forwarded_headers
+                .as_ref()
+                .and_then(|f| f.client(headers))
+            {
+                return ip;
+            }
+        }
+        self.client.ip()
     }
 }
 
 /// What the access log records about a request beyond its status.
 struct Logged {
+    /// The client address found for the request, when not the connection's.
+    client: Option<IpAddr>,
     version: Version,
     host: String,
     path: String,
@@ -112,6 +155,7 @@ impl Finish {
         conn.streams.begin();
         let logged = (proxy.config.access_log != AccessLog::Off).then(|| {
             Box::new(Logged {
+                client: None,
                 version: req.version(),
                 host: request_host(req).to_string(),
                 path: req.uri().path().to_string(),
@@ -134,6 +178,7 @@ impl Finish {
                 start: Instant::now(),
                 counters: None,
                 upstream_at: None,
+                guard: None,
             },
             request_bytes: req.body().size_hint().exact().unwrap_or(0),
             response_bytes: 0,
@@ -185,7 +230,7 @@ impl Drop for Finish {
         });
         if let Some(l) = self.logged.take() {
             self.proxy.config.access_log.write(&Entry {
-                client: self.conn.client,
+                client: l.client.unwrap_or(self.conn.client.ip()),
                 method: &self.method,
                 host: &l.host,
                 path: &l.path,
@@ -220,6 +265,8 @@ struct Tally {
     counters: Option<Arc<crate::stats::RouteCounters>>,
     /// When the request went upstream, after the start.
     upstream_at: Option<std::time::Duration>,
+    /// The request's place under a concurrency limit.
+    guard: Option<crate::ratelimit::Guard>,
 }
 
 /// A response Portcullis makes itself, as an `http` response.
@@ -266,9 +313,14 @@ async fn forward(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
     });
+    let client = conn.client_of(&proxy.config, req.headers());
+    let mut logged = logged;
+    if let Some(l) = logged.as_mut() {
+        l.client = (client != conn.client.ip()).then_some(client);
+    }
     let view = View {
-        https: conn.scheme == "https",
-        client: conn.client.ip(),
+        https: conn.https_of(req.headers()),
+        client,
         method: req.method(),
         host: host_str,
         path: req.uri().path(),
@@ -282,6 +334,13 @@ async fn forward(
         Decision::Local(local) => return Ok(local_to_response(&local)),
         Decision::Forward(fwd) => fwd,
     };
+    // Held until the response body ends or the stream is reset, with the request's record.
+    tally.guard = fwd.guard.take();
+    // The address forwarded headers named, as a header value (none when it is the
+    // connection's own).
+    let real_ip = (client != conn.client.ip())
+        .then(|| HeaderValue::from_str(&client.to_string()).ok())
+        .flatten();
     if let Some(l) = logged {
         l.backend = Some(fwd.backend.name.clone());
         l.upstream = Some(fwd.target.to_string());
@@ -310,7 +369,11 @@ async fn forward(
     }
     headers::set_forwarded(
         &mut parts.headers,
-        &conn.client_ip,
+        &headers::Forwarding {
+            client_ip: &conn.client_ip,
+            real_ip: real_ip.as_ref(),
+            pass_on: conn.trusted,
+        },
         host.clone(),
         conn.scheme,
         &conn.local_port,
@@ -356,7 +419,10 @@ async fn forward(
     match client_upgrade {
         Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
+            // A tunnel counts as a request in flight until it closes.
+            let guard = tally.guard.take();
             tokio::spawn(async move {
+                let _guard = guard;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);

@@ -69,15 +69,27 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Sets the forwarding headers a backend needs to see the original request. `client_ip` and
-/// `local_port` are the connection's, computed once per connection.
+/// Who a request is forwarded for.
+pub struct Forwarding<'a> {
+    /// The connection's client address (appended to `X-Forwarded-For`).
+    pub client_ip: &'a HeaderValue,
+    /// The address trusted forwarded headers named, when not the connection's (`X-Real-IP`).
+    pub real_ip: Option<&'a HeaderValue>,
+    /// Whether the client is a trusted proxy: its `X-Forwarded-Proto`, `-Host` and `-Port` are
+    /// passed on instead of replaced.
+    pub pass_on: bool,
+}
+
+/// Sets the forwarding headers a backend needs to see the original request. The connection's
+/// values (`local_port`, the client address) are computed once per connection.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client_ip: &HeaderValue,
+    by: &Forwarding<'_>,
     host: HeaderValue,
     scheme: &'static str,
     local_port: &HeaderValue,
 ) {
+    let client_ip = by.client_ip;
     let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(prior) if !prior.trim_ascii().is_empty() => {
             let mut joined = Vec::with_capacity(prior.len() + 2 + client_ip.len());
@@ -89,10 +101,40 @@ pub fn set_forwarded(
         _ => client_ip.clone(),
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_REAL_IP.clone(), client_ip.clone());
+    headers.insert(X_REAL_IP.clone(), by.real_ip.unwrap_or(client_ip).clone());
+    if by.pass_on {
+        if let Some(first) = headers.get(&X_FORWARDED_HOST).and_then(first_item) {
+            headers.insert(X_FORWARDED_HOST.clone(), first);
+        }
+        for (name, ours) in [
+            (&X_FORWARDED_PROTO, HeaderValue::from_static(scheme)),
+            (&X_FORWARDED_HOST, host),
+            (&X_FORWARDED_PORT, local_port.clone()),
+        ] {
+            headers.entry(name).or_insert(ours);
+        }
+        return;
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     headers.insert(X_FORWARDED_HOST.clone(), host);
     headers.insert(X_FORWARDED_PORT.clone(), local_port.clone());
+}
+
+/// The first item of a comma-separated value, trimmed (ingress-nginx passes on the first host
+/// of a received `X-Forwarded-Host`).
+fn first_item(value: &HeaderValue) -> Option<HeaderValue> {
+    let bytes = value.as_bytes();
+    let first = bytes.split(|&b| b == b',').next()?.trim_ascii();
+    HeaderValue::from_bytes(first).ok()
+}
+
+/// [`first_item`] over bytes, for the HTTP/1.x writer.
+pub(crate) fn first_item_bytes(bytes: &[u8]) -> &[u8] {
+    bytes
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or(bytes)
+        .trim_ascii()
 }
 
 thread_local! {
@@ -178,7 +220,11 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         set_forwarded(
             &mut h,
-            &HeaderValue::from_static("192.0.2.7"),
+            &Forwarding {
+                client_ip: &HeaderValue::from_static("192.0.2.7"),
+                real_ip: None,
+                pass_on: false,
+            },
             HeaderValue::from_static("a.example:8080"),
             "http",
             &HeaderValue::from(8080u16),
@@ -188,6 +234,35 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "a.example:8080");
         assert_eq!(h["x-forwarded-port"], "8080");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn trusted_proxies_forwarded_fields_are_passed_on() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("a.example, b.example"),
+        );
+        let by = Forwarding {
+            client_ip: &HeaderValue::from_static("10.0.0.2"),
+            real_ip: Some(&HeaderValue::from_static("203.0.113.9")),
+            pass_on: true,
+        };
+        set_forwarded(
+            &mut h,
+            &by,
+            HeaderValue::from_static("inner.example"),
+            "http",
+            &HeaderValue::from(8080u16),
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.2");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        assert_eq!(first_item_bytes(b" x , y"), b"x");
     }
 
     #[test]

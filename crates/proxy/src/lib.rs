@@ -8,6 +8,7 @@
 
 mod auth;
 pub mod balance;
+mod client;
 mod decide;
 mod describe;
 mod error;
@@ -20,12 +21,15 @@ mod headers;
 pub mod health;
 mod log;
 pub mod probe;
+mod proxy_protocol;
 mod quickack;
+pub mod ratelimit;
 mod server;
 pub mod stats;
 mod tls;
 mod upstream;
 
+pub use client::ForwardedHeaders;
 pub use describe::describe;
 pub use error::ProxyError;
 pub use log::AccessLog;
@@ -81,6 +85,17 @@ pub struct ProxyConfig {
     /// Number of data-plane worker threads, each with its own listening sockets and upstream
     /// connection pool.
     pub workers: usize,
+    /// `--use-proxy-protocol`: every connection must begin with a PROXY protocol header (v1 or
+    /// v2) within this long, or it is closed; `None`: no header is read.
+    pub proxy_protocol: Option<Duration>,
+    /// `--use-forwarded-headers`: whose forwarded headers name the client (`None`: nobody's).
+    pub forwarded_headers: Option<ForwardedHeaders>,
+    /// The status of a request refused by `limit-rps` / `limit-rpm` (`--limit-req-status-code`).
+    pub limit_req_status: http::StatusCode,
+    /// The status of a request refused by `limit-connections` (`--limit-conn-status-code`).
+    pub limit_conn_status: http::StatusCode,
+    /// Client addresses each Ingress's limits track at most (see [`ratelimit`]).
+    pub limit_clients: usize,
 }
 
 impl Default for ProxyConfig {
@@ -103,12 +118,17 @@ impl Default for ProxyConfig {
             max_connections: 32_768,
             http2_max_concurrent_streams: 128,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            proxy_protocol: None,
+            forwarded_headers: None,
+            limit_req_status: http::StatusCode::SERVICE_UNAVAILABLE,
+            limit_conn_status: http::StatusCode::SERVICE_UNAVAILABLE,
+            limit_clients: ratelimit::ZONE_CAPACITY,
         }
     }
 }
 
 /// State that outlives a table, one for the whole process, shared by every worker: endpoint
-/// health and request counts.
+/// health, request counts and per-client limits.
 #[derive(Debug)]
 pub struct Shared {
     /// Endpoint health.
@@ -121,6 +141,8 @@ pub struct Shared {
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
     /// Verified credentials and cached answers of authentication services.
     auth: Arc<auth::State>,
+    /// Per-client limit state.
+    pub limiter: Arc<ratelimit::Limiter>,
 }
 
 impl Shared {
@@ -137,6 +159,7 @@ impl Shared {
                 (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n)))
             }),
             auth: Arc::default(),
+            limiter: Arc::new(ratelimit::Limiter::new(config.limit_clients)),
         }
     }
 }
@@ -156,6 +179,7 @@ pub struct Proxy {
     h1_pool: h1::pool::Pool,
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
     auth: Arc<auth::State>,
+    limiter: Arc<ratelimit::Limiter>,
     config: ProxyConfig,
 }
 
@@ -184,6 +208,7 @@ impl Proxy {
             h1_pool,
             slots: shared.slots.clone(),
             auth: shared.auth.clone(),
+            limiter: shared.limiter.clone(),
             config,
         }
     }

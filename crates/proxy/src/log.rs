@@ -1,6 +1,6 @@
 //! The access log: one line per request.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{Method, StatusCode, Version};
@@ -18,7 +18,7 @@ pub enum AccessLog {
 
 /// What is logged about one request.
 pub struct Entry<'a> {
-    pub client: SocketAddr,
+    pub client: IpAddr,
     pub method: &'a Method,
     pub host: &'a str,
     pub path: &'a str,
@@ -38,7 +38,7 @@ impl AccessLog {
             AccessLog::Text => tracing::info!(
                 target: "access",
                 "{} \"{} {} {:?}\" {} host={} backend={} upstream={} {:.3}ms id={}",
-                e.client.ip(),
+                e.client,
                 e.method,
                 e.path,
                 e.version,
@@ -52,7 +52,7 @@ impl AccessLog {
             // With `--log-format json` the subscriber renders these as JSON fields.
             AccessLog::Json => tracing::info!(
                 target: "access",
-                client = %e.client.ip(),
+                client = %e.client,
                 method = e.method.as_str(),
                 host = e.host,
                 path = e.path,

@@ -4,6 +4,7 @@
 //! knowledge on cleartext, ALPN `h2` over TLS) by hyper's HTTP/2 server.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::forward::{handle, ConnInfo};
 use crate::h1::{self, Buf, Rewind, Stop};
+use crate::proxy_protocol::{self, Header};
 use crate::{Proxy, TlsConfig};
 
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
@@ -106,7 +108,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
     loop {
         tokio::select! {
             accepted = socket.accept() => {
-                let (stream, client) = match accepted {
+                let (mut stream, client) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
                         // Out of file descriptors and similar: back off briefly instead of spinning.
@@ -124,19 +126,24 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                 };
                 let _ = stream.set_nodelay(true);
                 let Ok(local) = stream.local_addr() else { continue };
-                let info = Arc::new(ConnInfo::new(client, local, scheme));
                 let shared = shared.clone();
                 let alive = alive.clone();
                 match &tls {
                     None => {
                         tokio::spawn(async move {
-                            cleartext(shared, info, stream).await;
+                            if let Some(info) = conn_info(&shared.proxy, &mut stream, client, local, scheme).await {
+                                cleartext(shared, info, stream).await;
+                            }
                             drop((alive, slot));
                         });
                     }
                     Some(tls) => {
-                        let accept = handshake(tls.clone(), stream);
+                        let tls = tls.clone();
                         tokio::spawn(async move {
+                            let Some(info) = conn_info(&shared.proxy, &mut stream, client, local, scheme).await else {
+                                return drop((alive, slot));
+                            };
+                            let accept = handshake(tls, stream);
                             let timeout = shared.proxy.config.tls_handshake_timeout;
                             match tokio::time::timeout(timeout, accept).await {
                                 Ok(Ok(stream)) => encrypted(shared, info, stream).await,
@@ -161,6 +168,37 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
     if tokio::time::timeout(grace, all_done.recv()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+}
+
+/// The facts of a new connection: its client is the peer, or — with the PROXY protocol — the
+/// address the connection's header announces (`None`: no valid header came in time; the
+/// connection is to be closed).
+async fn conn_info(
+    proxy: &Proxy,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    scheme: &'static str,
+) -> Option<Arc<ConnInfo>> {
+    let config = &proxy.config;
+    let (client, local) = match config.proxy_protocol {
+        None => (peer, local),
+        Some(timeout) => match proxy_protocol::read(stream, timeout).await {
+            Ok(Header::Proxied {
+                source,
+                destination,
+            }) => (source, destination),
+            Ok(Header::Local) => (peer, local),
+            Err(e) => {
+                let refused = &proxy.stats.connections.refused_proxy_headers;
+                refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = %peer, error = %e, "connection closed: no valid PROXY protocol header");
+                return None;
+            }
+        },
+    };
+    let info = ConnInfo::new(client, local, scheme).trusting(config.forwarded_headers.as_ref());
+    Some(Arc::new(info))
 }
 
 /// A connection slot of a limited listener, waiting while all are taken.

@@ -250,6 +250,8 @@ pub struct Connections {
     pub http2: AtomicI64,
     /// HTTP/2 over TLS.
     pub https2: AtomicI64,
+    /// Connections closed for want of a valid PROXY protocol header (a count, not a gauge).
+    pub refused_proxy_headers: AtomicU64,
 }
 
 /// Failures towards one backend, counted by a worker.
@@ -336,6 +338,8 @@ pub struct Totals {
     pub backends: Vec<(String, u64, u64)>,
     /// Open connections: HTTP/1.x cleartext, HTTP/1.x TLS, HTTP/2 cleartext, HTTP/2 TLS.
     pub connections: [i64; 4],
+    /// Connections closed for want of a valid PROXY protocol header.
+    pub refused_proxy_headers: u64,
 }
 
 impl Stats {
@@ -361,6 +365,7 @@ impl Stats {
         let mut backends: std::collections::BTreeMap<String, (u64, u64)> =
             std::collections::BTreeMap::new();
         let mut connections = [0i64; 4];
+        let mut refused_proxy_headers = 0;
         for w in &workers {
             for (labels, counters) in w.routes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 routes.entry(labels.clone()).or_default().add(counters);
@@ -371,6 +376,7 @@ impl Stats {
                 e.1 += c.retries.load(Ordering::Relaxed);
             }
             let c = &w.connections;
+            refused_proxy_headers += c.refused_proxy_headers.load(Ordering::Relaxed);
             for (i, v) in [&c.http1, &c.https1, &c.http2, &c.https2]
                 .iter()
                 .enumerate()
@@ -382,6 +388,7 @@ impl Stats {
             routes: routes.into_iter().collect(),
             backends: backends.into_iter().map(|(n, (a, b))| (n, a, b)).collect(),
             connections,
+            refused_proxy_headers,
         }
     }
 }

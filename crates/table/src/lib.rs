@@ -30,8 +30,8 @@ pub use host::{normalize_host, HostPattern};
 pub use normalize::{normalize_path, PathError};
 pub use policy::auth;
 pub use policy::{
-    origin_matches, Cors, CorsOrigins, HealthCheck, Policy, Protocol, Redirect, Retry, RetryOn,
-    RewriteTarget, SourceRanges, Timeouts, UpstreamTls,
+    origin_matches, Cors, CorsOrigins, HealthCheck, Policy, Protocol, RateLimit, Redirect, Retry,
+    RetryOn, RewriteTarget, SourceRanges, Timeouts, UpstreamTls,
 };
 pub use publish::Published;
 pub use regex_paths::{pattern_of, RegexCache, RegexPaths};

@@ -80,6 +80,41 @@ pub struct Policy {
     /// be honoured and must not be ignored, such as `custom-headers` naming a missing ConfigMap).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub denied: Option<String>,
+    /// `limit-rps`, `limit-rpm`, `limit-connections`, `limit-burst-multiplier` and
+    /// `limit-allowlist` / `limit-whitelist`: per-client limits (the state lives in the proxy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Per-client-address limits of an Ingress's routes, as ingress-nginx's `limit_req` (`nodelay`)
+/// and `limit_conn`: what a client sends beyond the rate and its burst is refused at once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct RateLimit {
+    /// Whose limits these are (`namespace/name` of the Ingress): every route of the Ingress
+    /// shares one count per client, as ingress-nginx's zones do.
+    pub zone: String,
+    /// Requests per second (`limit-rps`); `None`: no such limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rps: Option<u32>,
+    /// Requests per minute (`limit-rpm`); `None`: no such limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Requests in flight at once (`limit-connections`); `None`: no such limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// Requests beyond the rate a client may send at once: the rate times this
+    /// (`limit-burst-multiplier`, default 5).
+    pub burst_multiplier: u32,
+    /// Networks exempt from the limits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<crate::Cidr>,
+}
+
+impl RateLimit {
+    /// Whether a client at `ip` is exempt from the limits.
+    pub fn exempts(&self, ip: std::net::IpAddr) -> bool {
+        self.exempt.iter().any(|n| n.contains(ip))
+    }
 }
 
 /// The protocol spoken to the upstream.

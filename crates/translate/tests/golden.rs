@@ -231,6 +231,11 @@ fn authentication_annotations() {
 }
 
 #[test]
+fn limit_annotations() {
+    run_case("annotations_limits", &Options::nginx_compat());
+}
+
+#[test]
 fn portcullis_health_check_annotations() {
     run_case("annotations_health", &Options::nginx_compat());
 }

@@ -719,7 +719,7 @@ impl<S: ClientIo> Client<'_, S> {
         });
         let Some(l) = logged else { return end };
         self.proxy.config.access_log.write(&Entry {
-            client: self.info.client,
+            client: l.client.unwrap_or(self.info.client.ip()),
             method: &l.method,
             host: &l.host,
             path: &l.path,

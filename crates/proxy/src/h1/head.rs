@@ -216,6 +216,11 @@ pub(super) struct RequestLine<'a> {
     pub(super) target: &'a [u8],
     /// The request id to send, when the client sent none.
     pub(super) new_id: Option<&'a [u8]>,
+    /// The address trusted forwarded headers named, when not the connection's (`X-Real-IP`).
+    pub(super) real_ip: Option<&'a str>,
+    /// Whether the client is a trusted proxy: its `X-Forwarded-Proto`, `-Host` and `-Port` are
+    /// passed on instead of replaced.
+    pub(super) pass_on: bool,
 }
 
 /// The upstream request head: origin-form target (rewritten when the decision says so), the
@@ -270,13 +275,26 @@ pub(super) fn push_request(
     let client_ip = info.client_ip.as_bytes();
     out.extend_from_slice(client_ip);
     out.extend_from_slice(b"\r\nX-Real-IP: ");
-    out.extend_from_slice(client_ip);
+    out.extend_from_slice(line.real_ip.map_or(client_ip, str::as_bytes));
+    // A trusted proxy's own fields go on as it sent them.
+    let passed = |name: &[u8]| {
+        line.pass_on
+            .then(|| {
+                head.fields.iter().find(|f| {
+                    f.kind == Kind::Forwarded && raw[f.name.clone()].eq_ignore_ascii_case(name)
+                })
+            })
+            .flatten()
+            .map(|f| &raw[f.value.clone()])
+    };
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
-    out.extend_from_slice(info.scheme.as_bytes());
+    out.extend_from_slice(passed(b"x-forwarded-proto").unwrap_or(info.scheme.as_bytes()));
     out.extend_from_slice(b"\r\nX-Forwarded-Host: ");
-    out.extend_from_slice(line.host.as_bytes());
+    out.extend_from_slice(
+        passed(b"x-forwarded-host").map_or(line.host.as_bytes(), crate::headers::first_item_bytes),
+    );
     out.extend_from_slice(b"\r\nX-Forwarded-Port: ");
-    out.extend_from_slice(info.local_port.as_bytes());
+    out.extend_from_slice(passed(b"x-forwarded-port").unwrap_or(info.local_port.as_bytes()));
     out.extend_from_slice(b"\r\n");
     if let Some(id) = line.new_id {
         push_pair(out, b"X-Request-ID", id);

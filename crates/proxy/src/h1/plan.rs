@@ -53,6 +53,8 @@ impl Req {
 
 /// What the access log needs beyond the status.
 pub(super) struct Logged {
+    /// The client address found for the request, when not the connection's.
+    pub(super) client: Option<std::net::IpAddr>,
     pub(super) method: Method,
     pub(super) version: Version,
     pub(super) host: String,
@@ -71,6 +73,14 @@ struct RawFields<'a> {
 impl RequestHeaders for RawFields<'_> {
     fn get(&self, name: &str) -> Option<&[u8]> {
         find_field(self.raw, self.fields, name.as_bytes()).map(|f| &self.raw[f.value.clone()])
+    }
+
+    fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        for field in self.fields {
+            if self.raw[field.name.clone()].eq_ignore_ascii_case(name.as_bytes()) {
+                f(&self.raw[field.value.clone()]);
+            }
+        }
     }
 
     fn each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
@@ -116,11 +126,12 @@ fn view_of<'r>(
     head: &'r RequestHead,
     parts: (&'r str, &'r str, Option<&'r str>),
     fields: &'r RawFields<'r>,
+    client: std::net::IpAddr,
 ) -> View<'r> {
     let (host, path, query) = parts;
     View {
-        https: info.scheme == "https",
-        client: info.client.ip(),
+        https: info.https_of(fields),
+        client,
         method: &head.method,
         host,
         path,
@@ -151,14 +162,18 @@ pub(super) async fn admitted(
         raw,
         fields: &head.fields,
     };
-    let view = view_of(info, head, (host, path, query), &fields);
+    let client = info.client_of(&proxy.config, &fields);
+    let view = view_of(info, head, (host, path, query), &fields, client);
     if let Err(local) = proxy.admit(&view, &mut forward).await {
         return Plan::Local(local);
     }
+    let real_ip = (client != info.client.ip()).then(|| client.to_string());
     let line = RequestLine {
         host,
         target,
         new_id: new_id.as_ref().map(|id| id.as_slice()),
+        real_ip: real_ip.as_deref(),
+        pass_on: info.trusted,
     };
     push_request(out, raw, head, &line, info, &forward);
     Plan::Forward(forward)
@@ -219,6 +234,7 @@ pub(super) fn plan(
     };
     let mut logged = log.then(|| {
         Box::new(Logged {
+            client: None,
             method: head.method.clone(),
             version: if head.minor_version == 0 {
                 Version::HTTP_10
@@ -240,7 +256,11 @@ pub(super) fn plan(
         raw,
         fields: &head.fields,
     };
-    let view = view_of(info, head, (host, path, query), &fields);
+    let client = info.client_of(&proxy.config, &fields);
+    if let Some(l) = logged.as_mut() {
+        l.client = (client != info.client.ip()).then_some(client);
+    };
+    let view = view_of(info, head, (host, path, query), &fields, client);
     let (decision, counters) = proxy.decide(&view);
     req.counters = counters;
     let forward = match decision {
@@ -248,6 +268,8 @@ pub(super) fn plan(
         Ok(Decision::Local(local)) => return (Plan::Local(local), req, logged),
         Err(error) => return (Plan::Local(Local::status(error.status())), req, logged),
     };
+    // The address forwarded headers named, when not the connection's own.
+    let real_ip = (client != info.client.ip()).then(|| client.to_string());
     if let Some(l) = logged.as_mut() {
         l.backend = Some(forward.backend.name.clone());
     }
@@ -262,6 +284,8 @@ pub(super) fn plan(
         host,
         target,
         new_id: given_id.is_none().then_some(request_id),
+        real_ip: real_ip.as_deref(),
+        pass_on: info.trusted,
     };
     push_request(out, raw, head, &line, info, &forward);
     (Plan::Forward(forward), req, logged)

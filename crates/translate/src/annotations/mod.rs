@@ -10,6 +10,7 @@ mod auth;
 mod balance;
 pub mod catalog;
 pub mod health;
+mod limits;
 mod response;
 mod rewrite;
 mod upstream;
@@ -222,6 +223,11 @@ impl<'a> Reader<'a> {
         &self.key.namespace
     }
 
+    /// The name of the Ingress being read.
+    pub(crate) fn name(&self) -> &'a str {
+        &self.key.name
+    }
+
     /// The translation options.
     pub(crate) fn options(&self) -> &'a Options {
         self.options
@@ -250,6 +256,7 @@ pub fn read(
     upstream::read(&mut r, &mut rules, &mut policy);
     response::read(&mut r, &mut policy);
     access::read(&mut r, &mut policy);
+    limits::read(&mut r, &mut policy);
     balance::read(&mut r, &mut policy);
     auth::read(&mut r, &mut policy);
     unread(&mut r);
