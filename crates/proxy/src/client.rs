@@ -96,11 +96,17 @@ mod tests {
                 .map(|(_, v)| v.as_bytes())
         }
 
-        fn each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
             for (n, v) in &self.0 {
                 if n.eq_ignore_ascii_case(name) {
                     f(v.as_bytes());
                 }
+            }
+        }
+
+        fn each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+            for (n, v) in &self.0 {
+                f(n.as_bytes(), v.as_bytes());
             }
         }
     }
