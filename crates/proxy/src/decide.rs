@@ -315,22 +315,13 @@ pub(crate) fn decide_in<'t>(
     }
     // Limits, then source lists, are checked after redirects, as nginx's preaccess and access
     // phases come after its rewrite phase.
-    let guard = match rules.and_then(|p| p.rate_limit.as_ref()) {
-        Some(limit) => match admit(limit, state, config, view.client) {
+    let guard = match rules {
+        Some(p) => match access(p, state, config, view.client)? {
             Ok(guard) => guard,
             Err(refused) => return Ok(Decision::Local(refused)),
         },
         None => None,
     };
-    if let Some(source) = rules.and_then(|p| p.source.as_ref()) {
-        // `satisfy: any` leaves a refused address to authentication (see `Proxy::admit`).
-        let satisfy_any = rules
-            .and_then(|p| p.auth.as_ref())
-            .is_some_and(|a| a.satisfy_any);
-        if !source.admits(view.client) && !satisfy_any {
-            return Err(ProxyError::Forbidden);
-        }
-    }
     let body_limit = rules
         .and_then(|p| p.body_limit)
         .unwrap_or(config.max_body_size);
@@ -343,22 +334,9 @@ pub(crate) fn decide_in<'t>(
             backend = table.backends[fallback.0].clone();
         }
     }
-    let balance = rules.and_then(|p| p.balance.as_ref());
-    let (target, sticky) = match balance {
+    let (target, sticky) = match rules.and_then(|p| p.balance.as_ref()) {
         Some(b) if matches!(backend.target, BackendTarget::Endpoints { .. }) => {
-            let usable = usable(&backend, health);
-            let choice = balance::choose(b, &backend, &usable, view, &route.origin.path, latencies)
-                .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
-            let sticky = b.affinity.as_ref().map(|a| Sticky {
-                cookie: choice.cookie,
-                path: route.origin.path.clone(),
-                legacy_agent: a.conditional_same_site_none
-                    && view
-                        .headers
-                        .get("user-agent")
-                        .is_some_and(balance::mishandles_same_site_none),
-            });
-            (Target::Addr(choice.addr), sticky)
+            choose(b, &backend, health, latencies, view, route)?
         }
         _ => (pick(&backend, health)?, None),
     };
@@ -391,6 +369,58 @@ pub(crate) fn decide_in<'t>(
         tls: protocol.is_tls(view.https),
         guard,
     }))
+}
+
+/// The limits and source lists of a route with a policy: `Ok(Err(answer))` refuses the request
+/// with a limit's status, `Err` with 403.
+#[inline(never)]
+fn access(
+    p: &Policy,
+    state: State<'_>,
+    config: &crate::ProxyConfig,
+    client: std::net::IpAddr,
+) -> Result<Result<Option<crate::ratelimit::Guard>, Local>, ProxyError> {
+    let guard = match &p.rate_limit {
+        Some(limit) => match admit(limit, state, config, client) {
+            Ok(guard) => guard,
+            Err(refused) => return Ok(Err(refused)),
+        },
+        None => None,
+    };
+    if let Some(source) = &p.source {
+        // `satisfy: any` leaves a refused address to authentication (see `Proxy::admit`).
+        let satisfy_any = p.auth.as_ref().is_some_and(|a| a.satisfy_any);
+        if !source.admits(client) && !satisfy_any {
+            return Err(ProxyError::Forbidden);
+        }
+    }
+    Ok(Ok(guard))
+}
+
+/// The endpoint of a route whose policy balances by affinity, hash or latency, and what its
+/// response needs for affinity.
+#[inline(never)]
+fn choose(
+    b: &table::Balance,
+    backend: &Backend,
+    health: Option<&Health>,
+    latencies: &Latencies,
+    view: &View<'_>,
+    route: &Route,
+) -> Result<(Target, Option<Sticky>), ProxyError> {
+    let usable = usable(backend, health);
+    let choice = balance::choose(b, backend, &usable, view, &route.origin.path, latencies)
+        .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
+    let sticky = b.affinity.as_ref().map(|a| Sticky {
+        cookie: choice.cookie,
+        path: route.origin.path.clone(),
+        legacy_agent: a.conditional_same_site_none
+            && view
+                .headers
+                .get("user-agent")
+                .is_some_and(balance::mishandles_same_site_none),
+    });
+    Ok((Target::Addr(choice.addr), sticky))
 }
 
 /// A request from `client` under `limit`: admitted (holding its place under a concurrency

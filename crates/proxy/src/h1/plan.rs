@@ -93,17 +93,22 @@ impl RequestHeaders for RawFields<'_> {
     }
 }
 
-/// What the decision reads of a request line: host, path, query and the whole target;
+/// The request's host as the decision reads it (empty when there is none).
+fn host_of<'r>(raw: &'r [u8], head: &RequestHead) -> &'r str {
+    head.host
+        .clone()
+        .and_then(|r| std::str::from_utf8(&raw[r]).ok())
+        .unwrap_or("")
+}
+
+/// What the decision reads of a request line: `host`, path, query and the whole target;
 /// `None` when the path or query is not UTF-8.
+#[inline]
 fn line_parts<'r>(
     raw: &'r [u8],
     head: &RequestHead,
+    host: &'r str,
 ) -> Option<(&'r str, &'r str, Option<&'r str>, &'r [u8])> {
-    let host = head
-        .host
-        .clone()
-        .and_then(|r| std::str::from_utf8(&raw[r]).ok())
-        .unwrap_or("");
     let path_bytes: &[u8] = match &raw[head.path.clone()] {
         b"" => b"/",
         p => p,
@@ -155,7 +160,7 @@ pub(super) async fn admitted(
     new_id: Option<[u8; 32]>,
     out: &mut Vec<u8>,
 ) -> Plan {
-    let Some((host, path, query, target)) = line_parts(raw, head) else {
+    let Some((host, path, query, target)) = line_parts(raw, head, host_of(raw, head)) else {
         return Plan::Local(Local::status(StatusCode::BAD_REQUEST));
     };
     let fields = RawFields {
@@ -193,11 +198,7 @@ pub(super) fn plan(
     out: &mut Vec<u8>,
     log: bool,
 ) -> (Plan, Req, Option<Box<Logged>>) {
-    let host = head
-        .host
-        .clone()
-        .and_then(|r| std::str::from_utf8(&raw[r]).ok())
-        .unwrap_or("");
+    let host = host_of(raw, head);
     let path_bytes: &[u8] = match &raw[head.path.clone()] {
         b"" => b"/",
         p => p,
@@ -248,7 +249,7 @@ pub(super) fn plan(
             upstream: None,
         })
     });
-    let Some((host, path, query, target)) = line_parts(raw, head) else {
+    let Some((host, path, query, target)) = line_parts(raw, head, host) else {
         let local = Local::status(StatusCode::BAD_REQUEST);
         return (Plan::Local(local), req, logged);
     };
