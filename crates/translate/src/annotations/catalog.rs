@@ -54,6 +54,9 @@ const SNIPPET: &str = "is raw nginx configuration: Portcullis never executes or 
 const NO_EFFECT_BUFFERING: &str =
     "accepted; Portcullis streams bodies in both directions and does not buffer";
 
+const CANARY_AFFINITY: &str = "accepted; affinity does not take part in the canary choice \
+                               (as legacy)";
+
 const AUTH_VARIABLES: &str = "nginx variables limited to $host, $http_host, $scheme, \
                               $request_uri, $escaped_request_uri, $uri, $args, $request_method, \
                               $remote_addr, $remote_user, $http_NAME and $cookie_NAME; others are \
@@ -69,7 +72,7 @@ const AUTH_URL: &str = "http or https (certificate not verified, as nginx's defa
 /// Every annotation ingress-nginx documents or reads, alphabetically.
 pub static CATALOG: &[Entry] = &[
     e("affinity", Supported),
-    e("affinity-canary-behavior", NotYet),
+    e("affinity-canary-behavior", Partly(CANARY_AFFINITY)),
     e("affinity-mode", Supported),
     e("allowlist-source-range", Supported),
     e("app-root", Supported),
@@ -106,13 +109,13 @@ pub static CATALOG: &[Entry] = &[
              reach GRPC, GRPCS or H2C backends (502)",
         ),
     ),
-    e("canary", NotYet),
-    e("canary-by-cookie", NotYet),
-    e("canary-by-header", NotYet),
-    e("canary-by-header-pattern", NotYet),
-    e("canary-by-header-value", NotYet),
-    e("canary-weight", NotYet),
-    e("canary-weight-total", NotYet),
+    e("canary", Supported),
+    e("canary-by-cookie", Supported),
+    e("canary-by-header", Supported),
+    e("canary-by-header-pattern", Supported),
+    e("canary-by-header-value", Supported),
+    e("canary-weight", Supported),
+    e("canary-weight-total", Supported),
     e("client-body-buffer-size", Partly(NO_EFFECT_BUFFERING)),
     e("configuration-snippet", Refused(SNIPPET)),
     e("connection-proxy-header", NotYet),
