@@ -337,13 +337,13 @@ pub(crate) fn decide_in<'t>(
     if body_limit > 0 && view.content_length.is_some_and(|n| n > body_limit) {
         return Err(ProxyError::PayloadTooLarge);
     }
-    let mut backend = table.backends[route.backend.0].clone();
+    let (serving, balance) = crate::canary::serving(route, rules.map(|p| &**p), view);
+    let mut backend = table.backends[serving.0].clone();
     if let Some(fallback) = route.policy.fallback {
         if !has_ready(&backend) {
             backend = table.backends[fallback.0].clone();
         }
     }
-    let balance = rules.and_then(|p| p.balance.as_ref());
     let (target, sticky) = match balance {
         Some(b) if matches!(backend.target, BackendTarget::Endpoints { .. }) => {
             let usable = usable(&backend, health);

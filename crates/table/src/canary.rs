@@ -23,6 +23,9 @@ pub struct Canary {
     pub weight: u32,
     /// `canary-weight-total` (at least 1).
     pub total: u32,
+    /// `affinity-canary-behavior: sticky` (the default): a request holding the canary's affinity
+    /// cookie stays on the canary; `legacy` leaves affinity out of the choice.
+    pub sticky: bool,
     /// The canary Ingress's own balancing settings, used for the canary backend's endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<Balance>,
@@ -124,6 +127,7 @@ mod tests {
             cookie: Some("canary".into()),
             weight,
             total: 100,
+            sticky: true,
             balance: None,
         }
     }

@@ -94,10 +94,17 @@ fn settings(r: &mut Reader<'_>) -> Canary {
             "using 0",
         )
         .unwrap_or(0);
-    let _ = r.parse("affinity-canary-behavior", |v| match v {
-        "sticky" | "legacy" => Ok(()),
-        _ => Err("is not sticky or legacy".to_string()),
-    });
+    let sticky = r
+        .parse_or(
+            "affinity-canary-behavior",
+            |v| match v {
+                "sticky" => Ok(true),
+                "legacy" => Ok(false),
+                _ => Err("is not sticky or legacy".to_string()),
+            },
+            "using sticky",
+        )
+        .unwrap_or(true);
     Canary {
         backend: BackendId(0),
         ingress: crate::key_text(r.key, 0),
@@ -105,6 +112,7 @@ fn settings(r: &mut Reader<'_>) -> Canary {
         cookie,
         weight,
         total,
+        sticky,
         balance: None,
     }
 }

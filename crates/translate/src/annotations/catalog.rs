@@ -54,9 +54,6 @@ const SNIPPET: &str = "is raw nginx configuration: Portcullis never executes or 
 const NO_EFFECT_BUFFERING: &str =
     "accepted; Portcullis streams bodies in both directions and does not buffer";
 
-const CANARY_AFFINITY: &str = "accepted; affinity does not take part in the canary choice \
-                               (as legacy)";
-
 const AUTH_VARIABLES: &str = "nginx variables limited to $host, $http_host, $scheme, \
                               $request_uri, $escaped_request_uri, $uri, $args, $request_method, \
                               $remote_addr, $remote_user, $http_NAME and $cookie_NAME; others are \
@@ -72,7 +69,7 @@ const AUTH_URL: &str = "http or https (certificate not verified, as nginx's defa
 /// Every annotation ingress-nginx documents or reads, alphabetically.
 pub static CATALOG: &[Entry] = &[
     e("affinity", Supported),
-    e("affinity-canary-behavior", Partly(CANARY_AFFINITY)),
+    e("affinity-canary-behavior", Supported),
     e("affinity-mode", Supported),
     e("allowlist-source-range", Supported),
     e("app-root", Supported),
