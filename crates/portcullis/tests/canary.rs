@@ -152,7 +152,7 @@ async fn the_canary_cookie_and_weight_decide_and_the_header_comes_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_main_affinity_cookie_keeps_a_client_off_the_canary() {
+async fn affinity_keeps_a_client_on_the_backend_it_was_sent_to() {
     let dir = tempfile::tempdir().expect("a temporary manifest folder");
     let pods = deploy(
         dir.path(),
@@ -179,7 +179,24 @@ async fn a_main_affinity_cookie_keeps_a_client_off_the_canary() {
             ("session-cookie-name", "beta"),
         ],
     );
-    write_manifest(dir.path(), "ingress.yaml", &[main, canary].join("---\n"));
+    let mut ingresses = vec![main, canary];
+    for (host, behavior) in [("held.example", "sticky"), ("legacy.example", "legacy")] {
+        ingresses.push(nginx_ingress(host, host, "stable", 80, &[]));
+        ingresses.push(nginx_ingress(
+            &format!("{host}-canary"),
+            host,
+            "next",
+            80,
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "X-Canary"),
+                ("affinity", "cookie"),
+                ("session-cookie-name", "beta"),
+                ("affinity-canary-behavior", behavior),
+            ],
+        ));
+    }
+    write_manifest(dir.path(), "ingress.yaml", &ingresses.join("---\n"));
     let running = start_with_options(
         dir.path(),
         translate::Options::nginx_compat(),
@@ -202,5 +219,21 @@ async fn a_main_affinity_cookie_keeps_a_client_off_the_canary() {
     // One holding the main backend's cookie stays there, whatever the weight.
     let held = get(h).header("cookie", format!("main={:x}", 1u64 << 40));
     expect(&running, held, "stable").await;
+    // A client the header sent to the canary comes back without the header: with the canary's
+    // affinity cookie it stays there (sticky), unless the canary asks for the legacy behaviour.
+    for (host, stays) in [("held.example", "next"), ("legacy.example", "stable")] {
+        let [(_, first), _] =
+            send_both(running.http_addr, &get(host).header("X-Canary", "always")).await;
+        let echo = first.echo().expect("an echo pod answered");
+        assert_eq!(echo.service, "next", "{host}");
+        let set = first
+            .headers
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let crumb = set.split(';').next().unwrap_or_default().to_string();
+        assert!(crumb.starts_with("beta="), "{host}: {set:?}");
+        expect(&running, get(host).header("cookie", crumb), stays).await;
+    }
     drop(pods);
 }
