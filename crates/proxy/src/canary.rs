@@ -1,21 +1,25 @@
 //! Which backend serves a route with a canary: ingress-nginx's order of `canary-by-header`,
 //! `canary-by-cookie` and `canary-weight`, after session affinity.
 
+use std::sync::Arc;
+
 use table::{BackendId, Balance, Canary, Policy, Route};
 
 use crate::decide::View;
 
 /// The backend that serves `route` for this request and the balancing of its endpoints: the
-/// route's own with the route's `rules`, or its canary's with the canary's.
+/// route's own with the route's `rules`, or its canary's with the canary's (and then the canary).
 pub(crate) fn serving<'r>(
     route: &'r Route,
     rules: Option<&'r Policy>,
     view: &View<'_>,
-) -> (BackendId, Option<&'r Balance>) {
+) -> (BackendId, Option<&'r Balance>, Option<&'r Arc<Canary>>) {
     let main = rules.and_then(|p| p.balance.as_ref());
-    match route.policy.canary.as_deref() {
-        Some(canary) if chooses(canary, main, view) => (canary.backend, canary.balance.as_ref()),
-        _ => (route.backend, main),
+    match &route.policy.canary {
+        Some(canary) if chooses(canary, main, view) => {
+            (canary.backend, canary.balance.as_ref(), Some(canary))
+        }
+        _ => (route.backend, main, None),
     }
 }
 

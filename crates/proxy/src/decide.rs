@@ -156,6 +156,8 @@ pub(crate) struct Sticky {
     path: String,
     /// Whether the client is a browser that mishandles `SameSite=None`.
     legacy_agent: bool,
+    /// The route's canary, when it serves the request (its affinity settings then apply).
+    canary: Option<Arc<table::Canary>>,
 }
 
 /// Timeouts, body limit and retry rules of one exchange: the route's policy over the proxy's
@@ -337,7 +339,7 @@ pub(crate) fn decide_in<'t>(
     if body_limit > 0 && view.content_length.is_some_and(|n| n > body_limit) {
         return Err(ProxyError::PayloadTooLarge);
     }
-    let (serving, balance) = crate::canary::serving(route, rules.map(|p| &**p), view);
+    let (serving, balance, canary) = crate::canary::serving(route, rules.map(|p| &**p), view);
     let mut backend = table.backends[serving.0].clone();
     if let Some(fallback) = route.policy.fallback {
         if !has_ready(&backend) {
@@ -357,6 +359,7 @@ pub(crate) fn decide_in<'t>(
                         .headers
                         .get("user-agent")
                         .is_some_and(balance::mishandles_same_site_none),
+                canary: canary.cloned(),
             });
             (Target::Addr(choice.addr), sticky)
         }
@@ -682,7 +685,11 @@ impl Forward {
         if *target == self.target {
             return sticky.cookie.clone();
         }
-        let affinity = self.rules.as_ref()?.balance.as_ref()?.affinity.as_ref()?;
+        let balance = match &sticky.canary {
+            Some(canary) => canary.balance.as_ref(),
+            None => self.rules.as_ref()?.balance.as_ref(),
+        };
+        let affinity = balance?.affinity.as_ref()?;
         let Target::Addr(addr) = target else {
             return None;
         };
