@@ -699,7 +699,7 @@ fn check_reports_the_annotations_in_use_and_route_explains_the_rewrite() {
         &[
             ("rewrite-target", "/"),
             ("configuration-snippet", "return 200;"),
-            ("canary", "true"),
+            ("mirror-target", "http://mirror.example"),
             ("made-up", "1"),
         ],
     );
@@ -726,7 +726,7 @@ fn check_reports_the_annotations_in_use_and_route_explains_the_rewrite() {
         "rewrite-target 2 Ingress(es) partly:",
         "use-regex 1 Ingress(es) partly:",
         "configuration-snippet 1 Ingress(es) refused:",
-        "canary 1 Ingress(es) not yet",
+        "mirror-target 1 Ingress(es) not yet",
         "made-up 1 Ingress(es) unknown:",
         "5 annotation(s): 0 supported, 2 partly, 1 refused, 1 not yet, 1 unknown",
     ] {

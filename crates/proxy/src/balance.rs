@@ -354,7 +354,7 @@ pub(crate) fn mishandles_same_site_none(agent: &[u8]) -> bool {
 }
 
 /// A fast per-thread pseudo-random number (xorshift), seeded differently in every thread.
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(
             std::collections::hash_map::RandomState::new().hash_one(0u8) | 1,

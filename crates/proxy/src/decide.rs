@@ -156,6 +156,8 @@ pub(crate) struct Sticky {
     path: String,
     /// Whether the client is a browser that mishandles `SameSite=None`.
     legacy_agent: bool,
+    /// The route's canary, when it serves the request (its affinity settings then apply).
+    canary: Option<Arc<table::Canary>>,
 }
 
 /// Timeouts, body limit and retry rules of one exchange: the route's policy over the proxy's
@@ -328,15 +330,16 @@ pub(crate) fn decide_in<'t>(
     if body_limit > 0 && view.content_length.is_some_and(|n| n > body_limit) {
         return Err(ProxyError::PayloadTooLarge);
     }
-    let mut backend = table.backends[route.backend.0].clone();
+    let (serving, balance, canary) = crate::canary::serving(route, rules.map(|p| &**p), view);
+    let mut backend = table.backends[serving.0].clone();
     if let Some(fallback) = route.policy.fallback {
         if !has_ready(&backend) {
             backend = table.backends[fallback.0].clone();
         }
     }
-    let (target, sticky) = match rules.and_then(|p| p.balance.as_ref()) {
+    let (target, sticky) = match balance {
         Some(b) if matches!(backend.target, BackendTarget::Endpoints { .. }) => {
-            choose(b, &backend, health, latencies, view, route)?
+            choose(b, &backend, health, latencies, view, route, canary)?
         }
         _ => (pick(&backend, health)?, None),
     };
@@ -407,6 +410,7 @@ fn choose(
     latencies: &Latencies,
     view: &View<'_>,
     route: &Route,
+    canary: Option<&Arc<table::Canary>>,
 ) -> Result<(Target, Option<Sticky>), ProxyError> {
     let usable = usable(backend, health);
     let choice = balance::choose(b, backend, &usable, view, &route.origin.path, latencies)
@@ -419,6 +423,7 @@ fn choose(
                 .headers
                 .get("user-agent")
                 .is_some_and(balance::mishandles_same_site_none),
+        canary: canary.cloned(),
     });
     Ok((Target::Addr(choice.addr), sticky))
 }
@@ -712,7 +717,11 @@ impl Forward {
         if *target == self.target {
             return sticky.cookie.clone();
         }
-        let affinity = self.rules.as_ref()?.balance.as_ref()?.affinity.as_ref()?;
+        let balance = match &sticky.canary {
+            Some(canary) => canary.balance.as_ref(),
+            None => self.rules.as_ref()?.balance.as_ref(),
+        };
+        let affinity = balance?.affinity.as_ref()?;
         let Target::Addr(addr) = target else {
             return None;
         };

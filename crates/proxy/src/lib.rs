@@ -8,6 +8,7 @@
 
 mod auth;
 pub mod balance;
+mod canary;
 mod client;
 mod decide;
 mod describe;

@@ -9,6 +9,7 @@
 mod backend;
 mod balance;
 mod builder;
+mod canary;
 mod cidr;
 mod explain;
 pub mod fasthash;
@@ -24,6 +25,7 @@ mod tls;
 pub use backend::{Backend, BackendId, BackendTarget, Backends};
 pub use balance::{Affinity, AffinityMode, Algorithm, Balance, HashKey, KeyPart, SameSite};
 pub use builder::{Conflict, Rejected, TableBuilder};
+pub use canary::{Canary, CanaryHeader, CanaryPattern, HeaderMatch};
 pub use cidr::Cidr;
 pub use explain::{path_matches, Candidate, Explanation, Verdict};
 pub use host::{normalize_host, HostPattern};

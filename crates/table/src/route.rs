@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::backend::BackendId;
+use crate::canary::Canary;
 use crate::policy::Policy;
 
 /// The `pathType` of an Ingress path.
@@ -93,6 +94,9 @@ pub struct RoutePolicy {
     /// The backend that serves the route while its own has no ready endpoint (`default-backend`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<BackendId>,
+    /// The canary Ingress attached to the route, and when a request goes to its backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Arc<Canary>>,
 }
 
 /// A compiled route: what to do with a request whose host and path matched.

@@ -163,6 +163,7 @@ fn same_rules(a: &Rules, b: &Rules) -> bool {
         && a.service_upstream == b.service_upstream
         && a.default_backend == b.default_backend
         && a.refused == b.refused
+        && a.canary == b.canary
 }
 
 /// One thing a [`Plan`] adds, in order.
@@ -367,6 +368,7 @@ impl Plan {
             .as_ref()
             .is_none_or(|p| !p.from_to_www && p.app_root.is_none());
         policy_plain
+            && self.rules.canary.is_none()
             && self.rules.aliases.is_empty()
             && self.steps.iter().all(|s| match s {
                 Step::Note(_) => true,
@@ -434,6 +436,7 @@ impl Plan {
             regex: false,
             rules: self.rules.policy.clone(),
             fallback,
+            canary: None,
         }
     }
 
@@ -471,6 +474,65 @@ impl Plan {
                     *origin = None;
                 }
             }
+        }
+    }
+
+    /// The canary settings, on the plan of a canary Ingress.
+    pub(crate) fn canary(&self) -> Option<&table::Canary> {
+        self.rules.canary.as_ref()
+    }
+
+    /// The paths the plan's routes ask for.
+    pub(crate) fn route_keys(&self) -> impl Iterator<Item = crate::canary::PathKey> + '_ {
+        self.routes()
+            .map(|r| crate::canary::path_key(r.host, r.origin))
+    }
+
+    /// On the plan of a canary Ingress: claims each of its paths in `canaries` (`routed` holds the
+    /// paths of the other Ingresses), remembering why a path attaches to nothing.
+    pub(crate) fn claim_canary(
+        &mut self,
+        key: &ObjectKey,
+        routed: &HashSet<crate::canary::PathKey>,
+        canaries: &mut crate::canary::Canaries,
+    ) {
+        let Some(canary) = self.rules.canary.as_ref() else {
+            return;
+        };
+        for step in self.steps.iter_mut() {
+            match step {
+                Step::Note(_) => {}
+                Step::Default { conflict, .. } => {
+                    *conflict = Some(Box::new(Diagnostic::new(
+                        Severity::Warning,
+                        Kind::Ingress,
+                        key,
+                        Some("spec.defaultBackend".into()),
+                        "has no effect on a canary Ingress; ignored",
+                    )));
+                }
+                Step::Route {
+                    host,
+                    backend,
+                    origin,
+                    last,
+                    conflict,
+                    ..
+                } => {
+                    let from = origin_of(origin, last);
+                    let path = crate::canary::path_key(host, from);
+                    let served = (&self.backends[*backend].0, *backend);
+                    let claim = canaries.claim(routed, path, key, canary, served);
+                    *conflict = crate::canary::unclaimed(key, from, &claim);
+                }
+            }
+        }
+    }
+
+    /// Records the table id backend `i` got.
+    pub(crate) fn set_backend_id(&mut self, i: usize, id: BackendId) {
+        if let Some((_, slot)) = self.backends.get_mut(i) {
+            *slot = Some(id);
         }
     }
 
@@ -539,7 +601,13 @@ impl Plan {
         builder: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
         contested: &mut HashSet<u64>,
+        canaries: &mut crate::canary::Canaries,
     ) {
+        if self.rules.canary.is_some() {
+            // A canary adds no routes of its own: its paths were claimed beforehand.
+            self.replay(diagnostics);
+            return;
+        }
         let backends = &mut self.backends;
         let mut id_of = |builder: &mut TableBuilder, i: usize| {
             let (backend, id) = &mut backends[i];
@@ -572,15 +640,6 @@ impl Plan {
                 } => {
                     let id = id_of(builder, *backend);
                     let fallback = self.fallback.map(|i| id_of(builder, i));
-                    let policy = RoutePolicy {
-                        https_redirect: self.rules.force_ssl_redirect
-                            || (self.rules.ssl_redirect
-                                && !tls_hosts.is_empty()
-                                && tls_hosts.contains(host)),
-                        regex: *regex,
-                        rules: self.rules.policy.clone(),
-                        fallback,
-                    };
                     // The origin is read from the route built last time, which the builder may
                     // replace: hold it meanwhile.
                     let built = last.clone();
@@ -591,10 +650,25 @@ impl Plan {
                             unreachable!("a route step keeps its origin until a route holds it")
                         }
                     };
+                    let path = (!canaries.is_empty()).then(|| crate::canary::path_key(host, from));
+                    let canary = path.as_ref().and_then(|p| canaries.offer(builder, p));
+                    let policy = RoutePolicy {
+                        https_redirect: self.rules.force_ssl_redirect
+                            || (self.rules.ssl_redirect
+                                && !tls_hosts.is_empty()
+                                && tls_hosts.contains(host)),
+                        regex: *regex,
+                        rules: self.rules.policy.clone(),
+                        fallback,
+                        canary: canary.clone(),
+                    };
                     *conflict = builder
                         .add_route_reusing(host, id, from, policy, last)
                         .err()
                         .map(|c| route_conflict(key, from, &c));
+                    if let (None, Some(path), Some(canary)) = (&conflict, &path, canary) {
+                        canaries.attached(path, canary);
+                    }
                     if conflict.is_some() {
                         let (exact, path) = from.map_key();
                         contested.insert(crate::patch::path_hash(host, exact, path));

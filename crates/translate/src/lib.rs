@@ -7,6 +7,7 @@
 
 pub mod annotations;
 mod backend;
+mod canary;
 mod class;
 mod endpoints;
 mod ingress;
@@ -138,6 +139,9 @@ pub struct Translator {
     round: u64,
     /// What the last translation returned, for building the next one from it.
     last: Option<Last>,
+    /// Whether a canary Ingress attached to some route in the last full translation: then
+    /// no edit of an Ingress stays local.
+    has_canaries: bool,
 }
 
 /// The plan of one Ingress and what it was made from.
@@ -433,11 +437,28 @@ impl Translator {
             }
             memo.round = round;
             memo.position = position;
+        }
+        let mut canaries = self.claim_canaries(selection);
+        for (position, &(key, _)) in selection.ours.iter().enumerate() {
+            let Some(memo) = self.plans.get_mut(key) else {
+                continue;
+            };
             let before = diagnostics.len();
-            memo.plan
-                .apply(key, with.tls_hosts, builder, diagnostics, contested);
+            memo.plan.apply(
+                key,
+                with.tls_hosts,
+                builder,
+                diagnostics,
+                contested,
+                &mut canaries,
+            );
             if diagnostics.len() > before {
                 noisy.insert(position, key.clone());
+            }
+        }
+        for (owner, index, id) in canaries.ids() {
+            if let Some(memo) = self.plans.get_mut(owner) {
+                memo.plan.set_backend_id(index, id);
             }
         }
         if self.plans.len() > selection.ours.len() {
@@ -451,6 +472,30 @@ impl Translator {
             });
         }
         noisy
+    }
+
+    /// Claims the paths of the canary Ingresses among `selection`, in precedence order, for the
+    /// routes of the others.
+    fn claim_canaries(&mut self, selection: &IngressSelection<'_>) -> canary::Canaries {
+        let mut canaries = canary::Canaries::default();
+        let is_canary = |memo: &Memo| memo.plan.canary().is_some();
+        self.has_canaries = self.plans.values().any(is_canary);
+        if !self.has_canaries {
+            return canaries;
+        }
+        let routed: HashSet<canary::PathKey> = selection
+            .ours
+            .iter()
+            .filter_map(|(key, _)| self.plans.get(key))
+            .filter(|memo| !is_canary(memo))
+            .flat_map(|memo| memo.plan.route_keys())
+            .collect();
+        for &(key, _) in &selection.ours {
+            if let Some(memo) = self.plans.get_mut(key) {
+                memo.plan.claim_canary(key, &routed, &mut canaries);
+            }
+        }
+        canaries
     }
 
     /// The default certificate and every Ingress's `spec.tls`: adds the certificates, and returns

@@ -184,6 +184,9 @@ impl Translator {
         changed: &[(Kind, ObjectKey)],
         services: &HashSet<ObjectKey>,
     ) -> Option<Translation> {
+        if self.has_canaries {
+            return None;
+        }
         let keys = self.local_keys(snapshot, changed, services)?;
         let last = self.last.as_ref()?;
         let objects = backend::Objects {

@@ -34,6 +34,14 @@ fn render(table: &Table, diagnostics: &[model::Diagnostic]) -> String {
             if let Some(fallback) = policy.fallback {
                 let _ = write!(extras, " [fallback {}]", table.backend(fallback).name);
             }
+            if let Some(canary) = &policy.canary {
+                let json = serde_json::to_string(&**canary).expect("canary serializes");
+                let _ = write!(
+                    extras,
+                    " [canary {} {json}]",
+                    table.backend(canary.backend).name
+                );
+            }
             if let Some(rules) = &policy.rules {
                 let json = serde_json::to_string(&**rules).expect("policy serializes");
                 let _ = write!(extras, " policy {json}");
@@ -213,6 +221,11 @@ fn annotations_responses() {
 #[test]
 fn annotations_refused_unknown_and_not_yet() {
     run_case("annotations_refused", &Options::nginx_compat());
+}
+
+#[test]
+fn annotations_canary_attach_to_the_main_routes() {
+    run_case("annotations_canary", &Options::nginx_compat());
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod access;
 mod auth;
 mod balance;
+mod canary;
 pub mod catalog;
 pub mod health;
 mod limits;
@@ -51,6 +52,9 @@ pub struct Rules {
     pub refused: bool,
     /// The ConfigMaps and Secrets the annotations read, as they were (for noticing changes).
     pub reads: Vec<Read>,
+    /// `canary: "true"`: the Ingress adds no routes of its own; its backend (here with a
+    /// placeholder id) becomes the alternative of the routes on its hosts and paths.
+    pub canary: Option<table::Canary>,
 }
 
 /// An object an annotation read, as it was when read (`None`: it did not exist).
@@ -249,6 +253,10 @@ pub fn read(
     };
     screen(&mut r, &mut rules);
     if rules.refused {
+        return rules;
+    }
+    if canary::read(&mut r, &mut rules) {
+        rules.reads = std::mem::take(&mut r.reads);
         return rules;
     }
     let mut policy = Policy::default();
