@@ -232,17 +232,10 @@ pub fn ingress(name: &str, host: &str, service: &str, annotations: &[(&str, &str
             vec![IngressPath::new("/", "Prefix", service, 80)],
         )],
     );
-    let mut lines = String::from("metadata:\n  annotations:\n");
-    for (key, value) in annotations {
-        lines.push_str(&format!(
-            "    nginx.ingress.kubernetes.io/{key}: {}\n",
-            serde_json::to_string(value).expect("a JSON string is YAML")
-        ));
-    }
     if annotations.is_empty() {
         return yaml;
     }
-    yaml.replacen("metadata:\n", &lines, 1)
+    super::annotate(&yaml, annotations)
 }
 
 /// A free loopback address nothing listens on.

@@ -26,7 +26,9 @@ pub(super) fn read(r: &mut Reader<'_>, policy: &mut Policy) {
                     format!("{other:?} is not an affinity type (only \"cookie\" is); no affinity"),
                 );
             }
-            unused_cookie_settings(r);
+            r.inert(COOKIE_SETTINGS, "affinity: cookie", |r| {
+                cookie(r);
+            });
             None
         }
     };
@@ -52,27 +54,6 @@ const COOKIE_SETTINGS: &[&str] = &[
     "session-cookie-conditional-samesite-none",
     "session-cookie-change-on-failure",
 ];
-
-/// Checks cookie settings given without `affinity: cookie` (a bad value is still an error) and
-/// says they have no effect.
-fn unused_cookie_settings(r: &mut Reader<'_>) {
-    let present: Vec<&str> = COOKIE_SETTINGS
-        .iter()
-        .copied()
-        .filter(|name| r.get(name).is_some())
-        .collect();
-    if present.is_empty() {
-        return;
-    }
-    cookie(r);
-    for name in present {
-        r.note(
-            Severity::Warning,
-            name,
-            "has no effect without affinity: cookie; ignored",
-        );
-    }
-}
 
 /// The cookie settings of `affinity: cookie`.
 fn cookie(r: &mut Reader<'_>) -> Affinity {

@@ -25,7 +25,9 @@ const DEFAULT_TOTAL: u32 = 100;
 /// the Ingress is a canary (then nothing else of its annotations applies).
 pub(super) fn read(r: &mut Reader<'_>, rules: &mut Rules) -> bool {
     if !r.boolean("canary", false) {
-        unused(r);
+        r.inert(&CANARY_SETTINGS[1..], "canary: \"true\"", |r| {
+            settings(r);
+        });
         return false;
     }
     let mut canary = settings(r);
@@ -35,27 +37,6 @@ pub(super) fn read(r: &mut Reader<'_>, rules: &mut Rules) -> bool {
     rules.canary = Some(canary);
     ignored(r);
     true
-}
-
-/// Checks the canary settings of an Ingress that is not a canary (a bad value is still an
-/// error) and says they have no effect.
-fn unused(r: &mut Reader<'_>) {
-    let present: Vec<&str> = CANARY_SETTINGS[1..]
-        .iter()
-        .copied()
-        .filter(|name| r.get(name).is_some())
-        .collect();
-    if present.is_empty() {
-        return;
-    }
-    settings(r);
-    for name in present {
-        r.note(
-            Severity::Warning,
-            name,
-            "has no effect without canary: \"true\"; ignored",
-        );
-    }
 }
 
 /// The canary settings (with a placeholder backend and no balancing).

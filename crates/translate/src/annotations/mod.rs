@@ -199,6 +199,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Settings among `names` given without `main`, the annotation that turns them on:
+    /// `check` reads them all (a bad value is still an error), then each one present is said
+    /// to have no effect.
+    pub(crate) fn inert(&mut self, names: &[&str], main: &str, check: impl FnOnce(&mut Self)) {
+        let present: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|name| self.get(name).is_some())
+            .collect();
+        if present.is_empty() {
+            return;
+        }
+        check(self);
+        for name in present {
+            self.note(
+                Severity::Warning,
+                name,
+                format!("has no effect without {main}; ignored"),
+            );
+        }
+    }
+
     /// A boolean annotation, `default` when unset or invalid.
     pub(crate) fn boolean(&mut self, name: &str, default: bool) -> bool {
         let fallback = format!("using the default ({default})");
