@@ -358,20 +358,26 @@ async fn requests_on_a_pooled_connection_the_upstream_closed_are_retried() {
         fetch(get(uri), None).await,
         (StatusCode::OK, "conn 2".into())
     );
-    // A POST with a body on a pooled connection the upstream then closes: its body has been
-    // streamed into the dead connection and is gone, so it is not sent again.
-    tokio::time::sleep(IDLE_PAST_KEEP_ALIVE).await;
-    let post = Request::post(uri)
-        .header("content-length", "5")
-        .body(())
-        .expect("a request");
-    let (status, _) = fetch(post, Some(vec![Bytes::from_static(b"hello")])).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY);
-    // A bodiless request of any method is sent again, as on the HTTP/1.x path.
+    // Requests with a body go over connections of their own: the first is answered and its
+    // connection (3) pooled.
+    let post = || {
+        Request::post(uri)
+            .header("content-length", "5")
+            .body(())
+            .expect("a request")
+    };
+    let hello = || Some(vec![Bytes::from_static(b"hello")]);
     assert_eq!(
-        fetch(get(uri), None).await,
+        fetch(post(), hello()).await,
         (StatusCode::OK, "conn 3".into())
     );
+    // The upstream closes that pooled connection as the next POST arrives: its body has been
+    // streamed into the dead connection and is gone, so it is not sent again.
+    tokio::time::sleep(IDLE_PAST_KEEP_ALIVE).await;
+    let (status, _) = fetch(post(), hello()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    // A bodiless request of any method is sent again, as on the HTTP/1.x path: connection 2
+    // closes on this one, which goes out again on a fresh connection.
     tokio::time::sleep(IDLE_PAST_KEEP_ALIVE).await;
     let empty_post = Request::post(uri).body(()).expect("a request");
     assert_eq!(
@@ -675,6 +681,133 @@ async fn connection_specific_response_fields_stay_on_the_http1_hop() {
             Some(&b"yes"[..])
         );
     }
+    site.running.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response framings from HTTP/1.1 backends
+// ---------------------------------------------------------------------------------------------
+
+/// What the framing backend writes for a request line, in pieces with a pause between them.
+fn framed_answer(line: &str, conn: usize) -> Vec<Vec<u8>> {
+    let pieces: Vec<&[u8]> = match line.split(' ').take(2).collect::<Vec<_>>()[..] {
+        ["GET", "/split"] => vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+            b"0123",
+            b"4567",
+            b"89ab",
+        ],
+        ["GET", "/chunked"] => vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nwiki",
+            b"\r\n5\r\npedia\r",
+            b"\n0\r\nX-Trailer: t\r\n\r\n",
+        ],
+        ["GET", "/close"] => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil", b" the end"],
+        ["GET", "/interim"] => vec![
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ],
+        ["HEAD", "/length"] => vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"],
+        ["GET", "/cut"] => vec![b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten.."],
+        _ => {
+            return vec![
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nconn {conn}").into_bytes(),
+            ]
+        }
+    };
+    pieces.into_iter().map(<[u8]>::to_vec).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_framing_of_an_http1_backend_reaches_an_http2_client() {
+    let backend = spawn_raw(|conn, mut stream| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = read_head(&mut stream, &mut buf).await {
+            for piece in framed_answer(&head.line, conn) {
+                if stream.write_all(&piece).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if head.line.starts_with("GET /close ") || head.line.starts_with("GET /cut ") {
+                return;
+            }
+        }
+    })
+    .await;
+    let manifests = [
+        service_at("framed", backend.addr, true),
+        ingress("framed", "framed.example", "framed", &[]),
+    ];
+    let site = site(
+        &manifests,
+        quiet_proxy(),
+        Listening::default(),
+        vec![backend],
+    )
+    .await;
+    let (client, _conn) = h2_connect(site.http(), &h2::client::Builder::new()).await;
+    let fetch = |request| async { h2_body(h2_send(&client, request, None).await).await };
+    let uri = |path: &str| format!("http://framed.example{path}");
+
+    // A body arriving in pieces after its head; the connection is used again after it.
+    let (parts, body) = fetch(get(&uri("/split"))).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"0123456789ab");
+    assert_eq!(
+        parts.headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"12"[..])
+    );
+    let (_, body) = fetch(get(&uri("/"))).await;
+    assert_eq!(&body[..], b"conn 0", "the connection went back to the pool");
+    // Chunked framing split anywhere, extension and trailer section included: the data only.
+    let (parts, body) = fetch(get(&uri("/chunked"))).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"wikipedia");
+    assert!(!parts.headers.contains_key("transfer-encoding"));
+    let (_, body) = fetch(get(&uri("/"))).await;
+    assert_eq!(
+        &body[..],
+        b"conn 0",
+        "a chunked body leaves the connection reusable"
+    );
+    // Interim responses are not relayed; the final one is.
+    let (parts, body) = fetch(get(&uri("/interim"))).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"ok");
+    assert!(!parts.headers.contains_key("link"));
+    // The answer to HEAD keeps its length and has no body.
+    let head = Request::head(uri("/length")).body(()).expect("a request");
+    let (parts, body) = fetch(head).await;
+    assert_eq!(
+        parts.headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"1234"[..])
+    );
+    assert!(body.is_empty());
+    // A body delimited by the connection's end.
+    let (parts, body) = fetch(get(&uri("/close"))).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"until the end");
+    // A body cut short upstream is not passed off as whole: the stream is reset.
+    let response = h2_send(&client, get(&uri("/cut")), None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    let mut broke = false;
+    while let Some(frame) = tokio::time::timeout(GUARD, body.data())
+        .await
+        .expect("in time")
+    {
+        match frame {
+            Ok(data) => got.extend_from_slice(&data),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(broke, "the client learns the body broke off (got {got:?})");
+    assert_eq!(&got[..], b"only ten..");
     site.running.shutdown().await;
 }
 

@@ -534,14 +534,21 @@ async fn send(
     let mut req = req;
     let mut attempts = Attempts::new();
     let since = fwd.measures_latency().then(Instant::now);
-    // A request without a body can be sent again should the upstream break the exchange before
-    // answering (an endpoint going away under it), as the HTTP/1.x path does.
-    let mut again = req
-        .body()
-        .is_end_stream()
-        .then(|| crate::upstream::resend_copy(&req));
+    // A bodiless request to an HTTP/1.1 upstream goes over the HTTP/1.x path's own pool, which
+    // only borrows it; the request stays here, to be sent again should the upstream break the
+    // exchange before answering (an endpoint going away under it), as the HTTP/1.x path does.
+    let raw = !h2 && req.body().is_end_stream();
+    // Anything else is handed to hyper, which takes it: a bodiless one is copied first.
+    let mut again =
+        (!raw && req.body().is_end_stream()).then(|| crate::upstream::resend_copy(&req));
     loop {
-        match proxy.pool.send(target.clone(), req, route).await {
+        let sent = if raw {
+            crate::h1::bridge::send(&proxy.h1_pool, fwd, &target, &req, route).await
+        } else {
+            let outgoing = std::mem::replace(&mut req, Request::new(RequestBody::empty()));
+            proxy.pool.send(target.clone(), outgoing, route).await
+        };
+        match sent {
             Ok(mut response) => {
                 fwd.answered(proxy, &target, response.status().as_u16(), since);
                 if let Some(cookie) = fwd.set_cookie(&target) {
@@ -558,7 +565,9 @@ async fn send(
                     Some(next) => {
                         tracing::debug!(%source, failed = %target, %next, "trying another endpoint");
                         target = next;
-                        req = *unsent;
+                        if let Some(unsent) = unsent {
+                            req = *unsent;
+                        }
                     }
                     None => {
                         return Err(ProxyError::Upstream {
@@ -569,28 +578,26 @@ async fn send(
                 }
             }
             Err(SendError::Failed(source)) => {
-                let next = match again.take() {
-                    Some(copy) => attempts
-                        .next(proxy, fwd, &target, Failed::Broken, &method, true)
-                        .map(|next| (next, copy)),
-                    None => {
-                        if let crate::upstream::Target::Addr(addr) = target {
-                            proxy.health.failure(&fwd.backend.name, addr);
-                        }
-                        None
+                let next = if raw || again.is_some() {
+                    attempts.next(proxy, fwd, &target, Failed::Broken, &method, true)
+                } else {
+                    if let crate::upstream::Target::Addr(addr) = target {
+                        proxy.health.failure(&fwd.backend.name, addr);
                     }
+                    None
                 };
-                if let Some((next, copy)) = next {
-                    tracing::debug!(%source, failed = %target, %next, "trying another endpoint");
-                    target = next;
+                let Some(next) = next else {
+                    return Err(ProxyError::Upstream {
+                        addr: target.to_string(),
+                        source,
+                    });
+                };
+                tracing::debug!(%source, failed = %target, %next, "trying another endpoint");
+                target = next;
+                if let Some(copy) = again.take() {
                     again = Some(crate::upstream::resend_copy(&copy));
                     req = *copy;
-                    continue;
                 }
-                return Err(ProxyError::Upstream {
-                    addr: target.to_string(),
-                    source,
-                });
             }
         }
     }

@@ -34,6 +34,16 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Removes hop-by-hop headers, including those named in `Connection`. With `keep_upgrade` the
 /// `Upgrade` header survives and `Connection: upgrade` is restored, for protocol switches.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One look at every name first: most messages carry no hop-by-hop field, and looking each
+    // one up by name costs a hash apiece.
+    let upgrade = &header::UPGRADE;
+    if !keep_upgrade
+        && !headers
+            .keys()
+            .any(|n| n == upgrade || HOP_BY_HOP.contains(n))
+    {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

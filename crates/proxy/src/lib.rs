@@ -177,7 +177,7 @@ pub struct Proxy {
     /// The limits of routes whose policy sets none, worked out once.
     limits: decide::Limits,
     pool: Arc<Pool>,
-    h1_pool: h1::pool::Pool,
+    h1_pool: Arc<h1::pool::Pool>,
     slots: [Option<Arc<tokio::sync::Semaphore>>; 2],
     auth: Arc<auth::State>,
     limiter: Arc<ratelimit::Limiter>,
@@ -197,7 +197,10 @@ impl Proxy {
     pub fn new(published: Arc<Published>, config: ProxyConfig, shared: &Shared) -> Self {
         let stats = shared.stats.worker();
         let pool = Pool::new(&config);
-        let h1_pool = h1::pool::Pool::new(config.upstream_idle_timeout, config.upstream_max_idle);
+        let h1_pool = Arc::new(h1::pool::Pool::new(
+            config.upstream_idle_timeout,
+            config.upstream_max_idle,
+        ));
         Proxy {
             limits: decide::Limits::defaults(&config),
             health: shared.health.clone(),

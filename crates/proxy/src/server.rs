@@ -321,13 +321,13 @@ where
     let service = service_fn(move |req| {
         let stream = Answering(Some(counted.clone()));
         let (proxy, info) = (proxy.clone(), info.clone());
-        // The answer is built inside the block so that its state is held once, not twice
-        // (captured and awaited): hyper moves this future into a task per stream.
-        async move {
+        // Boxed: hyper moves this future into a task per stream, and a boxed one is a pointer
+        // to move rather than the whole state of an exchange (built in place, inside the box).
+        Box::pin(async move {
             let response = handle(proxy, info, req).await;
             stream.finished();
             response
-        }
+        })
     });
     let conn = shared.h2.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);

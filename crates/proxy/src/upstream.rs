@@ -234,7 +234,8 @@ impl Watch {
 /// A failed exchange; when the request was never written it comes back for another endpoint.
 pub enum SendError {
     /// Nothing was sent (no connection could be made): the request can go elsewhere.
-    NotSent(UpstreamError, Box<Request<RequestBody>>),
+    /// The request comes back when the sender took it (`None`: the caller still has it).
+    NotSent(UpstreamError, Option<Box<Request<RequestBody>>>),
     /// The request was sent, or the failure came after that.
     Failed(UpstreamError),
 }
@@ -345,14 +346,10 @@ impl Pool {
         if route.h2 {
             let mut sender = match self.h2_sender(&key, &route).await {
                 Ok(sender) => sender,
-                Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
+                Err(e) => return Err(SendError::NotSent(e, Some(Box::new(req)))),
             };
             return match sender.send_request(req).await {
-                Ok(response) => Ok(response.map(|inner| PooledBody {
-                    inner,
-                    release: None,
-                    finish: None,
-                })),
+                Ok(response) => Ok(response.map(|inner| PooledBody::hyper(inner, None))),
                 Err(e) => Err(SendError::Failed(e.into())),
             };
         }
@@ -383,7 +380,7 @@ impl Pool {
         }
         let mut conn = match self.connect_h1(&key.0, &route).await {
             Ok(conn) => conn,
-            Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
+            Err(e) => return Err(SendError::NotSent(e, Some(Box::new(req)))),
         };
         conn.watch.busy(route.stall);
         req.body_mut().watch(&conn.watch);
@@ -410,11 +407,7 @@ impl Pool {
                 r.give_back();
             }
         }
-        response.map(|inner| PooledBody {
-            inner,
-            release,
-            finish: None,
-        })
+        response.map(|inner| PooledBody::hyper(inner, release))
     }
 }
 
@@ -609,22 +602,57 @@ impl Body for RequestBody {
 /// status once the body ended or broke off upstream, as cancelled by the client (499) when it is
 /// dropped before that.
 pub struct PooledBody {
-    inner: Incoming,
+    inner: Inner,
     release: Option<Release>,
     /// The record of the request this body answers, on the HTTP/2 path.
     pub(crate) finish: Option<Box<Finish>>,
 }
 
+/// Where a response body comes from.
+enum Inner {
+    /// A connection driven by hyper (HTTP/2 upstreams, requests with bodies).
+    Hyper(Incoming),
+    /// A connection of the HTTP/1.x path's pool, read directly.
+    Raw(crate::h1::bridge::RawBody),
+}
+
+impl PooledBody {
+    /// A body read from a connection of the HTTP/1.x path's pool.
+    pub(crate) fn raw(body: crate::h1::bridge::RawBody) -> Self {
+        PooledBody {
+            inner: Inner::Raw(body),
+            release: None,
+            finish: None,
+        }
+    }
+
+    fn hyper(inner: Incoming, release: Option<Release>) -> Self {
+        PooledBody {
+            inner: Inner::Hyper(inner),
+            release,
+            finish: None,
+        }
+    }
+}
+
+/// A response body that broke off.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match &mut this.inner {
+            Inner::Hyper(inner) => Pin::new(inner)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BodyError),
+            Inner::Raw(inner) => inner.poll_frame(cx).map_err(|e| Box::new(e) as BodyError),
+        };
         let ended = match &polled {
             Poll::Pending => return polled,
             Poll::Ready(None) => true,
@@ -635,7 +663,7 @@ impl Body for PooledBody {
                 if let (Some(finish), Some(data)) = (this.finish.as_mut(), frame.data_ref()) {
                     finish.sent(data.len());
                 }
-                this.inner.is_end_stream()
+                this.is_end_stream()
             }
             Poll::Ready(Some(Err(_))) => {
                 // A broken exchange: the connection is not reused, and the request is over
@@ -659,10 +687,16 @@ impl Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper(inner) => inner.is_end_stream(),
+            Inner::Raw(inner) => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper(inner) => inner.size_hint(),
+            Inner::Raw(inner) => inner.size_hint(),
+        }
     }
 }

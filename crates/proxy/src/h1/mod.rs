@@ -2,6 +2,7 @@
 //! relayed between the client and a pooled upstream connection by the client connection's own
 //! task (no per-request tasks or channels), buffers released while a connection is idle.
 
+pub(crate) mod bridge;
 mod chunked;
 pub(crate) mod codec;
 pub(crate) mod conn;
