@@ -388,12 +388,21 @@ async fn forward(
         admitted_fields(&fwd, &mut parts.headers);
     }
     let upstream_host = fwd.upstream_host().cloned();
-    parts.uri = upstream_uri(
-        &parts.uri,
-        &fwd,
-        h2,
-        upstream_host.as_ref().unwrap_or(&host),
-    )?;
+    // A bodiless request to an HTTP/1.1 upstream is written out directly: its target needs no
+    // `Uri` of its own.
+    let raw = !h2 && body.is_end_stream();
+    let raw_target = match raw {
+        true => Some(origin_target(&parts.uri, &fwd)?),
+        false => {
+            parts.uri = upstream_uri(
+                &parts.uri,
+                &fwd,
+                h2,
+                upstream_host.as_ref().unwrap_or(&host),
+            )?;
+            None
+        }
+    };
     if h2 {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
@@ -404,15 +413,19 @@ async fn forward(
             .insert(header::HOST, upstream_host.unwrap_or(host));
     }
     let limits = fwd.limits(proxy);
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = RequestBody::new(body, limits.body, exceeded.clone());
+    let exceeded = (!raw).then(|| Arc::new(AtomicBool::new(false)));
+    let body = match &exceeded {
+        Some(exceeded) => RequestBody::new(body, limits.body, exceeded.clone()),
+        None => RequestBody::empty(),
+    };
     let upstream_req = Request::from_parts(parts, body);
 
     tally.upstream_at = Some(start.elapsed());
-    let exchange = send(proxy, &fwd, upstream_req, h2, &limits);
+    let exchange = send(proxy, &fwd, upstream_req, raw_target, h2, &limits);
+    let too_large = || exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed));
     let mut response = match tokio::time::timeout(limits.read, exchange).await {
         Err(_) => return Err(ProxyError::Timeout(fwd.target.to_string())),
-        Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => return Err(ProxyError::PayloadTooLarge),
+        Ok(Err(_)) if too_large() => return Err(ProxyError::PayloadTooLarge),
         Ok(result) => result?,
     };
 
@@ -507,12 +520,27 @@ fn upstream_uri(
         .map_err(|_| ProxyError::BadRequest("host"))
 }
 
+/// The origin-form target of a bodiless request written straight to an HTTP/1.1 upstream: the
+/// rewritten path when the decision says, else the received path and query.
+fn origin_target(received: &Uri, fwd: &Forward) -> Result<String, ProxyError> {
+    let target = match fwd.path() {
+        Some(p) => p,
+        None => received.path_and_query().map_or("/", |pq| pq.as_str()),
+    };
+    if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ProxyError::BadRequest("rewritten path"));
+    }
+    Ok(target.to_owned())
+}
+
 /// Sends the request, moving on to another endpoint while nothing was sent and the route's
-/// retry rules allow it.
+/// retry rules allow it. With `raw_target`, the (bodiless) request goes over the HTTP/1.x
+/// path's own pool with that request target.
 async fn send(
     proxy: &Proxy,
     fwd: &Forward,
     req: Request<RequestBody>,
+    raw_target: Option<String>,
     h2: bool,
     limits: &crate::decide::Limits,
 ) -> Result<Response<crate::upstream::PooledBody>, ProxyError> {
@@ -537,13 +565,13 @@ async fn send(
     // A bodiless request to an HTTP/1.1 upstream goes over the HTTP/1.x path's own pool, which
     // only borrows it; the request stays here, to be sent again should the upstream break the
     // exchange before answering (an endpoint going away under it), as the HTTP/1.x path does.
-    let raw = !h2 && req.body().is_end_stream();
+    let raw = raw_target.is_some();
     // Anything else is handed to hyper, which takes it: a bodiless one is copied first.
     let mut again =
         (!raw && req.body().is_end_stream()).then(|| crate::upstream::resend_copy(&req));
     loop {
-        let sent = if raw {
-            crate::h1::bridge::send(&proxy.h1_pool, fwd, &target, &req, route).await
+        let sent = if let Some(path) = raw_target.as_deref() {
+            crate::h1::bridge::send(&proxy.h1_pool, fwd, &target, &req, path, route).await
         } else {
             let outgoing = std::mem::replace(&mut req, Request::new(RequestBody::empty()));
             proxy.pool.send(target.clone(), outgoing, route).await

@@ -33,17 +33,18 @@ const STALE_RETRIES: usize = 2;
 /// Bytes read from the upstream at a time while a body streams.
 const BODY_READ: usize = 16 * 1024;
 
-/// Sends the bodiless `req` (its head already edited for the upstream) to `target` over a
-/// pooled HTTP/1.1 connection, or a new one; returns the response with its body to relay.
+/// Sends the bodiless `req` (its fields already edited for the upstream) for `path` to `target`
+/// over a pooled HTTP/1.1 connection, or a new one; returns the response with its body to relay.
 pub(crate) async fn send(
     pool: &Arc<Pool>,
     forward: &Forward,
     target: &Target,
     req: &Request<RequestBody>,
+    path: &str,
     route: Route<'_>,
 ) -> Result<Response<crate::upstream::PooledBody>, SendError> {
     let mut head = Vec::with_capacity(512);
-    push_request_head(&mut head, req);
+    push_request_head(&mut head, req, path);
     let head_request = req.method() == Method::HEAD;
     let mut stale = 0;
     loop {
@@ -72,13 +73,12 @@ pub(crate) async fn send(
     }
 }
 
-/// The request line and fields of `req` in HTTP/1.1 framing; a bodiless request of a method
-/// that usually has a body says so with `Content-Length: 0`.
-fn push_request_head(out: &mut Vec<u8>, req: &Request<RequestBody>) {
+/// The request line (for `path`) and fields of `req` in HTTP/1.1 framing; a bodiless request
+/// of a method that usually has a body says so with `Content-Length: 0`.
+fn push_request_head(out: &mut Vec<u8>, req: &Request<RequestBody>, path: &str) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers() {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -120,30 +120,29 @@ fn response(
 ) -> Result<Response<crate::upstream::PooledBody>, UpstreamError> {
     let status =
         StatusCode::from_u16(head.status).map_err(|_| UpstreamError::Protocol("status"))?;
-    let headers = fields(up.buf.unread(), &head)?;
-    up.buf.consume(head.len);
     let keep = head.keep_alive;
-    let body = match head.framing {
-        Framing::None | Framing::Length(0) => {
+    // The head, and a body that came with it in full, are copied out once: the fields and the
+    // body are slices of that one buffer.
+    let inline = match head.framing {
+        Framing::Length(n) if (up.buf.unread().len() - head.len) as u64 >= n => Some(n as usize),
+        Framing::None => Some(0),
+        _ => None,
+    };
+    let copied = Bytes::copy_from_slice(&up.buf.unread()[..head.len + inline.unwrap_or(0)]);
+    let headers = fields(&copied, &head)?;
+    up.buf.consume(copied.len());
+    let body = match inline {
+        Some(n) => {
             if keep {
                 pool.put(target, up, Instant::now());
             }
-            RawBody::Whole(None)
+            RawBody::Whole((n > 0).then(|| copied.slice(head.len..)))
         }
-        Framing::Length(n) if up.buf.unread().len() as u64 >= n => {
-            let n = n as usize;
-            let data = Bytes::copy_from_slice(&up.buf.unread()[..n]);
-            up.buf.consume(n);
-            if keep {
-                pool.put(target, up, Instant::now());
-            }
-            RawBody::Whole(Some(data))
-        }
-        framing => RawBody::Streaming(Box::new(Streaming::start(
+        None => RawBody::Streaming(Box::new(Streaming::start(
             pool.clone(),
             target.clone(),
             up,
-            framing,
+            head.framing,
             keep,
             stall,
         ))),
@@ -156,15 +155,16 @@ fn response(
 
 /// The response fields to pass on: everything but hop-by-hop and framing fields, with the
 /// body's length when it has one (and the upstream's own `Content-Length` for a response
-/// without a body, such as the answer to `HEAD`).
-fn fields(raw: &[u8], head: &ResponseHead) -> Result<HeaderMap, UpstreamError> {
+/// without a body, such as the answer to `HEAD`). Values are slices of `raw`.
+fn fields(raw: &Bytes, head: &ResponseHead) -> Result<HeaderMap, UpstreamError> {
     let mut headers = HeaderMap::with_capacity(head.fields.len() + 1);
     for f in &head.fields {
         let name = &raw[f.name.clone()];
         let keep = match f.kind {
             Kind::Hop => false,
             Kind::Framing => {
-                head.framing == Framing::None && name.eq_ignore_ascii_case(b"content-length")
+                !matches!(head.framing, Framing::Chunked | Framing::Close)
+                    && name.eq_ignore_ascii_case(b"content-length")
             }
             _ => true,
         };
@@ -173,12 +173,20 @@ fn fields(raw: &[u8], head: &ResponseHead) -> Result<HeaderMap, UpstreamError> {
         }
         let name = HeaderName::from_bytes(name)
             .map_err(|_| UpstreamError::Protocol("response field name"))?;
-        let value = HeaderValue::from_bytes(&raw[f.value.clone()])
+        let value = HeaderValue::from_maybe_shared(raw.slice(f.value.clone()))
             .map_err(|_| UpstreamError::Protocol("response field value"))?;
+        if name == header::CONTENT_LENGTH {
+            // One value, the one the framing was read from (a list of equal values included).
+            if let Framing::Length(n) = head.framing {
+                if !value.as_bytes().iter().all(u8::is_ascii_digit) {
+                    headers.insert(name, HeaderValue::from(n));
+                    continue;
+                }
+            }
+            headers.insert(name, value);
+            continue;
+        }
         headers.append(name, value);
-    }
-    if let Framing::Length(n) = head.framing {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(headers)
 }
