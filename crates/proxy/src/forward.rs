@@ -367,61 +367,57 @@ async fn forward(
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    headers::set_forwarded(
-        &mut parts.headers,
-        &headers::Forwarding {
-            client_ip: &conn.client_ip,
-            real_ip: real_ip.as_ref(),
-            pass_on: conn.trusted,
-        },
-        host.clone(),
-        conn.scheme,
-        &conn.local_port,
-    );
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
-    for (name, value) in fwd.request_fields() {
-        parts.headers.insert(name, value.clone());
-    }
-    if fwd.needs_admission() {
-        admitted_fields(&fwd, &mut parts.headers);
-    }
     let upstream_host = fwd.upstream_host().cloned();
-    // A bodiless request to an HTTP/1.1 upstream is written out directly: its target needs no
-    // `Uri` of its own.
-    let raw = !h2 && body.is_end_stream();
-    let raw_target = match raw {
-        true => Some(origin_target(&parts.uri, &fwd)?),
-        false => {
-            parts.uri = upstream_uri(
-                &parts.uri,
-                &fwd,
-                h2,
-                upstream_host.as_ref().unwrap_or(&host),
-            )?;
-            None
-        }
-    };
-    if h2 {
-        parts.version = Version::HTTP_2;
-        parts.headers.remove(header::HOST);
-    } else {
-        parts.version = Version::HTTP_11;
-        parts
-            .headers
-            .insert(header::HOST, upstream_host.unwrap_or(host));
-    }
     let limits = fwd.limits(proxy);
-    let exceeded = (!raw).then(|| Arc::new(AtomicBool::new(false)));
-    let body = match &exceeded {
-        Some(exceeded) => RequestBody::new(body, limits.body, exceeded.clone()),
-        None => RequestBody::empty(),
+    let edits = Edits {
+        conn,
+        fwd: &fwd,
+        real_ip: real_ip.as_ref(),
+        request_id,
+        host: &host,
     };
-    let upstream_req = Request::from_parts(parts, body);
+    // A bodiless request to an HTTP/1.1 upstream is written out directly: its head is the
+    // client's fields with ours set beside them, and its target needs no `Uri` of its own.
+    let raw = !h2 && body.is_end_stream() && !fwd.needs_admission();
+    let (outgoing, exceeded) = if raw {
+        let mut staged = headers::Staged::new(&parts.headers);
+        edits.apply(&mut staged);
+        headers::Fields::set(
+            &mut staged,
+            header::HOST,
+            upstream_host.unwrap_or_else(|| host.clone()),
+        );
+        let target = origin_target(&parts.uri, &fwd)?;
+        let head = crate::h1::bridge::request_head(&parts.method, target, &staged);
+        (Outgoing::Raw(head, parts.method), None)
+    } else {
+        edits.apply(&mut parts.headers);
+        if fwd.needs_admission() {
+            admitted_fields(&fwd, &mut parts.headers);
+        }
+        parts.uri = upstream_uri(
+            &parts.uri,
+            &fwd,
+            h2,
+            upstream_host.as_ref().unwrap_or(&host),
+        )?;
+        if h2 {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            parts
+                .headers
+                .insert(header::HOST, upstream_host.unwrap_or_else(|| host.clone()));
+        }
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = RequestBody::new(body, limits.body, exceeded.clone());
+        let request = Request::from_parts(parts, body);
+        (Outgoing::Hyper(Box::new(request)), Some(exceeded))
+    };
 
     tally.upstream_at = Some(start.elapsed());
-    let exchange = send(proxy, &fwd, upstream_req, raw_target, h2, &limits);
+    let exchange = send(proxy, &fwd, outgoing, h2, &limits);
     let too_large = || exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed));
     let mut response = match tokio::time::timeout(limits.read, exchange).await {
         Err(_) => return Err(ProxyError::Timeout(fwd.target.to_string())),
@@ -522,7 +518,7 @@ fn upstream_uri(
 
 /// The origin-form target of a bodiless request written straight to an HTTP/1.1 upstream: the
 /// rewritten path when the decision says, else the received path and query.
-fn origin_target(received: &Uri, fwd: &Forward) -> Result<String, ProxyError> {
+fn origin_target<'a>(received: &'a Uri, fwd: &'a Forward) -> Result<&'a str, ProxyError> {
     let target = match fwd.path() {
         Some(p) => p,
         None => received.path_and_query().map_or("/", |pq| pq.as_str()),
@@ -530,17 +526,55 @@ fn origin_target(received: &Uri, fwd: &Forward) -> Result<String, ProxyError> {
     if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(ProxyError::BadRequest("rewritten path"));
     }
-    Ok(target.to_owned())
+    Ok(target)
+}
+
+/// What the upstream request is sent as.
+enum Outgoing {
+    /// A bodiless request to an HTTP/1.1 upstream, as the head to write (and its method), over
+    /// the HTTP/1.x path's own pool.
+    Raw(Vec<u8>, http::Method),
+    /// A request for hyper's client: one with a body, or to an HTTP/2 upstream.
+    Hyper(Box<Request<RequestBody>>),
+}
+
+/// The fields every upstream request gets: forwarding fields, the request id and the policy's.
+struct Edits<'a> {
+    conn: &'a ConnInfo,
+    fwd: &'a Forward,
+    real_ip: Option<&'a HeaderValue>,
+    request_id: &'a HeaderValue,
+    host: &'a HeaderValue,
+}
+
+impl Edits<'_> {
+    fn apply(&self, fields: &mut impl headers::Fields) {
+        headers::set_forwarded(
+            fields,
+            &headers::Forwarding {
+                client_ip: &self.conn.client_ip,
+                real_ip: self.real_ip,
+                pass_on: self.conn.trusted,
+            },
+            self.host.clone(),
+            self.conn.scheme,
+            &self.conn.local_port,
+        );
+        fields.set(X_REQUEST_ID.clone(), self.request_id.clone());
+        for (name, value) in self.fwd.request_fields() {
+            if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+                fields.set(name, value.clone());
+            }
+        }
+    }
 }
 
 /// Sends the request, moving on to another endpoint while nothing was sent and the route's
-/// retry rules allow it. With `raw_target`, the (bodiless) request goes over the HTTP/1.x
-/// path's own pool with that request target.
+/// retry rules allow it.
 async fn send(
     proxy: &Proxy,
     fwd: &Forward,
-    req: Request<RequestBody>,
-    raw_target: Option<String>,
+    outgoing: Outgoing,
     h2: bool,
     limits: &crate::decide::Limits,
 ) -> Result<Response<crate::upstream::PooledBody>, ProxyError> {
@@ -557,24 +591,35 @@ async fn send(
             .max(limits.send)
             .max(proxy.config.body_idle_timeout),
     };
-    let method = req.method().clone();
     let mut target = fwd.target.clone();
-    let mut req = req;
+    let mut outgoing = outgoing;
     let mut attempts = Attempts::new();
     let since = fwd.measures_latency().then(Instant::now);
     // A bodiless request to an HTTP/1.1 upstream goes over the HTTP/1.x path's own pool, which
     // only borrows it; the request stays here, to be sent again should the upstream break the
     // exchange before answering (an endpoint going away under it), as the HTTP/1.x path does.
-    let raw = raw_target.is_some();
     // Anything else is handed to hyper, which takes it: a bodiless one is copied first.
-    let mut again =
-        (!raw && req.body().is_end_stream()).then(|| crate::upstream::resend_copy(&req));
+    let (raw, method, mut again) = match &outgoing {
+        Outgoing::Raw(_, method) => (true, method.clone(), None),
+        Outgoing::Hyper(req) => (
+            false,
+            req.method().clone(),
+            req.body()
+                .is_end_stream()
+                .then(|| crate::upstream::resend_copy(req)),
+        ),
+    };
     loop {
-        let sent = if let Some(path) = raw_target.as_deref() {
-            crate::h1::bridge::send(&proxy.h1_pool, fwd, &target, &req, path, route).await
-        } else {
-            let outgoing = std::mem::replace(&mut req, Request::new(RequestBody::empty()));
-            proxy.pool.send(target.clone(), outgoing, route).await
+        let sent = match &mut outgoing {
+            Outgoing::Raw(head, method) => {
+                let head_request = *method == http::Method::HEAD;
+                crate::h1::bridge::send(&proxy.h1_pool, fwd, &target, head, head_request, route)
+                    .await
+            }
+            Outgoing::Hyper(req) => {
+                let req = std::mem::replace(&mut **req, Request::new(RequestBody::empty()));
+                proxy.pool.send(target.clone(), req, route).await
+            }
         };
         match sent {
             Ok(mut response) => {
@@ -594,7 +639,7 @@ async fn send(
                         tracing::debug!(%source, failed = %target, %next, "trying another endpoint");
                         target = next;
                         if let Some(unsent) = unsent {
-                            req = *unsent;
+                            outgoing = Outgoing::Hyper(unsent);
                         }
                     }
                     None => {
@@ -624,7 +669,7 @@ async fn send(
                 target = next;
                 if let Some(copy) = again.take() {
                     again = Some(crate::upstream::resend_copy(&copy));
-                    req = *copy;
+                    outgoing = Outgoing::Hyper(copy);
                 }
             }
         }

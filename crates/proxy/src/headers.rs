@@ -90,17 +90,74 @@ pub struct Forwarding<'a> {
     pub pass_on: bool,
 }
 
+/// Fields of a request on its way upstream, as the edits that set some of them see them.
+pub trait Fields {
+    /// The (first) value of `name`.
+    fn field(&self, name: &HeaderName) -> Option<&HeaderValue>;
+    /// Sets `name` to `value`, replacing any value it had.
+    fn set(&mut self, name: HeaderName, value: HeaderValue);
+}
+
+impl Fields for HeaderMap {
+    fn field(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.get(name)
+    }
+
+    fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        self.insert(name, value);
+    }
+}
+
+/// The client's fields with the ones set on top of them kept apart, for a head written out
+/// directly: the client's map is not grown (and rehashed) for a few fields of ours.
+pub(crate) struct Staged<'a> {
+    /// The client's fields (hop-by-hop ones already removed).
+    pub(crate) received: &'a HeaderMap,
+    /// The fields set, which replace the client's of the same name.
+    pub(crate) set: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl<'a> Staged<'a> {
+    pub(crate) fn new(received: &'a HeaderMap) -> Self {
+        Staged {
+            received,
+            set: Vec::with_capacity(8),
+        }
+    }
+
+    /// Whether `name` is one of the fields set (so the client's value of it is not sent).
+    pub(crate) fn replaces(&self, name: &HeaderName) -> bool {
+        self.set.iter().any(|(n, _)| n == name)
+    }
+}
+
+impl Fields for Staged<'_> {
+    fn field(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        match self.set.iter().find(|(n, _)| n == name) {
+            Some((_, v)) => Some(v),
+            None => self.received.get(name),
+        }
+    }
+
+    fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.set.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => self.set.push((name, value)),
+        }
+    }
+}
+
 /// Sets the forwarding headers a backend needs to see the original request. The connection's
 /// values (`local_port`, the client address) are computed once per connection.
 pub fn set_forwarded(
-    headers: &mut HeaderMap,
+    headers: &mut impl Fields,
     by: &Forwarding<'_>,
     host: HeaderValue,
     scheme: &'static str,
     local_port: &HeaderValue,
 ) {
     let client_ip = by.client_ip;
-    let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+    let xff = match headers.field(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(prior) if !prior.trim_ascii().is_empty() => {
             let mut joined = Vec::with_capacity(prior.len() + 2 + client_ip.len());
             joined.extend_from_slice(prior);
@@ -110,24 +167,26 @@ pub fn set_forwarded(
         }
         _ => client_ip.clone(),
     };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_REAL_IP.clone(), by.real_ip.unwrap_or(client_ip).clone());
+    headers.set(X_FORWARDED_FOR.clone(), xff);
+    headers.set(X_REAL_IP.clone(), by.real_ip.unwrap_or(client_ip).clone());
     if by.pass_on {
-        if let Some(first) = headers.get(&X_FORWARDED_HOST).and_then(first_item) {
-            headers.insert(X_FORWARDED_HOST.clone(), first);
+        if let Some(first) = headers.field(&X_FORWARDED_HOST).and_then(first_item) {
+            headers.set(X_FORWARDED_HOST.clone(), first);
         }
         for (name, ours) in [
             (&X_FORWARDED_PROTO, HeaderValue::from_static(scheme)),
             (&X_FORWARDED_HOST, host),
             (&X_FORWARDED_PORT, local_port.clone()),
         ] {
-            headers.entry(name).or_insert(ours);
+            if headers.field(name).is_none() {
+                headers.set(name.clone(), ours);
+            }
         }
         return;
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    headers.insert(X_FORWARDED_HOST.clone(), host);
-    headers.insert(X_FORWARDED_PORT.clone(), local_port.clone());
+    headers.set(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    headers.set(X_FORWARDED_HOST.clone(), host);
+    headers.set(X_FORWARDED_PORT.clone(), local_port.clone());
 }
 
 /// The first item of a comma-separated value, trimmed (ingress-nginx passes on the first host

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::body::{Frame, SizeHint};
 
 use super::chunked::Chunked;
@@ -23,8 +23,9 @@ use super::pool::{Pool, Upstream};
 use super::read::read_response_head;
 use super::relay::write_flush;
 use crate::decide::Forward;
+use crate::headers::Staged;
 use crate::quickack::QuickAck;
-use crate::upstream::{RequestBody, Route, SendError, Target, UpstreamError};
+use crate::upstream::{Route, SendError, Target, UpstreamError};
 
 /// How often a request found its pooled connection closed under it may be written again on
 /// another pooled (or a fresh) connection.
@@ -33,19 +34,16 @@ const STALE_RETRIES: usize = 2;
 /// Bytes read from the upstream at a time while a body streams.
 const BODY_READ: usize = 16 * 1024;
 
-/// Sends the bodiless `req` (its fields already edited for the upstream) for `path` to `target`
-/// over a pooled HTTP/1.1 connection, or a new one; returns the response with its body to relay.
+/// Sends the head of a bodiless request (`head_request`: to `HEAD`) to `target` over a pooled
+/// HTTP/1.1 connection, or a new one; returns the response with its body to relay.
 pub(crate) async fn send(
     pool: &Arc<Pool>,
     forward: &Forward,
     target: &Target,
-    req: &Request<RequestBody>,
-    path: &str,
+    head: &[u8],
+    head_request: bool,
     route: Route<'_>,
 ) -> Result<Response<crate::upstream::PooledBody>, SendError> {
-    let mut head = Vec::with_capacity(512);
-    push_request_head(&mut head, req, path);
-    let head_request = req.method() == Method::HEAD;
     let mut stale = 0;
     loop {
         let mut up = match pool.take(target, route.tls, Instant::now()) {
@@ -56,7 +54,7 @@ pub(crate) async fn send(
             },
         };
         let reused = up.reused;
-        if let Err(e) = write_flush(&mut up.stream, &head).await {
+        if let Err(e) = write_flush(&mut up.stream, head).await {
             if reused && stale < STALE_RETRIES {
                 stale += 1;
                 continue;
@@ -73,24 +71,28 @@ pub(crate) async fn send(
     }
 }
 
-/// The request line (for `path`) and fields of `req` in HTTP/1.1 framing; a bodiless request
-/// of a method that usually has a body says so with `Content-Length: 0`.
-fn push_request_head(out: &mut Vec<u8>, req: &Request<RequestBody>, path: &str) {
-    out.extend_from_slice(req.method().as_str().as_bytes());
+/// The head of a bodiless request for `path` in HTTP/1.1 framing: the client's fields but those
+/// `fields` sets, then those. A method that usually has a body says it has none with
+/// `Content-Length: 0`.
+pub(crate) fn request_head(method: &Method, path: &str, fields: &Staged<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
+    let received = fields.received.iter().filter(|(n, _)| !fields.replaces(n));
+    for (name, value) in received.chain(fields.set.iter().map(|(n, v)| (n, v))) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let with_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    if with_body && !req.headers().contains_key(header::CONTENT_LENGTH) {
+    let with_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if with_body && !fields.received.contains_key(header::CONTENT_LENGTH) {
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// Reads response heads until the final one: interim (1xx) responses are not relayed to
