@@ -257,6 +257,28 @@ fn request_host(req: &Request<Incoming>) -> &str {
         .unwrap_or("")
 }
 
+/// The host as a header value: a cheap clone of the Host header, or a copy of the URI authority
+/// for HTTP/2 and absolute-form requests.
+fn host_value(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
+    Ok(match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("host"))?,
+        None => req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    })
+}
+
+/// The request body's length, when known: from the stream's end or its `Content-Length`.
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.body().size_hint().exact().or_else(|| {
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    })
+}
+
 /// What the counters need to know of a request's exchange.
 struct Tally {
     /// When the request arrived.
@@ -297,22 +319,8 @@ async fn forward(
     tally: &mut Tally,
 ) -> Result<Response<ResBody>, ProxyError> {
     let start = tally.start;
-    // The host as a header value: a cheap clone of the Host header, or a copy of the URI authority
-    // for HTTP/2 and absolute-form requests.
-    let host = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("host"))?,
-        None => req
-            .headers()
-            .get(header::HOST)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static("")),
-    };
+    let host = host_value(&req)?;
     let host_str = host.to_str().map_err(|_| ProxyError::BadRequest("host"))?;
-    let content_length = req.body().size_hint().exact().or_else(|| {
-        req.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-    });
     let client = conn.client_of(&proxy.config, req.headers());
     let mut logged = logged;
     if let Some(l) = logged.as_mut() {
@@ -325,7 +333,7 @@ async fn forward(
         host: host_str,
         path: req.uri().path(),
         query: req.uri().query(),
-        content_length,
+        content_length: content_length(&req),
         headers: req.headers(),
     };
     let (decision, counters) = proxy.decide(&view);
@@ -356,18 +364,7 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let h2 = fwd.protocol().is_h2();
 
-    let (mut parts, body) = req.into_parts();
-    if parts.version == Version::HTTP_2 && !h2 {
-        join_cookies(&mut parts.headers);
-    }
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    if h2 {
-        // gRPC needs `te: trailers` end to end; it is the one hop-by-hop field HTTP/2 allows.
-        parts
-            .headers
-            .insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    let upstream_host = fwd.upstream_host().cloned();
+    let (parts, body) = req.into_parts();
     let limits = fwd.limits(proxy);
     let edits = Edits {
         conn,
@@ -376,45 +373,7 @@ async fn forward(
         request_id,
         host: &host,
     };
-    // A bodiless request to an HTTP/1.1 upstream is written out directly: its head is the
-    // client's fields with ours set beside them, and its target needs no `Uri` of its own.
-    let raw = !h2 && body.is_end_stream() && !fwd.needs_admission();
-    let (outgoing, exceeded) = if raw {
-        let mut staged = headers::Staged::new(&parts.headers);
-        edits.apply(&mut staged);
-        headers::Fields::set(
-            &mut staged,
-            header::HOST,
-            upstream_host.unwrap_or_else(|| host.clone()),
-        );
-        let target = origin_target(&parts.uri, &fwd)?;
-        let head = crate::h1::bridge::request_head(&parts.method, target, &staged);
-        (Outgoing::Raw(head, parts.method), None)
-    } else {
-        edits.apply(&mut parts.headers);
-        if fwd.needs_admission() {
-            admitted_fields(&fwd, &mut parts.headers);
-        }
-        parts.uri = upstream_uri(
-            &parts.uri,
-            &fwd,
-            h2,
-            upstream_host.as_ref().unwrap_or(&host),
-        )?;
-        if h2 {
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        } else {
-            parts.version = Version::HTTP_11;
-            parts
-                .headers
-                .insert(header::HOST, upstream_host.unwrap_or_else(|| host.clone()));
-        }
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let body = RequestBody::new(body, limits.body, exceeded.clone());
-        let request = Request::from_parts(parts, body);
-        (Outgoing::Hyper(Box::new(request)), Some(exceeded))
-    };
+    let (outgoing, exceeded) = edits.outgoing(parts, body, h2, upgrade, &limits)?;
 
     tally.upstream_at = Some(start.elapsed());
     let exchange = send(proxy, &fwd, outgoing, h2, &limits);
@@ -427,47 +386,53 @@ async fn forward(
 
     match client_upgrade {
         Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
             // A tunnel counts as a request in flight until it closes.
-            let guard = tally.guard.take();
-            tokio::spawn(async move {
-                let _guard = guard;
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        if let Err(e) =
-                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                        {
-                            tracing::debug!(error = %e, "upgraded connection ended");
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                }
-            });
+            tunnel(client_upgrade, &mut response, tally.guard.take());
             headers::strip_hop_by_hop(response.headers_mut(), true);
         }
         _ => headers::strip_hop_by_hop(response.headers_mut(), false),
     }
+    let status = response.status().as_u16();
+    response_fields(&fwd, response.headers_mut(), status);
+    Ok(response.map(Either::Left))
+}
+
+/// Relays bytes both ways between the client and the upstream once both switched protocols.
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    response: &mut Response<crate::upstream::PooledBody>,
+    guard: Option<crate::ratelimit::Guard>,
+) {
+    let upstream = hyper::upgrade::on(response);
+    tokio::spawn(async move {
+        let _guard = guard;
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+}
+
+/// The response fields the decision adds: the policy's, the authentication service's cookies,
+/// and `Server` when the upstream sent none.
+fn response_fields(fwd: &Forward, headers: &mut http::HeaderMap, status: u16) {
     if fwd.has_response_fields() {
-        let headers = response.headers_mut();
         for (name, value) in fwd.response_fields() {
             headers.insert(name, value);
         }
     }
     if let Some(granted) = fwd.granted() {
-        let status = response.status().as_u16();
         for cookie in granted.cookies_for(status) {
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, cookie.clone());
+            headers.append(header::SET_COOKIE, cookie.clone());
         }
     }
-    response
-        .headers_mut()
-        .entry(header::SERVER)
-        .or_insert(SERVER);
-    Ok(response.map(Either::Left))
+    headers.entry(header::SERVER).or_insert(SERVER);
 }
 
 /// The upstream request fields of an admitted request: what the client must not set removed,
@@ -548,6 +513,58 @@ struct Edits<'a> {
 }
 
 impl Edits<'_> {
+    /// The upstream request made of the client's `parts` and `body` (`upgrade`: a protocol
+    /// switch), and the flag its body sets when it grows past the route's limit.
+    fn outgoing(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        h2: bool,
+        upgrade: bool,
+        limits: &crate::decide::Limits,
+    ) -> Result<(Outgoing, Option<Arc<AtomicBool>>), ProxyError> {
+        let fwd = self.fwd;
+        if parts.version == Version::HTTP_2 && !h2 {
+            join_cookies(&mut parts.headers);
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        if h2 {
+            // gRPC needs `te: trailers` end to end; it is the one hop-by-hop field HTTP/2 allows.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        let upstream_host = || fwd.upstream_host().unwrap_or(self.host).clone();
+        // A bodiless request to an HTTP/1.1 upstream is written out directly: its head is the
+        // client's fields with ours set beside them, and its target needs no `Uri` of its own.
+        if !h2 && body.is_end_stream() && !fwd.needs_admission() {
+            let mut staged = headers::Staged::new(&parts.headers);
+            self.apply(&mut staged);
+            headers::Fields::set(&mut staged, header::HOST, upstream_host());
+            let target = origin_target(&parts.uri, fwd)?;
+            let head = crate::h1::bridge::request_head(&parts.method, target, &staged);
+            return Ok((Outgoing::Raw(head, parts.method), None));
+        }
+        self.apply(&mut parts.headers);
+        if fwd.needs_admission() {
+            admitted_fields(fwd, &mut parts.headers);
+        }
+        let authority = fwd.upstream_host().unwrap_or(self.host);
+        parts.uri = upstream_uri(&parts.uri, fwd, h2, authority)?;
+        if h2 {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            parts.headers.insert(header::HOST, upstream_host());
+        }
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = RequestBody::new(body, limits.body, exceeded.clone());
+        let request = Request::from_parts(parts, body);
+        Ok((Outgoing::Hyper(Box::new(request)), Some(exceeded)))
+    }
+
+    /// Sets the forwarding fields, the request id and the policy's request fields.
     fn apply(&self, fields: &mut impl headers::Fields) {
         headers::set_forwarded(
             fields,
