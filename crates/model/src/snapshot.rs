@@ -322,6 +322,21 @@ impl Snapshot {
         snapshot
     }
 
+    /// Rebuilds the maps with full nodes; the entries stay the same. Maps filled one object at
+    /// a time, in key order, as a source reads them, leave most nodes half empty.
+    pub fn compact(&mut self) {
+        fn packed<T>(map: &mut BTreeMap<ObjectKey, Arc<T>>) {
+            *map = std::mem::take(map).into_iter().collect();
+        }
+        packed(&mut self.ingresses);
+        packed(&mut self.ingress_classes);
+        packed(&mut self.services);
+        packed(&mut self.endpoint_slices);
+        packed(&mut self.endpoints);
+        packed(&mut self.secrets);
+        packed(&mut self.config_maps);
+    }
+
     /// Total number of objects held.
     pub fn len(&self) -> usize {
         self.ingresses.len()

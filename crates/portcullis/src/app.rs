@@ -191,25 +191,23 @@ pub(crate) fn admin_state(settings: &Settings, published: Arc<Published>) -> Arc
 
 /// Reads the manifests, publishes the first table, binds the listeners and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
-    let mut source = FolderSource::new(settings.manifests.clone())?;
-    let load = {
-        let (s, load) = tokio::task::spawn_blocking(move || {
-            let load = source.load();
-            (source, load)
-        })
-        .await?;
-        source = s;
-        load
-    };
+    let source = FolderSource::new(settings.manifests.clone())?;
     let published = Arc::new(Published::new());
-    let mut translator = translate::Translator::new();
-    let (generation, diagnostics, took) = apply(
-        &load,
-        None,
-        &settings.translate,
-        &mut translator,
-        &published,
-    );
+    // The first read and its translation run on one thread: what the read frees (parser
+    // values, the source's first maps) is memory the translation's allocations can take up, as
+    // they could not from another thread's allocator arena.
+    let first = {
+        let published = published.clone();
+        let options = settings.translate.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut source = source;
+            let load = source.load();
+            let mut translator = translate::Translator::new();
+            let applied = apply(&load, None, &options, &mut translator, &published);
+            (source, load, translator, applied)
+        })
+    };
+    let (source, load, mut translator, (generation, diagnostics, took)) = first.await?;
     log_diagnostics(&diagnostics);
     let admin_state = admin_state(&settings, published.clone());
     admin_state.set_diagnostics(diagnostics, took);

@@ -126,14 +126,25 @@ impl FolderSource {
     /// file that no longer parses keeps serving its last good objects; a root that cannot be listed
     /// keeps all of its files' last objects.
     pub fn load(&mut self) -> Load {
+        let first = !self.index.track;
         let mut diagnostics = Vec::new();
         self.read_all(&mut diagnostics);
+        if first {
+            self.compact();
+        }
         if self.root_notes != diagnostics {
             self.root_notes = diagnostics;
             self.dirty = true;
             self.notes_dirty = true;
         }
         self.current()
+    }
+
+    /// Packs the maps a first read filled one file at a time (no [`Load`] shares the snapshot
+    /// yet, so it is not copied).
+    fn compact(&mut self) {
+        Arc::make_mut(&mut self.index.snapshot).compact();
+        self.files = std::mem::take(&mut self.files).into_iter().collect();
     }
 
     /// Re-reads only the manifest files named in `changed` (paths from file-system events). A path
@@ -477,6 +488,8 @@ fn parse_file(path: &Path, text: &str) -> ParsedFile {
             }
         }
     }
+    // Kept for as long as the file is: no room for objects that never come.
+    out.objects.shrink_to_fit();
     out
 }
 
@@ -492,7 +505,9 @@ enum Outcome {
 
 /// Reads many files, and parses those whose text is not the one last parsed (`files`), on all
 /// cores: a cold start with thousands of files is YAML-bound. Each text is dropped as soon as it
-/// is parsed, so the texts of all files are never held at once.
+/// is parsed, so the texts of all files are never held at once. Files that read as they were
+/// last parsed, with no read error to forget, are left out: a re-read of an unchanged folder
+/// holds nothing per file.
 fn read_files(
     files: &BTreeMap<Arc<Path>, FileState>,
     paths: Vec<PathBuf>,
@@ -501,10 +516,12 @@ fn read_files(
         let outcome = match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let fingerprint = Fingerprint::of(&text);
-                let same = files
-                    .get(path.as_path())
-                    .is_some_and(|s| s.good.is_some() && s.text == Some(fingerprint));
+                let state = files.get(path.as_path());
+                let same = state.is_some_and(|s| s.good.is_some() && s.text == Some(fingerprint));
                 if same {
+                    if state.is_some_and(|s| s.read_error.is_none()) {
+                        return None;
+                    }
                     Outcome::Same
                 } else {
                     Outcome::Parsed(fingerprint, parse_file(&path, &text))
@@ -512,11 +529,11 @@ fn read_files(
             }
             Err(e) => Outcome::Failed(e),
         };
-        (path, outcome)
+        Some((path, outcome))
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || paths.len() < 64 {
-        return paths.into_iter().map(read).collect();
+        return paths.into_iter().filter_map(read).collect();
     }
     let chunk = paths.len().div_ceil(threads);
     let mut paths = paths;
@@ -528,7 +545,9 @@ fn read_files(
     std::thread::scope(|scope| {
         let handles: Vec<_> = batches
             .into_iter()
-            .map(|batch| scope.spawn(move || batch.into_iter().map(read).collect::<Vec<_>>()))
+            .map(|batch| {
+                scope.spawn(move || batch.into_iter().filter_map(read).collect::<Vec<_>>())
+            })
             .collect();
         handles
             .into_iter()

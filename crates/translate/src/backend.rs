@@ -211,6 +211,10 @@ impl Index {
                     .push(slice.clone());
             }
         }
+        // Nearly every Service has one slice: lists grown one push at a time hold room for four.
+        for list in self.by_service.values_mut() {
+            list.shrink_to_fit();
+        }
     }
 
     /// Files a slice under the Service it now belongs to instead of the one it belonged to,
@@ -605,6 +609,9 @@ fn service_target(
     not_ready.sort();
     not_ready.dedup();
     not_ready.retain(|a| !ready.contains(a));
+    // The lists live as long as the table; most hold one or two addresses.
+    ready.shrink_to_fit();
+    not_ready.shrink_to_fit();
     if ready.is_empty() {
         diag(
             Severity::Warning,

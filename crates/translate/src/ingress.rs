@@ -479,7 +479,7 @@ impl Plan {
 
     /// The canary settings, on the plan of a canary Ingress.
     pub(crate) fn canary(&self) -> Option<&table::Canary> {
-        self.rules.canary.as_ref()
+        self.rules.canary.as_deref()
     }
 
     /// The paths the plan's routes ask for.
@@ -496,7 +496,7 @@ impl Plan {
         routed: &HashSet<crate::canary::PathKey>,
         canaries: &mut crate::canary::Canaries,
     ) {
-        let Some(canary) = self.rules.canary.as_ref() else {
+        let Some(canary) = self.rules.canary.as_deref() else {
             return;
         };
         for step in self.steps.iter_mut() {

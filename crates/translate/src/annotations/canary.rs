@@ -34,7 +34,7 @@ pub(super) fn read(r: &mut Reader<'_>, rules: &mut Rules) -> bool {
     let mut own = Policy::default();
     balance::read(r, &mut own);
     canary.balance = own.balance;
-    rules.canary = Some(canary);
+    rules.canary = Some(Box::new(canary));
     ignored(r);
     true
 }

@@ -54,7 +54,9 @@ pub struct Rules {
     pub reads: Vec<Read>,
     /// `canary: "true"`: the Ingress adds no routes of its own; its backend (here with a
     /// placeholder id) becomes the alternative of the routes on its hosts and paths.
-    pub canary: Option<table::Canary>,
+    ///
+    /// Boxed: every Ingress's rules are kept, and few Ingresses are canaries.
+    pub canary: Option<Box<table::Canary>>,
 }
 
 /// An object an annotation read, as it was when read (`None`: it did not exist).
