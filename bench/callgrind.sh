@@ -5,6 +5,7 @@
 # counted; see bench/run.sh for the full picture.
 #
 #   bench/callgrind.sh                  # keep-alive HTTP/1.1, resumed TLS, HTTP/2
+#   WORKLOADS="tls-full tls-resumed tls-keepalive" bench/callgrind.sh   # the TLS workloads
 #   SECONDS_PER=8 CONNECTIONS=10 bench/callgrind.sh
 #   WORKLOADS="keepalive" KEEP_WORK=1 bench/callgrind.sh   # keeps callgrind.out.* for callgrind_annotate
 #
@@ -24,7 +25,10 @@ P_BACKEND=$BASE P_HTTP=$((BASE + 1)) P_TLS=$((BASE + 2)) P_ADMIN=$((BASE + 3))
 [[ "$CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$CONNECTIONS" -ge 1 ] && [ "$CONNECTIONS" -le 1000 ] ||
   die "CONNECTIONS must be 1..1000"
 for w in $WORKLOADS; do
-  case "$w" in keepalive | tls-resumed | h2) ;; *) die "unknown workload $w (have: keepalive tls-resumed h2)" ;; esac
+  case "$w" in
+    keepalive | tls-keepalive | tls-full | tls-resumed | h2) ;;
+    *) die "unknown workload $w (have: keepalive tls-keepalive tls-full tls-resumed h2)" ;;
+  esac
 done
 
 install_traps
@@ -58,9 +62,20 @@ run_workload() {
       wrk -t1 -c "$CONNECTIONS" -d "${2}s" -H "Host: bench.local" "http://127.0.0.1:$P_HTTP/" |
         awk '/ requests in /{print $1}'
       ;;
+    tls-keepalive)
+      # wrk sends no SNI for an IP address: the handshakes get the generated default certificate
+      # (ECDSA P-256, like the bench one), and routing follows the Host header.
+      wrk -t1 -c "$CONNECTIONS" -d "${2}s" -H "Host: tls.bench.local" "https://127.0.0.1:$P_TLS/" |
+        awk '/ requests in /{print $1}'
+      ;;
     h2)
       h2load -c "$CONNECTIONS" -m 10 -D "$2" -H ":authority: bench.local" "http://127.0.0.1:$P_HTTP/" |
         awk '/^requests:/{print $8}'
+      ;;
+    tls-full)
+      "$LOADGEN" tls --addr "127.0.0.1:$P_TLS" --sni tls.bench.local --host tls.bench.local \
+        --path / --duration "$2" --concurrency "$CONNECTIONS" |
+        tr ' ' '\n' | awk -F= '$1 == "full" {print $2}'
       ;;
     tls-resumed)
       "$LOADGEN" tls --addr "127.0.0.1:$P_TLS" --sni tls.bench.local --host tls.bench.local \
@@ -96,7 +111,11 @@ for workload in $WORKLOADS; do
     ir="$(awk '/^totals:/{print $2; exit}' "$f")"
     total=$((total + ${ir:-0}))
   done
-  case "$workload" in tls-resumed) unit="resumed handshake (one request each)" ;; *) unit=request ;; esac
+  case "$workload" in
+    tls-full) unit="full handshake (one request each)" ;;
+    tls-resumed) unit="resumed handshake (one request each)" ;;
+    *) unit=request ;;
+  esac
   ROWS+=("| $workload | $n | $((total / n)) | $unit |")
   top="$(for f in "$out"*; do callgrind_annotate --inclusive=no "$f" 2>/dev/null || true; done |
     awk '/^ *[0-9,]+ \([ 0-9.]+%\)  / && !/PROGRAM TOTALS/ && shown < 8 {
