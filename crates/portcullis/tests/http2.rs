@@ -299,6 +299,21 @@ async fn status_and_text(
     (parts.status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Portcullis serving `NAME.example` from `backend` alone (Service and Ingress named `name`).
+async fn one_backend_site(name: &str, backend: Server) -> support::wire::Site {
+    let manifests = [
+        service_at(name, backend.addr, true),
+        ingress(name, &format!("{name}.example"), name, &[]),
+    ];
+    site(
+        &manifests,
+        quiet_proxy(),
+        Listening::default(),
+        vec![backend],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_on_a_pooled_connection_the_upstream_closed_are_retried() {
     // Connection 0 answers once, then closes when the next request arrives, unanswered (the
@@ -328,17 +343,7 @@ async fn requests_on_a_pooled_connection_the_upstream_closed_are_retried() {
         }
     })
     .await;
-    let manifests = [
-        service_at("pooled", backend.addr, true),
-        ingress("pooled", "pooled.example", "pooled", &[]),
-    ];
-    let site = site(
-        &manifests,
-        quiet_proxy(),
-        Listening::default(),
-        vec![backend],
-    )
-    .await;
+    let site = one_backend_site("pooled", backend).await;
     let (client, _conn) = h2_connect(site.http(), &h2::client::Builder::new()).await;
     let fetch = |request, body| status_and_text(&client, request, body);
     let uri = "http://pooled.example/";
@@ -644,17 +649,7 @@ async fn connection_specific_response_fields_stay_on_the_http1_hop() {
         }
     })
     .await;
-    let manifests = [
-        service_at("hops", backend.addr, true),
-        ingress("hops", "hops.example", "hops", &[]),
-    ];
-    let site = site(
-        &manifests,
-        quiet_proxy(),
-        Listening::default(),
-        vec![backend],
-    )
-    .await;
+    let site = one_backend_site("hops", backend).await;
     // The h2 client refuses connection-specific fields as a protocol error, so a response
     // arriving at all shows none got through; the checks below say which.
     let (client, _conn) = h2_connect(site.http(), &h2::client::Builder::new()).await;
@@ -735,17 +730,7 @@ async fn every_response_framing_of_an_http1_backend_reaches_an_http2_client() {
         }
     })
     .await;
-    let manifests = [
-        service_at("framed", backend.addr, true),
-        ingress("framed", "framed.example", "framed", &[]),
-    ];
-    let site = site(
-        &manifests,
-        quiet_proxy(),
-        Listening::default(),
-        vec![backend],
-    )
-    .await;
+    let site = one_backend_site("framed", backend).await;
     let (client, _conn) = h2_connect(site.http(), &h2::client::Builder::new()).await;
     let fetch = |request| async { h2_body(h2_send(&client, request, None).await).await };
     let uri = |path: &str| format!("http://framed.example{path}");

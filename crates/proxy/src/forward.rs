@@ -534,13 +534,14 @@ impl Edits<'_> {
                 .headers
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        let upstream_host = || fwd.upstream_host().unwrap_or(self.host).clone();
+        // The upstream's Host and HTTP/2 authority: the policy's, else the client's.
+        let authority = fwd.upstream_host().unwrap_or(self.host);
         // A bodiless request to an HTTP/1.1 upstream is written out directly: its head is the
         // client's fields with ours set beside them, and its target needs no `Uri` of its own.
         if !h2 && body.is_end_stream() && !fwd.needs_admission() {
             let mut staged = headers::Staged::new(&parts.headers);
             self.apply(&mut staged);
-            headers::Fields::set(&mut staged, header::HOST, upstream_host());
+            headers::Fields::set(&mut staged, header::HOST, authority.clone());
             let target = origin_target(&parts.uri, fwd)?;
             let head = crate::h1::bridge::request_head(&parts.method, target, &staged);
             return Ok((Outgoing::Raw(head, parts.method), None));
@@ -549,14 +550,13 @@ impl Edits<'_> {
         if fwd.needs_admission() {
             admitted_fields(fwd, &mut parts.headers);
         }
-        let authority = fwd.upstream_host().unwrap_or(self.host);
         parts.uri = upstream_uri(&parts.uri, fwd, h2, authority)?;
         if h2 {
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
         } else {
             parts.version = Version::HTTP_11;
-            parts.headers.insert(header::HOST, upstream_host());
+            parts.headers.insert(header::HOST, authority.clone());
         }
         let exceeded = Arc::new(AtomicBool::new(false));
         let body = RequestBody::new(body, limits.body, exceeded.clone());

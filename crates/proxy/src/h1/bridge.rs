@@ -19,6 +19,7 @@ use hyper::body::{Frame, SizeHint};
 
 use super::chunked::Chunked;
 use super::codec::{Framing, Kind, ResponseHead};
+use super::conn::STALE_RETRIES;
 use super::pool::{Pool, Upstream};
 use super::read::read_response_head;
 use super::relay::write_flush;
@@ -26,10 +27,6 @@ use crate::decide::Forward;
 use crate::headers::Staged;
 use crate::quickack::QuickAck;
 use crate::upstream::{Route, SendError, Target, UpstreamError};
-
-/// How often a request found its pooled connection closed under it may be written again on
-/// another pooled (or a fresh) connection.
-const STALE_RETRIES: usize = 2;
 
 /// Bytes read from the upstream at a time while a body streams.
 const BODY_READ: usize = 16 * 1024;

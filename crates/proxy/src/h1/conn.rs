@@ -34,7 +34,7 @@ const INLINE_BODY: u64 = 16 * 1024;
 /// Output buffer capacity kept between requests.
 const KEEP_OUT: usize = 16 * 1024;
 /// Retries of a request whose reused upstream connection turned out to be closed.
-const STALE_RETRIES: usize = 2;
+pub(super) const STALE_RETRIES: usize = 2;
 /// Most of a request body left unread by an upstream that answered early that is read and
 /// dropped to keep the client connection; with more left, the connection closes.
 const DRAIN_MAX: u64 = 64 * 1024;
