@@ -1,7 +1,6 @@
-//! One request on the HTTP/2 path (hyper): the shared decision, the edits it names applied to
-//! `http` parts, forwarding over the upstream pool, upgrade tunnelling.
+//! One request on the HTTP/2 path: the shared decision, the edits it names applied to `http`
+//! parts, forwarding over the upstream pools.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,15 +10,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Incoming};
-use hyper_util::rt::TokioIo;
+use hyper::body::Body;
 
 use crate::client::ForwardedHeaders;
 use crate::decide::{Attempts, Decision, Failed, Forward, Local, View};
 use crate::error::{local_response, ResBody, SERVER};
+use crate::h2conn::{ClientBody, Streams};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::log::{AccessLog, Entry};
-use crate::server::Streams;
 use crate::stats::Outcome;
 use crate::upstream::{RequestBody, Route, SendError, UpstreamError};
 use crate::{Proxy, ProxyError};
@@ -108,8 +106,8 @@ struct Logged {
 pub async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<ResBody>, Infallible> {
+    req: Request<ClientBody>,
+) -> Response<ResBody> {
     // Boxed: the record travels with the response body, which hyper moves around.
     let mut finish = Box::new(Finish::new(proxy, conn, &req));
     let Finish {
@@ -129,7 +127,7 @@ pub async fn handle(
             error.to_response()
         }
     };
-    Ok(finish.answer(response))
+    finish.answer(response)
 }
 
 /// A request's count and access-log line, written when the request is over: when its
@@ -151,7 +149,7 @@ pub(crate) struct Finish {
 }
 
 impl Finish {
-    fn new(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: &Request<Incoming>) -> Self {
+    fn new(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: &Request<ClientBody>) -> Self {
         conn.streams.begin();
         let logged = (proxy.config.access_log != AccessLog::Off).then(|| {
             Box::new(Logged {
@@ -247,7 +245,7 @@ impl Drop for Finish {
 
 /// The host a request is for: the URI authority (HTTP/2 `:authority`, HTTP/1.1 absolute-form),
 /// else the Host header.
-fn request_host(req: &Request<Incoming>) -> &str {
+fn request_host(req: &Request<ClientBody>) -> &str {
     if let Some(authority) = req.uri().authority() {
         return authority.as_str();
     }
@@ -259,7 +257,7 @@ fn request_host(req: &Request<Incoming>) -> &str {
 
 /// The host as a header value: a cheap clone of the Host header, or a copy of the URI authority
 /// for HTTP/2 and absolute-form requests.
-fn host_value(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
+fn host_value(req: &Request<ClientBody>) -> Result<HeaderValue, ProxyError> {
     Ok(match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("host"))?,
         None => req
@@ -271,7 +269,7 @@ fn host_value(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
 }
 
 /// The request body's length, when known: from the stream's end or its `Content-Length`.
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
+fn content_length(req: &Request<ClientBody>) -> Option<u64> {
     req.body().size_hint().exact().or_else(|| {
         req.headers()
             .get(header::CONTENT_LENGTH)
@@ -313,7 +311,7 @@ pub(crate) fn local_to_response(local: &Local) -> Response<ResBody> {
 async fn forward(
     proxy: &Proxy,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: Request<ClientBody>,
     request_id: &HeaderValue,
     logged: Option<&mut Logged>,
     tally: &mut Tally,
@@ -360,8 +358,6 @@ async fn forward(
         }
     }
 
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let h2 = fwd.protocol().is_h2();
 
     let (parts, body) = req.into_parts();
@@ -373,7 +369,7 @@ async fn forward(
         request_id,
         host: &host,
     };
-    let (outgoing, exceeded) = edits.outgoing(parts, body, h2, upgrade, &limits)?;
+    let (outgoing, exceeded) = edits.outgoing(parts, body, h2, &limits)?;
 
     tally.upstream_at = Some(start.elapsed());
     let exchange = send(proxy, &fwd, outgoing, h2, &limits);
@@ -384,39 +380,10 @@ async fn forward(
         Ok(result) => result?,
     };
 
-    match client_upgrade {
-        Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            // A tunnel counts as a request in flight until it closes.
-            tunnel(client_upgrade, &mut response, tally.guard.take());
-            headers::strip_hop_by_hop(response.headers_mut(), true);
-        }
-        _ => headers::strip_hop_by_hop(response.headers_mut(), false),
-    }
+    headers::strip_hop_by_hop(response.headers_mut(), false);
     let status = response.status().as_u16();
     response_fields(&fwd, response.headers_mut(), status);
     Ok(response.map(Either::Left))
-}
-
-/// Relays bytes both ways between the client and the upstream once both switched protocols.
-fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    response: &mut Response<crate::upstream::PooledBody>,
-    guard: Option<crate::ratelimit::Guard>,
-) {
-    let upstream = hyper::upgrade::on(response);
-    tokio::spawn(async move {
-        let _guard = guard;
-        match tokio::try_join!(client, upstream) {
-            Ok((client, upstream)) => {
-                let mut client = TokioIo::new(client);
-                let mut upstream = TokioIo::new(upstream);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "upgraded connection ended");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
-    });
 }
 
 /// The response fields the decision adds: the policy's, the authentication service's cookies,
@@ -513,21 +480,20 @@ struct Edits<'a> {
 }
 
 impl Edits<'_> {
-    /// The upstream request made of the client's `parts` and `body` (`upgrade`: a protocol
-    /// switch), and the flag its body sets when it grows past the route's limit.
+    /// The upstream request made of the client's `parts` and `body`, and the flag its body
+    /// sets when it grows past the route's limit.
     fn outgoing(
         &self,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: ClientBody,
         h2: bool,
-        upgrade: bool,
         limits: &crate::decide::Limits,
     ) -> Result<(Outgoing, Option<Arc<AtomicBool>>), ProxyError> {
         let fwd = self.fwd;
-        if parts.version == Version::HTTP_2 && !h2 {
+        if !h2 {
             join_cookies(&mut parts.headers);
         }
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        headers::strip_hop_by_hop(&mut parts.headers, false);
         if h2 {
             // gRPC needs `te: trailers` end to end; it is the one hop-by-hop field HTTP/2 allows.
             parts

@@ -18,6 +18,7 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
+mod h2conn;
 mod headers;
 pub mod health;
 mod log;

@@ -510,7 +510,7 @@ impl Release {
 /// past the route's limit (`proxy-body-size`).
 pub struct RequestBody {
     /// `None`: no body.
-    inner: Option<Incoming>,
+    inner: Option<crate::h2conn::ClientBody>,
     limit: u64,
     seen: u64,
     exceeded: Arc<AtomicBool>,
@@ -521,7 +521,7 @@ pub struct RequestBody {
 impl RequestBody {
     /// The client's body, limited to `limit` bytes (0 = unlimited); `exceeded` is set when it
     /// goes past the limit.
-    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: crate::h2conn::ClientBody, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
         RequestBody {
             inner: Some(inner),
             limit,
@@ -587,13 +587,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
