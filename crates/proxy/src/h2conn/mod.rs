@@ -92,8 +92,17 @@ pub(crate) async fn serve<S>(
     };
     let mut keepalive = KeepAlive::new(conn.ping_pong());
     let mut streams = FuturesUnordered::new();
-    let mut start =
-        |req, respond| respond::stream(proxy.clone(), info.clone(), cancels.clone(), req, respond);
+    // Boxed where it is made: the exchange is written into its place on the heap once, and
+    // only the pointer moves into the set (a stream's future is several kilobytes).
+    let mut start = |req, respond| {
+        Box::pin(respond::stream(
+            proxy.clone(),
+            info.clone(),
+            cancels.clone(),
+            req,
+            respond,
+        ))
+    };
     let mut shutting = false;
     // Once the connection is being closed for its client's sake: how long it still gets.
     let mut deadline: Option<Instant> = None;
@@ -150,7 +159,7 @@ async fn drive<S, F>(
 ) -> Result<(), h2::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: std::future::Future<Output = ()>,
+    F: std::future::Future<Output = ()> + Unpin,
 {
     poll_fn(|cx| loop {
         // The exchanges first: what they queue is written by the connection's turn below.
