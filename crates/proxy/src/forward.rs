@@ -108,7 +108,7 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<ClientBody>,
 ) -> Response<ResBody> {
-    // Boxed: the record travels with the response body, which hyper moves around.
+    // Boxed: the record travels with the response body, which is moved into the stream's pump.
     let mut finish = Box::new(Finish::new(proxy, conn, &req));
     let Finish {
         proxy,
@@ -380,7 +380,7 @@ async fn forward(
         Ok(result) => result?,
     };
 
-    headers::strip_hop_by_hop(response.headers_mut(), false);
+    headers::strip_hop_by_hop(response.headers_mut());
     let status = response.status().as_u16();
     response_fields(&fwd, response.headers_mut(), status);
     Ok(response.map(Either::Left))
@@ -493,7 +493,7 @@ impl Edits<'_> {
         if !h2 {
             join_cookies(&mut parts.headers);
         }
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+        headers::strip_hop_by_hop(&mut parts.headers);
         if h2 {
             // gRPC needs `te: trailers` end to end; it is the one hop-by-hop field HTTP/2 allows.
             parts

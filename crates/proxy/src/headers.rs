@@ -31,16 +31,14 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Removes hop-by-hop headers, including those named in `Connection`. With `keep_upgrade` the
-/// `Upgrade` header survives and `Connection: upgrade` is restored, for protocol switches.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// Removes hop-by-hop headers, including those named in `Connection` and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One look at every name first: most messages carry no hop-by-hop field, and looking each
     // one up by name costs a hash apiece.
     let upgrade = &header::UPGRADE;
-    if !keep_upgrade
-        && !headers
-            .keys()
-            .any(|n| n == upgrade || HOP_BY_HOP.contains(n))
+    if !headers
+        .keys()
+        .any(|n| n == upgrade || HOP_BY_HOP.contains(n))
     {
         return;
     }
@@ -53,19 +51,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
         for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(name);
-            }
+            headers.remove(name);
         }
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
+    headers.remove(header::UPGRADE);
 }
 
 /// Who a request is forwarded for.
@@ -256,19 +248,18 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         h.insert(header::USER_AGENT, HeaderValue::from_static("ua"));
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::USER_AGENT));
     }
 
     #[test]
-    fn keeps_upgrade_for_switches() {
+    fn strips_a_protocol_switch() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h[header::UPGRADE], "websocket");
-        assert_eq!(h[header::CONNECTION], "upgrade");
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

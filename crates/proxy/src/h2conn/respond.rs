@@ -39,7 +39,7 @@ pub(super) async fn stream(
     let (mut head, body) = response.into_parts();
     if let Either::Right(_) = body {
         // Portcullis's own answers: make sure nothing connection-specific went into them.
-        crate::headers::strip_hop_by_hop(&mut head.headers, false);
+        crate::headers::strip_hop_by_hop(&mut head.headers);
     }
     head.headers.entry(header::DATE).or_insert_with(http_date);
     if body.is_end_stream() {
