@@ -319,6 +319,16 @@ impl Pool {
                 return Ok(sender);
             }
         }
+        // Boxed: connecting is rare, and its state should not grow every request's future.
+        Box::pin(self.connect_h2(key, route)).await
+    }
+
+    /// A new HTTP/2 connection for `key`, shared from now on.
+    async fn connect_h2(
+        &self,
+        key: &Key,
+        route: &Route<'_>,
+    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
         let io = Acking::new(Self::stream(&key.0, route).await?, Frames::default());
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(io))
@@ -378,7 +388,8 @@ impl Pool {
                 }
             }
         }
-        let mut conn = match self.connect_h1(&key.0, &route).await {
+        // Boxed, as connecting is rare next to reusing a connection.
+        let mut conn = match Box::pin(self.connect_h1(&key.0, &route)).await {
             Ok(conn) => conn,
             Err(e) => return Err(SendError::NotSent(e, Some(Box::new(req)))),
         };

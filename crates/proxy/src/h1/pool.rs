@@ -3,6 +3,8 @@
 //! lock is never contended.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -98,8 +100,18 @@ impl Pool {
     }
 
     /// A new connection to `target` for `forward` (TLS when its route asks for it), within
-    /// `timeout`.
-    pub(crate) async fn connect(
+    /// `timeout`. Boxed: connecting is rare next to reusing, and its state (a TLS handshake)
+    /// would otherwise take room in every exchange's future.
+    pub(crate) fn connect<'a>(
+        &'a self,
+        target: &'a Target,
+        forward: &'a Forward,
+        timeout: Duration,
+    ) -> Pin<Box<impl Future<Output = Result<Upstream, UpstreamError>> + Send + 'a>> {
+        Box::pin(self.connect_now(target, forward, timeout))
+    }
+
+    async fn connect_now(
         &self,
         target: &Target,
         forward: &Forward,

@@ -31,9 +31,21 @@ pub(super) async fn stream(
     let answering = Answering(Some(cancels));
     let (parts, recv) = req.into_parts();
     let body = ClientBody::new(recv, &parts.headers);
-    let handling = handle(proxy, info, Request::from_parts(parts, body));
-    let Some(response) = until_reset(handling, &mut respond).await else {
-        return;
+    // Polled where it lies (handed to a helper, the exchange would take room in this future
+    // twice), and in a block of its own, so that the body's pump below reuses its room.
+    let response = {
+        let mut handling = std::pin::pin!(handle(proxy, info, Request::from_parts(parts, body)));
+        let until_reset = poll_fn(|cx| {
+            if let Poll::Ready(response) = handling.as_mut().poll(cx) {
+                return Poll::Ready(Some(response));
+            }
+            // The client reset the stream first: the exchange is abandoned.
+            respond.poll_reset(cx).map(|_| None)
+        });
+        match until_reset.await {
+            Some(response) => response,
+            None => return,
+        }
     };
     answering.finished();
     let (mut head, body) = response.into_parts();
@@ -64,21 +76,6 @@ pub(super) async fn stream(
             respond.send_reset(Reason::INTERNAL_ERROR);
         }
     }
-}
-
-/// The outcome of `work`, or `None` once the client resets the stream first.
-async fn until_reset<F: Future>(work: F, respond: &mut SendResponse<Bytes>) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        match respond.poll_reset(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
 }
 
 /// The current time as a `Date` value.
