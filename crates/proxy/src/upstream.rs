@@ -81,6 +81,24 @@ pub(crate) fn service_dns_name(backend: &str) -> String {
     format!("{service}.{ns}.svc")
 }
 
+/// A new connection to `target`, through TLS when `tls` is given, within `timeout`. Boxed:
+/// connecting is rare next to reusing a pooled connection, and its state (a TLS handshake)
+/// would otherwise take room in the future of every request that might connect.
+pub(crate) fn open<'a>(
+    target: &'a Target,
+    tls: Option<&'a UpstreamTls>,
+    backend: &'a str,
+    timeout: Duration,
+) -> Pin<Box<impl std::future::Future<Output = Result<Stream, UpstreamError>> + Send + 'a>> {
+    Box::pin(async move {
+        let tcp = connect_tcp(target, timeout).await?;
+        Ok(match tls {
+            None => Stream::Tcp(tcp),
+            Some(tls) => Stream::Tls(Box::new(tls_handshake(tcp, tls, backend, timeout).await?)),
+        })
+    })
+}
+
 /// The TLS handshake with an upstream over `tcp`, within `timeout`.
 pub(crate) async fn tls_handshake(
     tcp: TcpStream,
@@ -283,18 +301,11 @@ impl Pool {
         }
     }
 
-    async fn stream(target: &Target, route: &Route<'_>) -> Result<Stream, UpstreamError> {
-        let tcp = connect_tcp(target, route.connect_timeout).await?;
-        Ok(match route.tls {
-            None => Stream::Tcp(tcp),
-            Some(tls) => Stream::Tls(Box::new(
-                tls_handshake(tcp, tls, route.backend, route.connect_timeout).await?,
-            )),
-        })
-    }
-
     async fn connect_h1(&self, target: &Target, route: &Route<'_>) -> Result<Conn, UpstreamError> {
-        let io = Acking::new(Self::stream(target, route).await?, Responses::default());
+        let io = Acking::new(
+            open(target, route.tls, route.backend, route.connect_timeout).await?,
+            Responses::default(),
+        );
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
         let task = tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -319,7 +330,8 @@ impl Pool {
                 return Ok(sender);
             }
         }
-        // Boxed: connecting is rare, and its state should not grow every request's future.
+        // Boxed: connecting is rare, and the HTTP/2 handshake's state should not grow every
+        // request's future.
         Box::pin(self.connect_h2(key, route)).await
     }
 
@@ -329,7 +341,10 @@ impl Pool {
         key: &Key,
         route: &Route<'_>,
     ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
-        let io = Acking::new(Self::stream(&key.0, route).await?, Frames::default());
+        let io = Acking::new(
+            open(&key.0, route.tls, route.backend, route.connect_timeout).await?,
+            Frames::default(),
+        );
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(io))
             .await?;
@@ -388,7 +403,7 @@ impl Pool {
                 }
             }
         }
-        // Boxed, as connecting is rare next to reusing a connection.
+        // Boxed, as for HTTP/2: the HTTP/1.1 handshake's state is large and rarely needed.
         let mut conn = match Box::pin(self.connect_h1(&key.0, &route)).await {
             Ok(conn) => conn,
             Err(e) => return Err(SendError::NotSent(e, Some(Box::new(req)))),

@@ -3,8 +3,6 @@
 //! lock is never contended.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -13,7 +11,7 @@ use tokio::net::TcpStream;
 
 use super::Buf;
 use crate::decide::Forward;
-use crate::upstream::{connect_tcp, tls_handshake, Stream, Target, UpstreamError};
+use crate::upstream::{open, Stream, Target, UpstreamError};
 use table::fasthash::BuildFast;
 use table::UpstreamTls;
 
@@ -100,31 +98,16 @@ impl Pool {
     }
 
     /// A new connection to `target` for `forward` (TLS when its route asks for it), within
-    /// `timeout`. Boxed: connecting is rare next to reusing, and its state (a TLS handshake)
-    /// would otherwise take room in every exchange's future.
-    pub(crate) fn connect<'a>(
-        &'a self,
-        target: &'a Target,
-        forward: &'a Forward,
-        timeout: Duration,
-    ) -> Pin<Box<impl Future<Output = Result<Upstream, UpstreamError>> + Send + 'a>> {
-        Box::pin(self.connect_now(target, forward, timeout))
-    }
-
-    async fn connect_now(
+    /// `timeout`.
+    pub(crate) async fn connect(
         &self,
         target: &Target,
         forward: &Forward,
         timeout: Duration,
     ) -> Result<Upstream, UpstreamError> {
-        let tcp = connect_tcp(target, timeout).await?;
-        let (stream, tls) = match forward.upstream_tls() {
-            None => (Stream::Tcp(tcp), 0),
-            Some(tls) => {
-                let stream = tls_handshake(tcp, tls, &forward.backend.name, timeout).await?;
-                (Stream::Tls(Box::new(stream)), tls.id)
-            }
-        };
+        let tls = forward.upstream_tls();
+        let stream = open(target, tls, &forward.backend.name, timeout).await?;
+        let tls = tls.map_or(0, |t| t.id);
         Ok(Upstream {
             stream,
             tls,
@@ -136,9 +119,8 @@ impl Pool {
     /// A new cleartext connection to `target`.
     #[cfg(test)]
     pub(crate) async fn connect_plain(&self, target: &Target) -> Result<Upstream, UpstreamError> {
-        let tcp = connect_tcp(target, Duration::from_secs(5)).await?;
         Ok(Upstream {
-            stream: Stream::Tcp(tcp),
+            stream: open(target, None, "", Duration::from_secs(5)).await?,
             tls: 0,
             buf: Buf::new(),
             reused: false,

@@ -92,8 +92,8 @@ pub(crate) async fn serve<S>(
     };
     let mut keepalive = KeepAlive::new(conn.ping_pong());
     let mut streams = FuturesUnordered::new();
-    // Boxed where it is made: the exchange is written into its place on the heap once, and
-    // only the pointer moves into the set (a stream's future is several kilobytes).
+    // Boxed where it is made: the exchange is copied onto the heap once, and only the pointer
+    // moves into the set (a stream's future is several kilobytes).
     let mut start = |req, respond| {
         Box::pin(respond::stream(
             proxy.clone(),
