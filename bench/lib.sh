@@ -3,7 +3,9 @@
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
-PORTCULLIS="$ROOT/target/release/portcullis"
+# The binary measured: $PORTCULLIS when set (with BUILD=0, to compare builds), else the build
+# in $CARGO_TARGET_DIR (default target/).
+PORTCULLIS="${PORTCULLIS:-${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis}"
 LOADGEN_TARGET="$ROOT/target/bench-loadgen"
 LOADGEN="$LOADGEN_TARGET/release/loadgen"
 # shellcheck disable=SC2034 # used by run.sh

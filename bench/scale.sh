@@ -15,7 +15,6 @@
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-PORTCULLIS="${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis"
 
 COMMAND="$0${*:+ $*}"
 ENV_USED=""

@@ -109,14 +109,14 @@ fn rank(suite: CipherSuite) -> u8 {
 
 /// Builds the HTTPS listener's configurations around `resolver`.
 pub fn server_config(resolver: Arc<SniResolver>) -> Result<TlsConfig, TlsError> {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = table::crypto_provider();
     provider.cipher_suites.sort_by_key(|s| rank(s.suite()));
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     let client_order = Arc::new(config.clone());
     config.ignore_client_order = true;
@@ -137,7 +137,7 @@ pub fn generated_certificate() -> Result<Arc<CertifiedKey>, TlsError> {
     let cert = params.self_signed(&key)?;
     let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
         .map_err(|e| rustls::Error::General(e.to_string()))?;
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = table::crypto_provider();
     Ok(Arc::new(CertifiedKey::from_der(
         vec![cert.der().clone()],
         der,

@@ -6,6 +6,13 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 use serde::Serialize;
 
+/// The cryptography every TLS configuration uses, on the listener and towards upstreams:
+/// aws-lc-rs, whose X25519 and P-256 are assembly with the CPU's wide-multiply instructions
+/// (`cargo bench -p portcullis-proxy --bench handshake` compares it with ring).
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
 /// A usable certificate chain with its key, and what `check` and `/config` show about it.
 #[derive(Debug, Serialize)]
 pub struct Certificate {

@@ -29,7 +29,7 @@ pub fn certificate_from_secret(key: &ObjectKey, secret: &Secret) -> Result<Certi
     }
     let private = PrivateKeyDer::from_pem_slice(pem_key)
         .map_err(|e| format!("tls.key is not a PEM private key ({e})"))?;
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = table::crypto_provider();
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
         .map_err(|e| format!("tls.crt: the first certificate cannot be parsed ({e})"))?;
     let mut dns_names = Vec::new();

@@ -146,8 +146,11 @@ pub enum Access {
     InCluster,
 }
 
-/// A client for the API server named by `access`.
+/// A client for the API server named by `access`. Its TLS takes the process's default
+/// provider, which is set here to the one the listener and upstream connections use (a no-op
+/// when one is set already).
 pub async fn connect(access: &Access) -> Result<Client, SourceError> {
+    let _ = table::crypto_provider().install_default();
     let config = match access {
         Access::Kubeconfig(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| {
