@@ -620,11 +620,19 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|d| d.severity == model::Severity::Warning)
             .count();
-        println!(
-            "\n{} file(s), {} Ingress(es) of our class, {} route(s): {errors} error(s), {warnings} warning(s)",
-            load.files,
-            translation.ingresses.len(),
-            translation.table.route_count()
+        print!(
+            "\n{}",
+            report::summary_text(
+                &report::Counts {
+                    files: load.files,
+                    ingresses: load.snapshot.ingresses.len(),
+                    ours: translation.ingresses.len(),
+                    routes: translation.table.route_count(),
+                    errors,
+                    warnings,
+                },
+                &args.class.options(),
+            )
         );
     }
     Ok(if errors > 0 {

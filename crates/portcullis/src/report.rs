@@ -287,6 +287,45 @@ pub fn tls_text(table: &Table) -> String {
     out
 }
 
+/// What `check` counted.
+pub struct Counts {
+    /// Manifest files read (0 from a cluster).
+    pub files: usize,
+    /// Every Ingress read, of any class.
+    pub ingresses: usize,
+    /// The Ingresses of our class.
+    pub ours: usize,
+    /// Routes in the table.
+    pub routes: usize,
+    /// Diagnostics by severity.
+    pub errors: usize,
+    /// Diagnostics by severity.
+    pub warnings: usize,
+}
+
+/// `check`'s closing summary; when Ingresses were read but none is ours, it says which classes
+/// are served, since that is the usual reason.
+pub fn summary_text(c: &Counts, options: &translate::Options) -> String {
+    let others = c.ingresses.saturating_sub(c.ours);
+    let ignored = if others > 0 {
+        format!(" ({others} of another class or of none, ignored)")
+    } else {
+        String::new()
+    };
+    let mut out = format!(
+        "{} file(s), {} Ingress(es) of our class{ignored}, {} route(s): {} error(s), {} warning(s)\n",
+        c.files, c.ours, c.routes, c.errors, c.warnings
+    );
+    if c.ours == 0 && others > 0 {
+        out.push_str(&format!(
+            "No Ingress is served. Served classes: {} (from --ingress-class, or any IngressClass whose spec.controller is {}); Ingresses without a class only with --watch-ingress-without-class\n",
+            options.ingress_classes.join(", "),
+            options.controller_class
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -294,6 +333,38 @@ mod tests {
         assert_eq!(super::date(0), "1970-01-01");
         assert_eq!(super::date(951_782_400), "2000-02-29");
         assert_eq!(super::date(1_795_651_200), "2026-11-26");
+    }
+
+    #[test]
+    fn summary_says_when_ingresses_of_other_classes_were_ignored() {
+        let options = translate::Options {
+            ingress_classes: vec!["portcullis".into()],
+            controller_class: "portcullis.io/ingress-controller".into(),
+            ..Default::default()
+        };
+        let counts = |ingresses, ours| super::Counts {
+            files: 1,
+            ingresses,
+            ours,
+            routes: ours,
+            errors: 0,
+            warnings: 0,
+        };
+        assert_eq!(
+            super::summary_text(&counts(2, 2), &options),
+            "1 file(s), 2 Ingress(es) of our class, 2 route(s): 0 error(s), 0 warning(s)\n"
+        );
+        let some = super::summary_text(&counts(3, 2), &options);
+        assert!(
+            some.starts_with("1 file(s), 2 Ingress(es) of our class (1 of another class or of none, ignored), 2 route(s)"),
+            "{some}"
+        );
+        assert!(!some.contains("No Ingress is served"), "{some}");
+        let none = super::summary_text(&counts(1, 0), &options);
+        assert!(
+            none.contains("No Ingress is served. Served classes: portcullis (from --ingress-class, or any IngressClass whose spec.controller is portcullis.io/ingress-controller)"),
+            "{none}"
+        );
     }
 }
 
