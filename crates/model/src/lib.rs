@@ -6,13 +6,18 @@
 #![forbid(unsafe_code)]
 
 mod diagnostic;
+mod meta;
 mod parse;
+pub mod service;
+pub mod slice;
 mod snapshot;
 
 pub use diagnostic::{Diagnostic, Severity, Subject};
 pub use k8s_openapi;
-pub use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
-pub use k8s_openapi::api::discovery::v1::EndpointSlice;
+pub use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret};
 pub use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+pub use meta::Meta;
 pub use parse::{parse_manifests, ManifestError, Parsed};
-pub use snapshot::{Kind, Object, ObjectKey, SharedObject, Snapshot};
+pub use service::Service;
+pub use slice::{EndpointSlice, SERVICE_NAME_LABEL};
+pub use snapshot::{Kind, Named, Object, ObjectKey, SharedObject, Snapshot};

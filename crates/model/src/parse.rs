@@ -235,8 +235,10 @@ fn parse_object(mut map: Map<String, Value>, origin: &str) -> Result<Parsed, Man
     let object = match target {
         Kind::Ingress => typed(value).map(Object::Ingress),
         Kind::IngressClass => typed(value).map(Object::IngressClass),
-        Kind::Service => typed(value).map(Object::Service),
-        Kind::EndpointSlice => typed(value).map(Object::EndpointSlice),
+        Kind::Service => typed::<k8s_openapi::api::core::v1::Service>(value)
+            .map(|service| Object::Service(service.into())),
+        Kind::EndpointSlice => typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(value)
+            .map(|slice| Object::EndpointSlice(slice.into())),
         Kind::Endpoints => typed(value).map(Object::Endpoints),
         Kind::Secret => typed(value).map(Object::Secret),
         Kind::ConfigMap => typed(value).map(Object::ConfigMap),

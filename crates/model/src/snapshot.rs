@@ -2,10 +2,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::service::Service;
+use crate::slice::EndpointSlice;
 
 /// The kinds of object Portcullis reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,7 +77,43 @@ impl ObjectKey {
             name: meta.name.clone().unwrap_or_default(),
         }
     }
+
+    /// The key of an object; a missing namespace means `default`.
+    pub fn of_object<T: Named + ?Sized>(object: &T) -> Self {
+        ObjectKey::new(object.object_namespace(), object.object_name())
+    }
 }
+
+/// The name and namespace of an object of a kind a [`Snapshot`] holds.
+pub trait Named {
+    /// `metadata.name` (empty when missing).
+    fn object_name(&self) -> &str;
+    /// `metadata.namespace`; a missing namespace is `default`.
+    fn object_namespace(&self) -> &str;
+}
+
+macro_rules! named_by_meta {
+    ($($ty:ty),*) => {$(
+        impl Named for $ty {
+            fn object_name(&self) -> &str {
+                self.metadata.name.as_deref().unwrap_or_default()
+            }
+            fn object_namespace(&self) -> &str {
+                self.metadata.namespace.as_deref().unwrap_or("default")
+            }
+        }
+    )*};
+}
+
+named_by_meta!(
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+    Endpoints,
+    Secret,
+    ConfigMap
+);
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,9 +133,9 @@ pub enum Object {
     Ingress(Ingress),
     /// An IngressClass.
     IngressClass(IngressClass),
-    /// A Service.
+    /// A Service (what routing reads of one).
     Service(Service),
-    /// An EndpointSlice.
+    /// An EndpointSlice (what routing reads of one).
     EndpointSlice(EndpointSlice),
     /// A legacy Endpoints object.
     Endpoints(Endpoints),
@@ -121,26 +159,24 @@ impl Object {
         }
     }
 
-    /// The object's metadata.
-    pub fn meta(&self) -> &ObjectMeta {
+    /// The object's name and namespace.
+    pub fn named(&self) -> &dyn Named {
         match self {
-            Object::Ingress(o) => &o.metadata,
-            Object::IngressClass(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
-            Object::Endpoints(o) => &o.metadata,
-            Object::Secret(o) => &o.metadata,
-            Object::ConfigMap(o) => &o.metadata,
+            Object::Ingress(o) => o,
+            Object::IngressClass(o) => o,
+            Object::Service(o) => o,
+            Object::EndpointSlice(o) => o,
+            Object::Endpoints(o) => o,
+            Object::Secret(o) => o,
+            Object::ConfigMap(o) => o,
         }
     }
 
     /// The object's key (IngressClass is cluster-scoped, so its namespace is empty).
     pub fn key(&self) -> ObjectKey {
         match self {
-            Object::IngressClass(o) => {
-                ObjectKey::new("", o.metadata.name.clone().unwrap_or_default())
-            }
-            other => ObjectKey::of(other.meta()),
+            Object::IngressClass(o) => ObjectKey::new("", o.object_name()),
+            other => ObjectKey::of_object(other.named()),
         }
     }
 }
@@ -193,26 +229,24 @@ impl SharedObject {
         }
     }
 
-    /// The object's metadata.
-    pub fn meta(&self) -> &ObjectMeta {
+    /// The object's name and namespace.
+    pub fn named(&self) -> &dyn Named {
         match self {
-            SharedObject::Ingress(o) => &o.metadata,
-            SharedObject::IngressClass(o) => &o.metadata,
-            SharedObject::Service(o) => &o.metadata,
-            SharedObject::EndpointSlice(o) => &o.metadata,
-            SharedObject::Endpoints(o) => &o.metadata,
-            SharedObject::Secret(o) => &o.metadata,
-            SharedObject::ConfigMap(o) => &o.metadata,
+            SharedObject::Ingress(o) => &**o,
+            SharedObject::IngressClass(o) => &**o,
+            SharedObject::Service(o) => &**o,
+            SharedObject::EndpointSlice(o) => &**o,
+            SharedObject::Endpoints(o) => &**o,
+            SharedObject::Secret(o) => &**o,
+            SharedObject::ConfigMap(o) => &**o,
         }
     }
 
     /// The object's key (IngressClass is cluster-scoped, so its namespace is empty).
     pub fn key(&self) -> ObjectKey {
         match self {
-            SharedObject::IngressClass(o) => {
-                ObjectKey::new("", o.metadata.name.clone().unwrap_or_default())
-            }
-            other => ObjectKey::of(other.meta()),
+            SharedObject::IngressClass(o) => ObjectKey::new("", o.object_name()),
+            other => ObjectKey::of_object(other.named()),
         }
     }
 }

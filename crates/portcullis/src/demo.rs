@@ -27,9 +27,8 @@ use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use model::k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
-use model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use model::{EndpointSlice, ObjectKey, Service, Snapshot};
+use model::slice::{Endpoint, EndpointConditions, EndpointPort};
+use model::{EndpointSlice, Meta, ObjectKey, Service, Snapshot};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -134,9 +133,6 @@ pub const CLIENT_SERVICE: &str = "client-cluster-ip-service";
 /// The Service whose Pods the built-in API server stands in for.
 pub const API_SERVICE: &str = "server-cluster-ip-service";
 
-/// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
 /// Where the built-in backends listen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BuiltIns {
@@ -169,20 +165,16 @@ pub fn with_built_in_endpoints(snapshot: &Snapshot, built_ins: &BuiltIns) -> Sna
         .filter_map(|(key, service)| Some((key, &**service, built_ins.serving(&key.name)?)))
         .collect();
     out.endpoint_slices.retain(|key, slice| {
-        let service = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(SERVICE_NAME_LABEL));
         !served.iter().any(|(served_key, _, _)| {
-            served_key.namespace == key.namespace && Some(&served_key.name) == service
+            served_key.namespace == key.namespace
+                && Some(&served_key.name) == slice.service.as_ref()
         })
     });
     for (key, service, addr) in served {
         out.endpoints.remove(key);
         let slice = built_in_slice(key, service, addr);
         out.endpoint_slices
-            .insert(ObjectKey::of(&slice.metadata), Arc::new(slice));
+            .insert(ObjectKey::of_object(&slice), Arc::new(slice));
     }
     out
 }
@@ -203,15 +195,12 @@ fn built_in_slice(key: &ObjectKey, service: &Service, addr: SocketAddr) -> Endpo
         })
         .collect();
     EndpointSlice {
-        metadata: ObjectMeta {
+        metadata: Meta {
             name: Some(format!("{}-demo", key.name)),
             namespace: Some(key.namespace.clone()),
-            labels: Some(BTreeMap::from([(
-                SERVICE_NAME_LABEL.to_string(),
-                key.name.clone(),
-            )])),
-            ..ObjectMeta::default()
+            uid: None,
         },
+        service: Some(key.name.clone()),
         address_type: if addr.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
         endpoints: Some(vec![Endpoint {
             addresses: vec![addr.ip().to_string()],
@@ -219,7 +208,6 @@ fn built_in_slice(key: &ObjectKey, service: &Service, addr: SocketAddr) -> Endpo
                 ready: Some(true),
                 ..EndpointConditions::default()
             }),
-            ..Endpoint::default()
         }]),
         ports: Some(ports),
     }

@@ -7,16 +7,14 @@ use std::sync::Arc;
 
 use model::k8s_openapi::api::core::v1::ServicePort;
 use model::k8s_openapi::api::networking::v1::IngressBackend;
-use model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use model::{EndpointSlice, Endpoints, Kind, ObjectKey, Service, Snapshot};
+use model::{EndpointSlice, Endpoints, Kind, Named, ObjectKey, Service, Snapshot};
 use table::fasthash::FastMap;
 use table::{Backend, BackendTarget};
 
 use crate::keyed::{key_hash, Keyed};
 use crate::{Diagnostic, Severity};
 
-/// The label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use model::SERVICE_NAME_LABEL;
 
 /// What translation remembers of the objects backends are resolved from: the Services,
 /// Endpoints and EndpointSlices of the last snapshot (to tell which Services' inputs changed
@@ -44,18 +42,13 @@ pub enum Changed {
 
 /// The namespace and name of the Service an EndpointSlice belongs to, by its label.
 fn service_of(slice: &EndpointSlice) -> Option<(&str, &str)> {
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-    Some((ns, service.as_str()))
+    let service = slice.service.as_deref()?;
+    Some((slice.object_namespace(), service))
 }
 
 /// An object's namespace and name (a missing namespace is `default`), by which slices are ordered.
 fn slice_key(slice: &EndpointSlice) -> (&str, &str) {
-    let meta = &slice.metadata;
-    (
-        meta.namespace.as_deref().unwrap_or("default"),
-        meta.name.as_deref().unwrap_or_default(),
-    )
+    (slice.object_namespace(), slice.object_name())
 }
 
 /// An entry that differs between two snapshots: its key, old value and new value.
@@ -65,7 +58,7 @@ type Difference<T> = (ObjectKey, Option<Arc<T>>, Option<Arc<T>>);
 /// object), with their old and new values; `last` is brought up to date.
 fn sync<T>(last: &mut Keyed<Arc<T>>, now: &BTreeMap<ObjectKey, Arc<T>>) -> Vec<Difference<T>>
 where
-    T: PartialEq + model::k8s_openapi::Metadata<Ty = ObjectMeta>,
+    T: PartialEq + Named,
 {
     let mut changes = Vec::new();
     let mut found = 0;
@@ -82,7 +75,7 @@ where
     }
     if found < last.len() {
         for old in last.values() {
-            let key = ObjectKey::of(old.metadata());
+            let key = ObjectKey::of_object(&**old);
             if !now.contains_key(&key) {
                 changes.push((key, Some(old.clone()), None));
             }
@@ -109,7 +102,7 @@ fn refresh<T>(
     key: &ObjectKey,
 ) -> Option<Replaced<T>>
 where
-    T: PartialEq + model::k8s_openapi::Metadata<Ty = ObjectMeta>,
+    T: PartialEq + Named,
 {
     let new = now.get(key).cloned();
     let same = match (last.get(key), &new) {
@@ -130,7 +123,7 @@ where
 /// `keyed` holding what `map` holds.
 fn fill<T>(keyed: &mut Keyed<Arc<T>>, map: &BTreeMap<ObjectKey, Arc<T>>)
 where
-    T: model::k8s_openapi::Metadata<Ty = ObjectMeta>,
+    T: Named,
 {
     keyed.clear();
     keyed.reserve(map.len());

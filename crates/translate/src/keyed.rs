@@ -5,7 +5,7 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use model::ObjectKey;
+use model::{Named, ObjectKey};
 use table::fasthash::{BuildFast, FastMap};
 
 /// The hash of the key `namespace/name`, as [`ObjectKey`] hashes it.
@@ -33,9 +33,9 @@ pub trait HasKey {
     fn has_key(&self, key: &ObjectKey) -> bool;
 }
 
-impl<T: model::k8s_openapi::Metadata<Ty = ObjectMeta>> HasKey for std::sync::Arc<T> {
+impl<T: Named> HasKey for std::sync::Arc<T> {
     fn has_key(&self, key: &ObjectKey) -> bool {
-        meta_is(self.metadata(), key)
+        self.object_name() == key.name && self.object_namespace() == key.namespace
     }
 }
 

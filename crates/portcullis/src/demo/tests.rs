@@ -384,14 +384,7 @@ fn built_in_services_get_one_slice_at_the_bound_address() {
         ]
     );
     let client = &after.endpoint_slices[&key("default", "client-cluster-ip-service-demo")];
-    assert_eq!(
-        client
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL)),
-        Some(&CLIENT_SERVICE.to_string())
-    );
+    assert_eq!(client.service.as_deref(), Some(CLIENT_SERVICE));
     assert_eq!(client.address_type, "IPv4");
     let endpoints = client.endpoints.as_deref().unwrap_or_default();
     assert_eq!(endpoints.len(), 1);

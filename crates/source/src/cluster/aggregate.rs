@@ -103,13 +103,6 @@ fn ingress_core(i: &Ingress) -> Ingress {
     })
 }
 
-fn service_core(s: &Service) -> Service {
-    without_status(s, |s| {
-        s.status = None;
-        s.metadata.resource_version = None;
-    })
-}
-
 /// Whether `old` holds an object equal to `new`.
 fn same<T: PartialEq>(old: Option<&Arc<T>>, new: &Arc<T>) -> bool {
     old.is_some_and(|o| Arc::ptr_eq(o, new) || **o == **new)
@@ -363,20 +356,17 @@ impl Aggregator {
         }
     }
 
-    /// A Service added or changed: a change of status alone (a load balancer's address) is quiet.
+    /// A Service added or changed. A snapshot keeps neither a Service's status nor its version,
+    /// so a change of those alone (a load balancer's address) leaves the Service as it was.
     fn apply_service(&mut self, key: ObjectKey, svc: Arc<Service>) -> Effect {
-        let old = self.snapshot.services.get(&key).cloned();
-        if same(old.as_ref(), &svc) {
+        if same(self.snapshot.services.get(&key), &svc) {
             return Effect::default();
         }
-        let quiet = old.is_some_and(|o| service_core(&o) == service_core(&svc));
-        if !quiet {
-            self.note(Kind::Service, &key);
-        }
+        self.note(Kind::Service, &key);
         Arc::make_mut(&mut self.snapshot).services.insert(key, svc);
         Effect {
-            routing: !quiet,
-            quiet,
+            routing: true,
+            quiet: false,
             urgent: false,
         }
     }

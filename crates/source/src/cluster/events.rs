@@ -160,16 +160,16 @@ fn event_name(said: &Said) -> String {
 }
 
 fn uid(snapshot: &Snapshot, said: &Said) -> Option<String> {
-    let meta = match said.kind {
-        Kind::Ingress => &snapshot.ingresses.get(&said.key)?.metadata,
-        Kind::IngressClass => &snapshot.ingress_classes.get(&said.key)?.metadata,
-        Kind::Service => &snapshot.services.get(&said.key)?.metadata,
-        Kind::EndpointSlice => &snapshot.endpoint_slices.get(&said.key)?.metadata,
-        Kind::Endpoints => &snapshot.endpoints.get(&said.key)?.metadata,
-        Kind::Secret => &snapshot.secrets.get(&said.key)?.metadata,
-        Kind::ConfigMap => &snapshot.config_maps.get(&said.key)?.metadata,
+    let uid = match said.kind {
+        Kind::Ingress => &snapshot.ingresses.get(&said.key)?.metadata.uid,
+        Kind::IngressClass => &snapshot.ingress_classes.get(&said.key)?.metadata.uid,
+        Kind::Service => &snapshot.services.get(&said.key)?.metadata.uid,
+        Kind::EndpointSlice => &snapshot.endpoint_slices.get(&said.key)?.metadata.uid,
+        Kind::Endpoints => &snapshot.endpoints.get(&said.key)?.metadata.uid,
+        Kind::Secret => &snapshot.secrets.get(&said.key)?.metadata.uid,
+        Kind::ConfigMap => &snapshot.config_maps.get(&said.key)?.metadata.uid,
     };
-    meta.uid.clone()
+    uid.clone()
 }
 
 fn now() -> MicroTime {

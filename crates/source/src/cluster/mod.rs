@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use model::{EndpointSlice, Ingress, IngressClass, Kind, Object, Secret, Service, Snapshot};
+use model::k8s_openapi::api::core::v1::Service;
+use model::k8s_openapi::api::discovery::v1::EndpointSlice;
+use model::{Ingress, IngressClass, Kind, Object, Secret, Snapshot};
 use tokio::sync::{mpsc, watch};
 
 pub use events::{EventConfig, EventRecorder};
@@ -278,7 +280,7 @@ impl ClusterSource {
             api::<Service>(&client, ns),
             base.clone(),
             s,
-            Object::Service,
+            |service| Object::Service(service.into()),
             t,
             h,
             retry,
@@ -288,7 +290,7 @@ impl ClusterSource {
             api::<EndpointSlice>(&client, ns),
             base.clone(),
             s,
-            Object::EndpointSlice,
+            |slice| Object::EndpointSlice(slice.into()),
             t,
             h,
             retry,

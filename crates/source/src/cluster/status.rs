@@ -17,7 +17,8 @@ use kube::api::PostParams;
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
-use model::{Ingress, ObjectKey, Service, Snapshot};
+use model::k8s_openapi::api::core::v1::Service;
+use model::{Ingress, ObjectKey, Snapshot};
 use tokio::sync::watch;
 
 use super::backoff::Backoff;

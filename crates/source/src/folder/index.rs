@@ -22,14 +22,12 @@ pub(super) fn id_of(object: &SharedObject) -> Id {
 
 /// Whether `object` is the object `id` names.
 fn is(object: &SharedObject, (kind, key): &Id) -> bool {
-    let meta = object.meta();
+    let named = object.named();
     let namespace = match kind {
         Kind::IngressClass => "",
-        _ => meta.namespace.as_deref().unwrap_or("default"),
+        _ => named.object_namespace(),
     };
-    object.kind() == *kind
-        && meta.name.as_deref().unwrap_or_default() == key.name
-        && namespace == key.namespace
+    object.kind() == *kind && named.object_name() == key.name && namespace == key.namespace
 }
 
 /// The hash definitions of `id` are filed under.
