@@ -10,6 +10,7 @@
 //! one.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use http::{Method, StatusCode};
@@ -490,9 +491,10 @@ fn split_target(buf: &[u8], target: Range<usize>, method: &Method) -> Result<Tar
 /// more without a complete head.
 pub(crate) fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let limited = &buf[..buf.len().min(MAX_HEAD)];
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(limited) {
+    // Left uninitialised: httparse writes the fields it finds and hands back only those.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(limited, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(if request_line_ends(limited) {
@@ -595,9 +597,13 @@ pub(crate) fn parse_response(
     head_request: bool,
 ) -> Result<Option<ResponseHead>, HeadError> {
     let limited = &buf[..buf.len().min(MAX_HEAD)];
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let len = match res.parse(limited) {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        limited,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
