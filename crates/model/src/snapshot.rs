@@ -69,13 +69,7 @@ impl ObjectKey {
 
     /// The key of an object's metadata; a missing namespace means `default`.
     pub fn of(meta: &ObjectMeta) -> Self {
-        ObjectKey {
-            namespace: meta
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_string()),
-            name: meta.name.clone().unwrap_or_default(),
-        }
+        ObjectKey::of_object(meta)
     }
 
     /// The key of an object; a missing namespace means `default`.
@@ -90,16 +84,37 @@ pub trait Named {
     fn object_name(&self) -> &str;
     /// `metadata.namespace`; a missing namespace is `default`.
     fn object_namespace(&self) -> &str;
+
+    /// Whether the object is the one `key` names.
+    fn is(&self, key: &ObjectKey) -> bool {
+        self.object_name() == key.name && self.object_namespace() == key.namespace
+    }
 }
+
+/// Metadata, full or reduced, names its object.
+macro_rules! named_by_fields {
+    ($($ty:ty),*) => {$(
+        impl Named for $ty {
+            fn object_name(&self) -> &str {
+                self.name.as_deref().unwrap_or_default()
+            }
+            fn object_namespace(&self) -> &str {
+                self.namespace.as_deref().unwrap_or("default")
+            }
+        }
+    )*};
+}
+
+named_by_fields!(ObjectMeta, crate::meta::Meta);
 
 macro_rules! named_by_meta {
     ($($ty:ty),*) => {$(
         impl Named for $ty {
             fn object_name(&self) -> &str {
-                self.metadata.name.as_deref().unwrap_or_default()
+                self.metadata.object_name()
             }
             fn object_namespace(&self) -> &str {
-                self.metadata.namespace.as_deref().unwrap_or("default")
+                self.metadata.object_namespace()
             }
         }
     )*};

@@ -116,7 +116,7 @@ pub fn server_config(resolver: Arc<SniResolver>) -> Result<TlsConfig, TlsError> 
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.ticketer = table::ticketer()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     let client_order = Arc::new(config.clone());
     config.ignore_client_order = true;

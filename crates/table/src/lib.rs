@@ -38,7 +38,7 @@ pub use policy::{
 pub use publish::Published;
 pub use regex_paths::{pattern_of, RegexCache, RegexPaths};
 pub use route::{PathType, Route, RouteOrigin, RoutePolicy};
-pub use tls::{crypto_provider, Certificate, TlsTable};
+pub use tls::{crypto_provider, ticketer, Certificate, TlsTable};
 
 use crate::fasthash::FastMap;
 use std::sync::Arc;

@@ -13,6 +13,11 @@ pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
 
+/// The listener's session-ticket keys, from the same cryptography.
+pub fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    rustls::crypto::aws_lc_rs::Ticketer::new()
+}
+
 /// A usable certificate chain with its key, and what `check` and `/config` show about it.
 #[derive(Debug, Serialize)]
 pub struct Certificate {

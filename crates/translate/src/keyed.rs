@@ -4,7 +4,6 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use model::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::{Named, ObjectKey};
 use table::fasthash::{BuildFast, FastMap};
 
@@ -21,12 +20,6 @@ pub fn hash_of(key: &ObjectKey) -> u64 {
     key_hash(&key.namespace, &key.name)
 }
 
-/// Whether an object's metadata names `key` (a missing namespace is `default`).
-pub fn meta_is(meta: &ObjectMeta, key: &ObjectKey) -> bool {
-    meta.name.as_deref().unwrap_or_default() == key.name
-        && meta.namespace.as_deref().unwrap_or("default") == key.namespace
-}
-
 /// A value that knows the key it is stored under.
 pub trait HasKey {
     /// Whether the value is the one stored under `key`.
@@ -35,7 +28,7 @@ pub trait HasKey {
 
 impl<T: Named> HasKey for std::sync::Arc<T> {
     fn has_key(&self, key: &ObjectKey) -> bool {
-        self.object_name() == key.name && self.object_namespace() == key.namespace
+        self.is(key)
     }
 }
 

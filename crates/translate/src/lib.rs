@@ -211,7 +211,7 @@ fn relink(users: &mut FastMap<u64, keyed::Hashes>, ingress: u64, was: &[u64], se
 
 impl keyed::HasKey for Memo {
     fn has_key(&self, key: &ObjectKey) -> bool {
-        keyed::meta_is(&self.ingress.metadata, key)
+        model::Named::is(&self.ingress.metadata, key)
     }
 }
 
