@@ -105,6 +105,10 @@ def run_report(results_path, rss_path):
             lines.append("")
         lines.append(memory_table(rss.get(w, {})))
         lines.append("")
+        idle = idle_table(by, w)
+        if idle:
+            lines.append(idle)
+            lines.append("")
         if w == "1":
             lines.append(noise_table(by, w))
             lines.append("")
@@ -257,6 +261,53 @@ def memory_table(rss):
         small = rss.get(p, (None, None))
         big = rss.get(p + "-10k", (None, None))
         out.append(f"| {p} | {mib(small[0])} | {mib(small[1])} | {mib(big[0])} | {mib(big[1])} |")
+    return "\n".join(out)
+
+
+IDLE_KINDS = {
+    "h1": "HTTP/1.1 keep-alive",
+    "h2c": "HTTP/2 cleartext",
+    "tls": "TLS + HTTP/1.1 keep-alive",
+}
+
+
+def idle_table(by, w):
+    if not any(by.get((w, f"idle-{k}", t)) for k in IDLE_KINDS for t in PROXIES):
+        return ""
+    conns = sorted(
+        {int(r.extra.get("connections", 0)) for k in IDLE_KINDS for t in PROXIES for r in by.get((w, f"idle-{k}", t), [])}
+    )
+    out = [
+        "Memory per idle connection (KiB, RSS growth ÷ connections): "
+        f"{'/'.join(str(c) for c in conns)} connections opened at once, one request answered on each, "
+        "then held open with no traffic while the proxy's RSS (all its processes) is read.",
+        "",
+        "| connection | nginx | HAProxy | Portcullis | Portcullis ÷ nginx |",
+        "|---|---:|---:|---:|---:|",
+    ]
+
+    def cell(rs):
+        if not rs:
+            return "—", None
+        ok = [r for r in rs if not r.failed]
+        if not ok:
+            return "**failed**", None
+        value = median([r.rate for r in ok])
+        text = fnum(value, 1)
+        opened = sum(int(r.count) for r in ok)
+        asked = sum(int(r.extra.get("connections", 0)) for r in ok)
+        errors = sum(r.errors for r in ok)
+        if errors or opened < asked:
+            text += f" ⚠ {opened} of {asked} opened, {errors} errors"
+        return text, value
+
+    for kind, label in IDLE_KINDS.items():
+        cells = {t: cell(by.get((w, f"idle-{kind}", t), [])) for t in PROXIES}
+        n, p = cells["nginx"][1], cells["portcullis"][1]
+        ratio = f"{p / n:.2f}" if n is not None and p is not None and n > 0 else "—"
+        out.append(
+            f"| {kind} ({label}) | {cells['nginx'][0]} | {cells['haproxy'][0]} | {cells['portcullis'][0]} | {ratio} |"
+        )
     return "\n".join(out)
 
 

@@ -7,7 +7,8 @@
 #
 # Other knobs: WORKERS="1 2" (worker counts to run), WORKLOADS="tiny 1k ..." (a subset, see
 # ALL_WORKLOADS), CONNECTIONS=50, RATE=N (fixed rate for the latency runs; default RATE_PCT=50 %
-# of nginx's measured keep-alive maximum), BENCH_PORT_BASE=18100, KEEP_WORK=1 (keep configs and logs).
+# of nginx's measured keep-alive maximum), IDLE_CONNECTIONS=2000 (connections held open by the idle
+# workload), BENCH_PORT_BASE=18100, KEEP_WORK=1 (keep configs and logs).
 # See bench/README.md for what each number means.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 COMMAND="$0${*:+ $*}"
 ENV_USED=""
-for v in QUICK ROUNDS DURATION WORKERS WORKLOADS CONNECTIONS RATE RATE_PCT BENCH_PORT_BASE; do
+for v in QUICK ROUNDS DURATION WORKERS WORKLOADS CONNECTIONS RATE RATE_PCT IDLE_CONNECTIONS BENCH_PORT_BASE; do
   if [ -n "${!v:-}" ]; then ENV_USED+="$v=${!v} "; fi
 done
 
@@ -26,7 +27,11 @@ ROUNDS="${ROUNDS:-3}"
 WORKERS_LIST="${WORKERS:-1 2}"
 CONNECTIONS="${CONNECTIONS:-50}"
 RATE_PCT="${RATE_PCT:-50}"
-ALL_WORKLOADS="tiny 1k 100k close h2 tls-full tls-resumed routes-1 routes-10k nagle"
+IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-2000}"
+# Seconds the idle workload's connections stay open once all are answered: well under every
+# proxy's client idle timeout (75 s for all three).
+IDLE_HOLD=4
+ALL_WORKLOADS="tiny 1k 100k close h2 tls-full tls-resumed routes-1 routes-10k idle nagle"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
 PROXIES="nginx haproxy portcullis"
 NROUTES=10000
@@ -47,6 +52,8 @@ for w in $WORKERS_LIST; do
 done
 [[ "$RATE_PCT" =~ ^[0-9]+$ ]] && [ "$RATE_PCT" -ge 1 ] && [ "$RATE_PCT" -le 100 ] ||
   die "RATE_PCT must be 1..100"
+[[ "$IDLE_CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$IDLE_CONNECTIONS" -ge 1 ] && [ "$IDLE_CONNECTIONS" -le 7000 ] ||
+  die "IDLE_CONNECTIONS must be 1..7000 (HAProxy's maxconn is 8000)"
 
 # Ports: backend, then per proxy: HTTP, h2c, TLS, and a second instance with 10 000 routes.
 P_BACKEND=$BASE
@@ -539,6 +546,64 @@ parse_kv() {
     "$(tr ' ' ';' <<<"$line");kernel=$(kernel_share "$before" "$after")"
 }
 
+# idle_one W TARGET KIND: holds IDLE_CONNECTIONS answered, silent connections of KIND (h1, h2c,
+# tls) open to TARGET and records the growth of its RSS divided by the connections opened, in KiB,
+# as workload idle-KIND (the rate column); the RSS before and after go in the extra field.
+idle_one() {
+  local w="$1" target="$2" kind="$3" port sni=()
+  case "$kind:$target" in
+    h1:nginx) port=$P_NGINX ;;
+    h1:haproxy) port=$P_HAPROXY ;;
+    h1:portcullis) port=$P_PORT ;;
+    h2c:nginx) port=$P_NGINX_H2 ;;
+    h2c:haproxy) port=$P_HAPROXY_H2 ;;
+    h2c:portcullis) port=$P_PORT ;;
+    tls:nginx) port=$P_NGINX_TLS ;;
+    tls:haproxy) port=$P_HAPROXY_TLS ;;
+    tls:portcullis) port=$P_PORT_TLS ;;
+  esac
+  [ "$kind" = tls ] && sni=(--sni tls.bench.local)
+  if ! alive "$target"; then
+    record "$w" 1 "idle-$kind" "$target" 0 0 -1 0 0 "died=1"
+    return
+  fi
+  local pids=() before after ready="$WORK/idle-ready" out="$WORK/idle-out.txt" lg i t0 t1
+  mapfile -t pids < <(instance_pids "$target")
+  rm -f "$ready"
+  before="$(proc_kb VmRSS "${pids[@]}")"
+  t0="$(now_ns)"
+  timeout $((IDLE_HOLD + 180)) "${CLIENT_PREFIX[@]}" "$LOADGEN" idle --addr "127.0.0.1:$port" \
+    --kind "$kind" "${sni[@]}" --connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" \
+    --ready-file "$ready" >"$out" 2>&1 &
+  lg=$!
+  for ((i = 0; i < 1500; i++)); do
+    [ -e "$ready" ] && break
+    kill -0 "$lg" 2>/dev/null || break
+    sleep 0.1
+  done
+  # A moment for the proxy to finish with the last responses before its memory is read.
+  sleep 0.5
+  if [ -e "$ready" ]; then after="$(proc_kb VmRSS "${pids[@]}")"; else after=""; fi
+  wait "$lg" || true
+  t1="$(now_ns)"
+  local line opened errors
+  line="$(grep -m1 '^mode=idle' "$out" || true)"
+  opened="$(tr ' ' '\n' <<<"$line" | awk -F= '$1 == "opened" {print $2}')"
+  errors="$(tr ' ' '\n' <<<"$line" | awk -F= '$1 == "errors" {print $2}')"
+  if [ -z "$line" ] || [ -z "$after" ] || [ "${opened:-0}" -eq 0 ]; then
+    log "loadgen idle failed for $kind/$target: $(tail -n 3 "$out" | tr '\n' ' ')"
+    record "$w" 1 "idle-$kind" "$target" 0 0 -1 0 0 "failed=1"
+    return
+  fi
+  record "$w" 1 "idle-$kind" "$target" \
+    "$(awk -v a="$before" -v b="$after" -v n="$opened" 'BEGIN { printf "%.2f", (b - a) / n }')" \
+    "$opened" "$errors" 0 "$(wall_seconds "$t0" "$t1")" \
+    "rss_before_kb=$before;rss_after_kb=$after;$(tr ' ' ';' <<<"$line")"
+  alive "$target" || true
+  # Let the proxy close the dropped connections before the next measurement.
+  sleep 1
+}
+
 median_rate() {
   awk -F'\t' -v w="$1" -v wl="$2" -v t="$3" '$1 == w && $3 == wl && $4 == t && $7 >= 0 {print $5}' "$RESULTS" |
     sort -g | awk '{v[NR] = $1} END { if (NR) print v[int((NR + 1) / 2)] }'
@@ -577,8 +642,9 @@ for W in $WORKERS_LIST; do
   warm_up
   for ((round = 1; round <= ROUNDS; round++)); do
     for workload in $WORKLOADS; do
-      # Latency with peers that leave Nagle on is measured once, after the throughput runs.
-      [ "$workload" = nagle ] && continue
+      # Latency with peers that leave Nagle on is measured once, after the throughput runs, and
+      # idle connections' memory once per worker count, after the latency runs.
+      [ "$workload" = nagle ] || [ "$workload" = idle ] && continue
       CUR_WORKLOAD=$workload
       for target in $(targets_for "$workload"); do
         log "workers=$W round $round/$ROUNDS $workload -> $target"
@@ -601,6 +667,15 @@ for W in $WORKERS_LIST; do
       run_one "$W" "$round" latency "$target"
     done
   done
+  if [[ " $WORKLOADS " == *" idle "* ]]; then
+    CUR_WORKLOAD=idle
+    for target in $PROXIES; do
+      for kind in h1 h2c tls; do
+        log "workers=$W idle: $IDLE_CONNECTIONS $kind connections held open -> $target"
+        idle_one "$W" "$target" "$kind"
+      done
+    done
+  fi
   for inst in nginx haproxy portcullis nginx-10k haproxy-10k portcullis-10k; do
     if alive "$inst"; then
       mapfile -t pids < <(instance_pids "$inst")

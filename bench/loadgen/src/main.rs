@@ -10,6 +10,9 @@
 //!   `Connection: close`, with session resumption off (every handshake full) or on (tickets or
 //!   session ids, as the server offers); the client reports how many handshakes actually resumed.
 //!
+//! - `idle`: many connections (HTTP/1.1, h2c or TLS), one request each, then held open and
+//!   silent, for the server's memory per idle connection (see `idle`).
+//!
 //! Output is one line of `key=value` pairs on stdout.
 #![deny(unsafe_code)]
 
@@ -42,13 +45,15 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
 
 mod h1;
+mod idle;
 use h1::Client;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
 const USAGE: &str = "usage:
   loadgen rate --addr IP:PORT --rate REQ_PER_S --duration S [--connections N] [--host H] [--path P] [--tick-us N] [--threads N]
-  loadgen tls  --addr IP:PORT --duration S [--concurrency N] [--sni NAME] [--host H] [--path P] [--resume] [--threads N]";
+  loadgen tls  --addr IP:PORT --duration S [--concurrency N] [--sni NAME] [--host H] [--path P] [--resume] [--threads N]
+  loadgen idle --addr IP:PORT --kind h1|h2c|tls --connections N --hold S [--sni NAME] [--host H] [--path P] [--ready-file PATH]";
 
 /// `rate`: by default requests due within this many microseconds of each other are sent together.
 const DEFAULT_TICK_US: u64 = 200;
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
     let result = match mode.as_str() {
         "rate" => RateConfig::from_opts(&opts).and_then(|cfg| run(cfg.threads, rate_mode(cfg))),
         "tls" => TlsConfig::from_opts(&opts).and_then(|cfg| run(cfg.threads, tls_mode(cfg))),
+        "idle" => idle::IdleConfig::from_opts(&opts).and_then(|cfg| run(1, idle::idle_mode(cfg))),
         _ => Err(format!("unknown mode {mode:?}").into()),
     };
     match result {
