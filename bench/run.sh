@@ -31,7 +31,7 @@ IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-2000}"
 # Seconds the idle workload's connections stay open once all are answered: well under every
 # proxy's client idle timeout (75 s for all three).
 IDLE_HOLD=4
-ALL_WORKLOADS="tiny 1k 100k close h2 tls-full tls-resumed routes-1 routes-10k idle nagle"
+ALL_WORKLOADS="tiny 1k 100k close h2 tls-keepalive h2-tls tls-full tls-resumed routes-1 routes-10k idle nagle"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
 PROXIES="nginx haproxy portcullis"
 NROUTES=10000
@@ -148,7 +148,7 @@ nginx_small_servers() {
     location / { proxy_pass http://app; }
   }
   server {
-    listen 127.0.0.1:$P_NGINX_TLS ssl reuseport default_server;
+    listen 127.0.0.1:$P_NGINX_TLS ssl http2 reuseport default_server;
     server_name tls.bench.local;
     ssl_certificate $WORK/cert.pem;
     ssl_certificate_key $WORK/key.pem;
@@ -222,7 +222,7 @@ haproxy_small_frontend() {
 frontend fe
   bind 127.0.0.1:$P_HAPROXY
   bind 127.0.0.1:$P_HAPROXY_H2 proto h2
-  bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $WORK/bench.pem alpn http/1.1
+  bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $WORK/bench.pem alpn h2,http/1.1
 $HAPROXY_HEADERS
   default_backend be_app
 EOF
@@ -375,9 +375,9 @@ endpoint() {
     h2:nginx) echo "$P_NGINX_H2 bench.local /" ;;
     h2:haproxy) echo "$P_HAPROXY_H2 bench.local /" ;;
     h2:portcullis) echo "$P_PORT bench.local /" ;;
-    tls-*:nginx) echo "$P_NGINX_TLS tls.bench.local /" ;;
-    tls-*:haproxy) echo "$P_HAPROXY_TLS tls.bench.local /" ;;
-    tls-*:portcullis) echo "$P_PORT_TLS tls.bench.local /" ;;
+    tls-*:nginx | h2-tls:nginx) echo "$P_NGINX_TLS tls.bench.local /" ;;
+    tls-*:haproxy | h2-tls:haproxy) echo "$P_HAPROXY_TLS tls.bench.local /" ;;
+    tls-*:portcullis | h2-tls:portcullis) echo "$P_PORT_TLS tls.bench.local /" ;;
     *:direct) echo "$P_BACKEND bench.local $(workload_path "$workload")" ;;
     *:nginx) echo "$P_NGINX bench.local $(workload_path "$workload")" ;;
     *:haproxy) echo "$P_HAPROXY bench.local $(workload_path "$workload")" ;;
@@ -432,6 +432,17 @@ run_one() {
     h2)
       out="$(timeout "$tmo" "${CLIENT_PREFIX[@]}" h2load -t "$CLIENT_THREADS" -c 16 -m 16 -D "$DURATION" \
         -H ":authority: $host" "http://127.0.0.1:$port$path" 2>&1 || true)"
+      t1="$(now_ns)"
+      after="$(cpu_ticks "${pids[@]}")"
+      parse_h2load "$out" "$w" "$round" "$workload" "$target" "$before" "$after" "$t0" "$t1"
+      ;;
+    tls-keepalive | h2-tls)
+      # h2load over TLS, the SNI taken from the URL and the connection made to loopback: HTTP/1.1
+      # keep-alive (one request at a time per connection) or HTTP/2 (16 × 16 streams, by ALPN).
+      local shape=(--h1 -c "$CONNECTIONS" -m 1)
+      [ "$workload" = h2-tls ] && shape=(-c 16 -m 16)
+      out="$(timeout "$tmo" "${CLIENT_PREFIX[@]}" h2load -t "$CLIENT_THREADS" "${shape[@]}" -D "$DURATION" \
+        --connect-to "127.0.0.1:$port" "https://$host:$port$path" 2>&1 || true)"
       t1="$(now_ns)"
       after="$(cpu_ticks "${pids[@]}")"
       parse_h2load "$out" "$w" "$round" "$workload" "$target" "$before" "$after" "$t0" "$t1"
