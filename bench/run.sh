@@ -28,9 +28,10 @@ WORKERS_LIST="${WORKERS:-1 2}"
 CONNECTIONS="${CONNECTIONS:-50}"
 RATE_PCT="${RATE_PCT:-50}"
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-2000}"
-# Seconds the idle workload's connections stay open once all are answered: well under every
-# proxy's client idle timeout (75 s for all three).
-IDLE_HOLD=4
+# Seconds each kind of the idle workload's connections stays open once all are answered: under
+# every proxy's client idle timeout (75 s for all three), and longer than the other kinds take to
+# open beside it.
+IDLE_HOLD=60
 ALL_WORKLOADS="tiny 1k 100k close h2 tls-keepalive h2-tls tls-full tls-resumed routes-1 routes-10k idle nagle"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
 PROXIES="nginx haproxy portcullis"
@@ -52,8 +53,8 @@ for w in $WORKERS_LIST; do
 done
 [[ "$RATE_PCT" =~ ^[0-9]+$ ]] && [ "$RATE_PCT" -ge 1 ] && [ "$RATE_PCT" -le 100 ] ||
   die "RATE_PCT must be 1..100"
-[[ "$IDLE_CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$IDLE_CONNECTIONS" -ge 1 ] && [ "$IDLE_CONNECTIONS" -le 7000 ] ||
-  die "IDLE_CONNECTIONS must be 1..7000 (HAProxy's maxconn is 8000)"
+[[ "$IDLE_CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$IDLE_CONNECTIONS" -ge 1 ] && [ "$IDLE_CONNECTIONS" -le 2500 ] ||
+  die "IDLE_CONNECTIONS must be 1..2500 (three kinds are held at once; HAProxy's maxconn is 8000)"
 
 # Ports: backend, then per proxy: HTTP, h2c, TLS, and a second instance with 10 000 routes.
 P_BACKEND=$BASE
@@ -557,59 +558,68 @@ parse_kv() {
     "$(tr ' ' ';' <<<"$line");kernel=$(kernel_share "$before" "$after")"
 }
 
-# idle_one W TARGET KIND: holds IDLE_CONNECTIONS answered, silent connections of KIND (h1, h2c,
-# tls) open to TARGET and records the growth of its RSS divided by the connections opened, in KiB,
-# as workload idle-KIND (the rate column); the RSS before and after go in the extra field.
-idle_one() {
-  local w="$1" target="$2" kind="$3" port sni=()
-  case "$kind:$target" in
-    h1:nginx) port=$P_NGINX ;;
-    h1:haproxy) port=$P_HAPROXY ;;
-    h1:portcullis) port=$P_PORT ;;
-    h2c:nginx) port=$P_NGINX_H2 ;;
-    h2c:haproxy) port=$P_HAPROXY_H2 ;;
-    h2c:portcullis) port=$P_PORT ;;
-    tls:nginx) port=$P_NGINX_TLS ;;
-    tls:haproxy) port=$P_HAPROXY_TLS ;;
-    tls:portcullis) port=$P_PORT_TLS ;;
-  esac
-  [ "$kind" = tls ] && sni=(--sni tls.bench.local)
+# idle_target W TARGET: opens IDLE_CONNECTIONS answered, silent connections of each kind (h1,
+# h2c, tls) to TARGET in turn, holding every kind's open while the next is opened, so that each
+# kind's memory is new memory (none of it reused from connections closed before). Records, per
+# kind, the growth of the proxy's RSS divided by the connections opened, in KiB, as workload
+# idle-KIND (the rate column); the RSS before and after go in the extra field.
+idle_target() {
+  local w="$1" target="$2" kind port sni lg i line opened errors before after t0 t1
   if ! alive "$target"; then
-    record "$w" 1 "idle-$kind" "$target" 0 0 -1 0 0 "died=1"
+    for kind in h1 h2c tls; do record "$w" 1 "idle-$kind" "$target" 0 0 -1 0 0 "died=1"; done
     return
   fi
-  local pids=() before after ready="$WORK/idle-ready" out="$WORK/idle-out.txt" lg i t0 t1
+  local pids=() loadgens=()
   mapfile -t pids < <(instance_pids "$target")
-  rm -f "$ready"
-  before="$(proc_kb VmRSS "${pids[@]}")"
-  t0="$(now_ns)"
-  timeout $((IDLE_HOLD + 180)) "${CLIENT_PREFIX[@]}" "$LOADGEN" idle --addr "127.0.0.1:$port" \
-    --kind "$kind" "${sni[@]}" --connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" \
-    --ready-file "$ready" >"$out" 2>&1 &
-  lg=$!
-  for ((i = 0; i < 1500; i++)); do
-    [ -e "$ready" ] && break
-    kill -0 "$lg" 2>/dev/null || break
-    sleep 0.1
+  after="$(proc_kb VmRSS "${pids[@]}")"
+  for kind in h1 h2c tls; do
+    case "$kind:$target" in
+      h1:nginx) port=$P_NGINX ;;
+      h1:haproxy) port=$P_HAPROXY ;;
+      h1:portcullis) port=$P_PORT ;;
+      h2c:nginx) port=$P_NGINX_H2 ;;
+      h2c:haproxy) port=$P_HAPROXY_H2 ;;
+      h2c:portcullis) port=$P_PORT ;;
+      tls:nginx) port=$P_NGINX_TLS ;;
+      tls:haproxy) port=$P_HAPROXY_TLS ;;
+      tls:portcullis) port=$P_PORT_TLS ;;
+    esac
+    sni=()
+    [ "$kind" = tls ] && sni=(--sni tls.bench.local)
+    local ready="$WORK/idle-ready-$kind"
+    rm -f "$ready"
+    before="$after"
+    t0="$(now_ns)"
+    # Stopped below once all kinds are measured.
+    timeout $((IDLE_HOLD + 180)) "${CLIENT_PREFIX[@]}" "$LOADGEN" idle --addr "127.0.0.1:$port" \
+      --kind "$kind" "${sni[@]}" --connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" \
+      --ready-file "$ready" >"$WORK/idle-out-$kind.txt" 2>&1 &
+    lg=$!
+    loadgens+=("$lg")
+    for ((i = 0; i < 1500; i++)); do
+      [ -e "$ready" ] && break
+      kill -0 "$lg" 2>/dev/null || break
+      sleep 0.1
+    done
+    # A moment for the proxy to finish with the last responses before its memory is read.
+    sleep 0.5
+    t1="$(now_ns)"
+    line="$(grep -m1 '^mode=idle' "$ready" 2>/dev/null || true)"
+    after="$(proc_kb VmRSS "${pids[@]}")"
+    opened="$(tr ' ' '\n' <<<"$line" | awk -F= '$1 == "opened" {print $2}')"
+    errors="$(tr ' ' '\n' <<<"$line" | awk -F= '$1 == "errors" {print $2}')"
+    if [ -z "$line" ] || [ "${opened:-0}" -eq 0 ]; then
+      log "loadgen idle failed for $kind/$target: $(tail -n 3 "$WORK/idle-out-$kind.txt" | tr '\n' ' ')"
+      record "$w" 1 "idle-$kind" "$target" 0 0 -1 0 0 "failed=1"
+      continue
+    fi
+    record "$w" 1 "idle-$kind" "$target" \
+      "$(awk -v a="$before" -v b="$after" -v n="$opened" 'BEGIN { printf "%.2f", (b - a) / n }')" \
+      "$opened" "$errors" 0 "$(wall_seconds "$t0" "$t1")" \
+      "rss_before_kb=$before;rss_after_kb=$after;$(tr ' ' ';' <<<"$line")"
   done
-  # A moment for the proxy to finish with the last responses before its memory is read.
-  sleep 0.5
-  if [ -e "$ready" ]; then after="$(proc_kb VmRSS "${pids[@]}")"; else after=""; fi
-  wait "$lg" || true
-  t1="$(now_ns)"
-  local line opened errors
-  line="$(grep -m1 '^mode=idle' "$out" || true)"
-  opened="$(tr ' ' '\n' <<<"$line" | awk -F= '$1 == "opened" {print $2}')"
-  errors="$(tr ' ' '\n' <<<"$line" | awk -F= '$1 == "errors" {print $2}')"
-  if [ -z "$line" ] || [ -z "$after" ] || [ "${opened:-0}" -eq 0 ]; then
-    log "loadgen idle failed for $kind/$target: $(tail -n 3 "$out" | tr '\n' ' ')"
-    record "$w" 1 "idle-$kind" "$target" 0 0 -1 0 0 "failed=1"
-    return
-  fi
-  record "$w" 1 "idle-$kind" "$target" \
-    "$(awk -v a="$before" -v b="$after" -v n="$opened" 'BEGIN { printf "%.2f", (b - a) / n }')" \
-    "$opened" "$errors" 0 "$(wall_seconds "$t0" "$t1")" \
-    "rss_before_kb=$before;rss_after_kb=$after;$(tr ' ' ';' <<<"$line")"
+  for lg in "${loadgens[@]}"; do kill "$lg" 2>/dev/null || true; done
+  for lg in "${loadgens[@]}"; do wait "$lg" 2>/dev/null || true; done
   alive "$target" || true
   # Let the proxy close the dropped connections before the next measurement.
   sleep 1
@@ -681,10 +691,8 @@ for W in $WORKERS_LIST; do
   if [[ " $WORKLOADS " == *" idle "* ]]; then
     CUR_WORKLOAD=idle
     for target in $PROXIES; do
-      for kind in h1 h2c tls; do
-        log "workers=$W idle: $IDLE_CONNECTIONS $kind connections held open -> $target"
-        idle_one "$W" "$target" "$kind"
-      done
+      log "workers=$W idle: $IDLE_CONNECTIONS connections of each kind held open -> $target"
+      idle_target "$W" "$target"
     done
   fi
   for inst in nginx haproxy portcullis nginx-10k haproxy-10k portcullis-10k; do

@@ -213,19 +213,22 @@ pub(crate) async fn idle_mode(cfg: IdleConfig) -> Result<String, BoxError> {
     if let Some(e) = &first_error {
         eprintln!("loadgen: {errors} connections failed; the first: {e}");
     }
-    if let Some(path) = &cfg.ready_file {
-        std::fs::write(path, "ready\n")?;
-    }
-    tokio::time::sleep(cfg.hold).await;
-    let opened = held.len();
-    for h in held {
-        h.driver.abort();
-    }
-    Ok(format!(
+    let summary = format!(
         "mode=idle kind={} connections={} opened={} errors={}",
         cfg.kind.name(),
         cfg.connections,
-        opened,
+        held.len(),
         errors
-    ))
+    );
+    if let Some(path) = &cfg.ready_file {
+        // Written whole under another name first, so a reader never sees half of it.
+        let partial = format!("{path}.partial");
+        std::fs::write(&partial, format!("{summary}\n"))?;
+        std::fs::rename(&partial, path)?;
+    }
+    tokio::time::sleep(cfg.hold).await;
+    for h in held {
+        h.driver.abort();
+    }
+    Ok(summary)
 }
