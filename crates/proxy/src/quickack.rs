@@ -27,7 +27,7 @@ impl QuickAck for TcpStream {
     }
 }
 
-impl QuickAck for tokio_rustls::server::TlsStream<TcpStream> {
+impl QuickAck for crate::server::ClientTls {
     fn quickack(&self) {
         quickack(self.get_ref().0);
     }

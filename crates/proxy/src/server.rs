@@ -22,6 +22,11 @@ use crate::{Proxy, TlsConfig};
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// A client's TLS connection once its handshake is done, on the heap: the stream (over a
+/// kilobyte with its session) is then moved between the connection's futures as a pointer,
+/// rather than copied into each of them and kept there for the connection's life.
+pub(crate) type ClientTls = Box<tokio_rustls::server::TlsStream<TcpStream>>;
+
 /// A bound listening socket, and the TLS configuration when it terminates TLS.
 pub struct Listener {
     /// The socket.
@@ -112,7 +117,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: Listener, shutdown: impl Future<
                             let accept = handshake(tls, stream);
                             let timeout = shared.proxy.config.tls_handshake_timeout;
                             match tokio::time::timeout(timeout, accept).await {
-                                Ok(Ok(stream)) => encrypted(shared, info, stream).await,
+                                Ok(Ok(stream)) => encrypted(shared, info, Box::new(stream)).await,
                                 Ok(Err(e)) => {
                                     tracing::debug!(error = %e, client = %client, "TLS handshake failed");
                                 }
@@ -215,11 +220,7 @@ async fn cleartext(shared: Arc<Shared>, info: Arc<ConnInfo>, mut stream: TcpStre
 }
 
 /// A TLS connection: HTTP/2 when ALPN chose it, else HTTP/1.x.
-async fn encrypted(
-    shared: Arc<Shared>,
-    info: Arc<ConnInfo>,
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-) {
+async fn encrypted(shared: Arc<Shared>, info: Arc<ConnInfo>, stream: ClientTls) {
     let open = &shared.proxy.stats.connections;
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         let _open = Open::count(&open.https2);

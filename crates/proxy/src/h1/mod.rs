@@ -150,7 +150,7 @@ impl ClientIo for TcpStream {
     }
 }
 
-impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+impl ClientIo for crate::server::ClientTls {
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         std::future::ready(Ok(()))
     }
