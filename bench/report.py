@@ -281,8 +281,9 @@ def idle_table(by, w):
     )
     out = [
         "Memory per idle connection (KiB, RSS growth ÷ connections): "
-        f"{'/'.join(str(c) for c in conns)} connections opened at once, one request answered on each, "
-        "then held open with no traffic while the proxy's RSS (all its processes) is read.",
+        f"{'/'.join(str(c) for c in conns)} connections of each kind, one request answered on each, then "
+        "held open with no traffic while the next kind opens; the proxy's RSS (all its processes) is read "
+        "before and after each kind.",
         "",
         "| connection | nginx | HAProxy | Portcullis | Portcullis ÷ nginx |",
         "|---|---:|---:|---:|---:|",

@@ -573,16 +573,11 @@ idle_target() {
   mapfile -t pids < <(instance_pids "$target")
   after="$(proc_kb VmRSS "${pids[@]}")"
   for kind in h1 h2c tls; do
-    case "$kind:$target" in
-      h1:nginx) port=$P_NGINX ;;
-      h1:haproxy) port=$P_HAPROXY ;;
-      h1:portcullis) port=$P_PORT ;;
-      h2c:nginx) port=$P_NGINX_H2 ;;
-      h2c:haproxy) port=$P_HAPROXY_H2 ;;
-      h2c:portcullis) port=$P_PORT ;;
-      tls:nginx) port=$P_NGINX_TLS ;;
-      tls:haproxy) port=$P_HAPROXY_TLS ;;
-      tls:portcullis) port=$P_PORT_TLS ;;
+    # The port the throughput workload of the same protocol uses.
+    case "$kind" in
+      h1) read -r port _ <<<"$(endpoint tiny "$target")" ;;
+      h2c) read -r port _ <<<"$(endpoint h2 "$target")" ;;
+      tls) read -r port _ <<<"$(endpoint tls-full "$target")" ;;
     esac
     sni=()
     [ "$kind" = tls ] && sni=(--sni tls.bench.local)
