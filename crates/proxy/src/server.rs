@@ -54,7 +54,7 @@ impl Listener {
 struct Shared {
     proxy: Arc<Proxy>,
     stop: Arc<Stop>,
-    h2: h2::server::Builder,
+    h2: http2::server::Config,
 }
 
 /// Accepts connections on `listener` until `shutdown` completes, then stops accepting and gives

@@ -1,85 +1,187 @@
-//! A request body received on an HTTP/2 stream.
+//! A request body received on an HTTP/2 stream, and what the stream's exchange and the
+//! connection share about it.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use http::HeaderMap;
+use http2::frame::Reason;
 use hyper::body::{Body, Frame, SizeHint};
 
+/// The body broke off: the client reset the stream, or the connection ended.
+#[derive(Debug, thiserror::Error)]
+#[error("request body broke off: {0}")]
+pub struct BodyCut(pub(super) Reason);
+
+/// What the connection's task learns from its streams' exchanges.
+#[derive(Default)]
+pub(super) struct Wake {
+    /// The connection's task.
+    pub(super) task: AtomicWaker,
+    /// Body bytes taken by exchanges, per stream, to be given back to the client's windows.
+    pub(super) taken: Mutex<Vec<(u32, u32)>>,
+}
+
+impl Wake {
+    /// Takes what was taken since the last call.
+    pub(super) fn drain(&self, into: &mut Vec<(u32, u32)>) {
+        into.append(&mut lock(&self.taken));
+    }
+}
+
+/// One stream's state shared between the connection's task and the stream's exchange.
+pub(super) struct Shared {
+    pub(super) id: u32,
+    /// The client reset the stream: the exchange is abandoned.
+    pub(super) cancelled: AtomicBool,
+    /// The exchange's task, woken when the stream is cancelled.
+    pub(super) exchange: AtomicWaker,
+    recv: Mutex<Recv>,
+    wake: Arc<Wake>,
+}
+
+/// The request body as received and not yet taken.
+#[derive(Default)]
+struct Recv {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    /// Every frame of the body has arrived.
+    ended: bool,
+    cut: Option<Reason>,
+    reader: Option<Waker>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub(super) fn new(id: u32, wake: Arc<Wake>, ended: bool) -> Arc<Self> {
+        Arc::new(Shared {
+            id,
+            cancelled: AtomicBool::new(false),
+            exchange: AtomicWaker::new(),
+            recv: Mutex::new(Recv {
+                ended,
+                ..Recv::default()
+            }),
+            wake,
+        })
+    }
+
+    /// A piece of the body arrived.
+    pub(super) fn push(&self, data: Bytes, end: bool) {
+        let mut r = lock(&self.recv);
+        if !data.is_empty() {
+            r.chunks.push_back(data);
+        }
+        r.ended |= end;
+        if let Some(w) = r.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// The trailers that end the body arrived.
+    pub(super) fn push_trailers(&self, trailers: HeaderMap) {
+        let mut r = lock(&self.recv);
+        r.trailers = Some(trailers);
+        r.ended = true;
+        if let Some(w) = r.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// The stream is over before its exchange: the body (if still read) breaks off and the
+    /// exchange is abandoned.
+    pub(super) fn cancel(&self, reason: Reason) {
+        self.cancelled.store(true, Ordering::Release);
+        self.exchange.wake();
+        let mut r = lock(&self.recv);
+        if !r.ended {
+            r.cut = Some(reason);
+        }
+        if let Some(w) = r.reader.take() {
+            w.wake();
+        }
+    }
+
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+}
+
 /// The body of a request received on an HTTP/2 stream: its DATA frames, then its trailers.
-/// Received bytes are handed back to the stream's flow-control window as soon as they are
-/// taken, so the client may send more while they travel on.
+/// Bytes taken from it are handed back to the client's flow-control windows, so the client
+/// may send more while they travel on.
 pub struct ClientBody {
-    recv: h2::RecvStream,
+    /// `None`: the request has no body.
+    shared: Option<Arc<Shared>>,
     /// The declared `Content-Length`, when the request had a valid one.
     length: Option<u64>,
-    /// Every DATA frame has been read; trailers are next.
-    data_done: bool,
 }
 
 impl ClientBody {
-    /// The body of a stream whose request carried `headers`.
-    pub(crate) fn new(recv: h2::RecvStream, headers: &HeaderMap) -> Self {
-        let length = if recv.is_end_stream() {
-            Some(0)
-        } else {
-            declared_length(headers)
-        };
+    /// An empty body.
+    pub(super) fn empty() -> Self {
         ClientBody {
-            recv,
-            length,
-            data_done: false,
+            shared: None,
+            length: Some(0),
         }
     }
-}
 
-/// The length a request declares: one `Content-Length` value, or several equal ones (h2 itself
-/// refuses a body that does not match it).
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    let mut found = None;
-    for value in headers.get_all(http::header::CONTENT_LENGTH) {
-        for part in value.to_str().ok()?.split(',') {
-            let n: u64 = part.trim().parse().ok()?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
+    /// The body of the stream `shared`, `length` bytes long when declared.
+    pub(super) fn streamed(shared: Arc<Shared>, length: Option<u64>) -> Self {
+        ClientBody {
+            shared: Some(shared),
+            length,
         }
     }
-    found
 }
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = h2::Error;
+    type Error = BodyCut;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = &mut *self;
-        if !this.data_done {
-            match this.recv.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => this.data_done = true,
-            }
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyCut>>> {
+        let Some(shared) = &self.shared else {
+            return Poll::Ready(None);
+        };
+        let mut r = lock(&shared.recv);
+        if let Some(data) = r.chunks.pop_front() {
+            drop(r);
+            lock(&shared.wake.taken).push((shared.id, data.len() as u32));
+            shared.wake.task.wake();
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        match this.recv.poll_trailers(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        if let Some(reason) = r.cut {
+            return Poll::Ready(Some(Err(BodyCut(reason))));
         }
+        if let Some(trailers) = r.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        if r.ended {
+            return Poll::Ready(None);
+        }
+        r.reader = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        match &self.shared {
+            None => true,
+            Some(s) => {
+                let r = lock(&s.recv);
+                r.ended && r.chunks.is_empty() && r.trailers.is_none() && r.cut.is_none()
+            }
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -87,30 +189,5 @@ impl Body for ClientBody {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::declared_length;
-    use http::{HeaderMap, HeaderValue};
-
-    fn with(values: &[&'static str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for v in values {
-            headers.append(http::header::CONTENT_LENGTH, HeaderValue::from_static(v));
-        }
-        headers
-    }
-
-    #[test]
-    fn a_declared_length_is_one_value_or_several_equal_ones() {
-        assert_eq!(declared_length(&with(&[])), None);
-        assert_eq!(declared_length(&with(&["12"])), Some(12));
-        assert_eq!(declared_length(&with(&["12", "12"])), Some(12));
-        assert_eq!(declared_length(&with(&["12, 12"])), Some(12));
-        assert_eq!(declared_length(&with(&["12", "13"])), None);
-        assert_eq!(declared_length(&with(&["twelve"])), None);
-        assert_eq!(declared_length(&with(&["-1"])), None);
     }
 }

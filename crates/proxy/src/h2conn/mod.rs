@@ -1,18 +1,15 @@
-//! HTTP/2 client connections, served on the connection's own task: the h2 crate reads and
-//! writes frames, and every stream's exchange is driven beside it, with no task or channel of
-//! its own.
+//! HTTP/2 client connections, served on the connection's own task: the `http2` state
+//! machine reads and writes frames, and every stream's exchange is driven beside it, with no
+//! task or channel of its own.
 
 mod body;
+mod drive;
 mod respond;
 
-use std::future::{poll_fn, Future as _};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -22,18 +19,16 @@ pub use body::ClientBody;
 use crate::forward::ConnInfo;
 use crate::h1::{self, Stop};
 use crate::Proxy;
+use drive::{Driver, Ended};
+use http2::frame::Reason;
 
 /// The largest header list an HTTP/2 client may send: the HTTP/1.x head limit, plus the 32
 /// bytes per field that RFC 9113 §6.5.2 adds to each.
 const MAX_HEADER_LIST: u32 = (h1::codec::MAX_HEAD + 32 * h1::codec::MAX_HEADERS) as u32;
 
-/// Streams a client may reset before the server has even picked them up; beyond this the
-/// connection is closed with `ENHANCE_YOUR_CALM` (the rapid-reset attack, CVE-2023-44487).
-const MAX_PENDING_RESETS: usize = 20;
-
 /// Streams a client may cancel while they are being answered before the connection is closed,
 /// if it cancelled more than it let finish: a client that starts requests only to reset them
-/// makes Portcullis work for nothing.
+/// makes Portcullis work for nothing (the rapid-reset attack, CVE-2023-44487).
 const MAX_CANCELLED: u32 = 100;
 
 /// The receive window of each stream and of the whole connection: a client can keep 1 MiB of
@@ -46,19 +41,18 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const PONG_WITHIN: Duration = Duration::from_secs(20);
 
 /// The HTTP/2 server settings, chosen rather than inherited.
-pub(crate) fn settings(config: &crate::ProxyConfig) -> h2::server::Builder {
-    let mut h2 = h2::server::Builder::new();
-    h2.initial_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW)
-        .max_frame_size(16 * 1024)
-        .max_concurrent_streams(config.http2_max_concurrent_streams)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
-        // Streams the server itself resets for protocol errors the client caused.
-        .max_local_error_reset_streams(Some(256))
-        // CONTINUATION frames are bounded by h2 through the header list size above.
-        .max_send_buffer_size(256 * 1024);
-    h2
+pub(crate) fn settings(config: &crate::ProxyConfig) -> http2::server::Config {
+    http2::server::Config {
+        max_concurrent_streams: config.http2_max_concurrent_streams,
+        stream_window: WINDOW,
+        connection_window: WINDOW,
+        max_frame_size: http2::frame::DEFAULT_MAX_FRAME_SIZE,
+        max_header_list: MAX_HEADER_LIST,
+        // Streams reset for protocol errors the client caused.
+        max_local_resets: 256,
+        // A header block within the list limit needs a handful of frames of the default size.
+        max_block_frames: 64,
+    }
 }
 
 /// Serves one HTTP/2 connection until the client closes it, it idles past the idle timeout,
@@ -67,7 +61,7 @@ pub(crate) async fn serve<S>(
     proxy: Arc<Proxy>,
     info: Arc<ConnInfo>,
     io: S,
-    settings: &h2::server::Builder,
+    settings: &http2::server::Config,
     stop: &Stop,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -78,31 +72,8 @@ pub(crate) async fn serve<S>(
     let idle_timeout = proxy.config.client_idle_timeout;
     let watch = tokio::spawn(watch_idle(info.clone(), cancels.clone(), idle_timeout));
     let _watching = AbortOnDrop(watch.abort_handle());
-    let mut conn = tokio::select! {
-        biased;
-        () = stop.wait() => return,
-        () = cancels.close.notified() => return,
-        conn = settings.handshake::<_, Bytes>(io) => match conn {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::debug!(error = %e, "HTTP/2 handshake failed");
-                return;
-            }
-        },
-    };
-    let mut keepalive = KeepAlive::new(conn.ping_pong());
-    let mut streams = FuturesUnordered::new();
-    // Boxed where it is made: the exchange is copied onto the heap once, and only the pointer
-    // moves into the set (a stream's future is several kilobytes).
-    let mut start = |req, respond| {
-        Box::pin(respond::stream(
-            proxy.clone(),
-            info.clone(),
-            cancels.clone(),
-            req,
-            respond,
-        ))
-    };
+    let mut driver = Driver::new(proxy, info, cancels.clone(), io, *settings);
+    let mut keepalive = KeepAlive::new();
     let mut shutting = false;
     // Once the connection is being closed for its client's sake: how long it still gets.
     let mut deadline: Option<Instant> = None;
@@ -115,32 +86,33 @@ pub(crate) async fn serve<S>(
         };
         tokio::select! {
             biased;
-            ended = drive(&mut conn, &mut streams, &mut start) => {
-                if let Err(e) = ended {
+            ended = driver.run() => {
+                if let Ended::Failed(e) = ended {
                     tracing::debug!(error = %e, "HTTP/2 client connection ended with an error");
                 }
                 return;
             }
             () = stop.wait(), if !shutting => {
                 shutting = true;
-                conn.graceful_shutdown();
+                driver.go_away(Reason::NO_ERROR);
             }
             () = cancels.close.notified(), if !shutting => {
                 shutting = true;
-                conn.graceful_shutdown();
                 if cancels.idle.load(Ordering::Relaxed) {
                     tracing::debug!("HTTP/2 connection idle; closing it");
+                    driver.go_away(Reason::NO_ERROR);
                     // The GOAWAY exchange gets as long again; a peer that does not finish it
                     // is dropped.
                     deadline = Some(Instant::now() + idle_timeout);
                 } else {
                     tracing::warn!("HTTP/2 client cancels most of its streams; closing the connection");
+                    driver.go_away(Reason::ENHANCE_YOUR_CALM);
                     // Answers in flight get a moment; the client gets no more.
                     deadline = Some(Instant::now() + Duration::from_secs(1));
                 }
             }
-            alive = keepalive.tick() => {
-                if !alive {
+            () = tokio::time::sleep_until(keepalive.next) => {
+                if !keepalive.tick(&mut driver) {
                     tracing::debug!("HTTP/2 client did not answer a ping; dropping the connection");
                     return;
                 }
@@ -150,74 +122,38 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// Runs the connection: reads and writes frames, starts an exchange for every new stream, and
-/// moves the exchanges on. Done when the connection is over.
-async fn drive<S, F>(
-    conn: &mut h2::server::Connection<S, Bytes>,
-    streams: &mut FuturesUnordered<F>,
-    start: &mut impl FnMut(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> F,
-) -> Result<(), h2::Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    F: std::future::Future<Output = ()> + Unpin,
-{
-    poll_fn(|cx| loop {
-        // The exchanges first: what they queue is written by the connection's turn below.
-        while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
-        match conn.poll_accept(cx) {
-            Poll::Ready(Some(Ok((req, respond)))) => streams.push(start(req, respond)),
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-            Poll::Ready(None) => return Poll::Ready(Ok(())),
-            Poll::Pending => return Poll::Pending,
-        }
-    })
-    .await
-}
-
 /// Pings the client now and then; a client that does not answer in time is gone.
 struct KeepAlive {
-    ping: Option<h2::PingPong>,
     /// When the next ping goes out, or — with one out — when its answer is due.
     next: Instant,
-    /// A ping is out.
-    waiting: bool,
+    /// When the ping now out was sent.
+    sent: Option<Instant>,
 }
 
 impl KeepAlive {
-    fn new(ping: Option<h2::PingPong>) -> Self {
+    fn new() -> Self {
         KeepAlive {
-            ping,
             next: Instant::now() + PING_EVERY,
-            waiting: false,
+            sent: None,
         }
     }
 
-    /// Completes when a ping went out or came back (`true`), or when an answer is overdue or
-    /// the connection cannot ping (`false`); pending in between.
-    async fn tick(&mut self) -> bool {
-        let Some(ping) = self.ping.as_mut() else {
-            return std::future::pending().await;
-        };
-        if self.waiting {
-            let sleep = tokio::time::sleep_until(self.next);
-            tokio::pin!(sleep);
-            let answered = poll_fn(|cx| {
-                if let Poll::Ready(answer) = ping.poll_pong(cx) {
-                    return Poll::Ready(answer.is_ok());
+    /// At `next`: sends a ping, or checks that the one out was answered (`false`: it was not).
+    fn tick<S: AsyncRead + AsyncWrite + Unpin>(&mut self, driver: &mut Driver<S>) -> bool {
+        match self.sent.take() {
+            Some(at) => {
+                if !driver.take_pong() {
+                    return false;
                 }
-                sleep.as_mut().poll(cx).map(|()| false)
-            })
-            .await;
-            self.waiting = false;
-            self.next = Instant::now() + PING_EVERY;
-            return answered;
+                self.next = at + PING_EVERY;
+            }
+            None => {
+                driver.ping();
+                let now = Instant::now();
+                self.sent = Some(now);
+                self.next = now + PONG_WITHIN;
+            }
         }
-        tokio::time::sleep_until(self.next).await;
-        if ping.send_ping(h2::Ping::opaque()).is_err() {
-            return false;
-        }
-        self.waiting = true;
-        self.next = Instant::now() + PONG_WITHIN;
         true
     }
 }
