@@ -123,7 +123,8 @@ impl Decoder {
             } else if first & 0x40 != 0 {
                 // §6.2.1: a literal added to the table.
                 let (name, value) = self.literal(block, &mut at, 6)?;
-                self.table.insert(name.clone(), value.clone());
+                // Copied: an entry may outlive the read buffer its block came in by a long way.
+                self.table.insert(owned(&name), owned(&value));
                 Field {
                     name,
                     value,
@@ -198,6 +199,15 @@ impl Decoder {
     /// The dynamic table's current size limit.
     pub fn table_size(&self) -> usize {
         self.table.max()
+    }
+}
+
+/// A copy of `b` of its own, unless it is static already.
+fn owned(b: &Bytes) -> Bytes {
+    if b.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(b)
     }
 }
 
@@ -295,12 +305,24 @@ impl Encoder {
     }
 }
 
-/// The static-table index of the first entry named `name`.
+/// The static-table index of the first entry named `name`: the names a response carries
+/// most are tried first, then the whole table.
 fn static_name(name: &[u8]) -> Option<usize> {
-    STATIC
-        .iter()
-        .position(|(n, _)| n.as_bytes() == name)
-        .map(|i| i + 1)
+    let common = match name {
+        b"date" => Some(33),
+        b"content-type" => Some(31),
+        b"content-length" => Some(28),
+        b"server" => Some(54),
+        b"cache-control" => Some(24),
+        b"set-cookie" => Some(55),
+        _ => None,
+    };
+    common.or_else(|| {
+        STATIC[14..]
+            .iter()
+            .position(|(n, _)| n.as_bytes() == name)
+            .map(|i| i + 15)
+    })
 }
 
 /// Writes an integer with a `prefix`-bit first part, over `flags` in the first byte's high bits.

@@ -78,37 +78,36 @@ fn content_length(value: &[u8], seen: Option<u64>) -> Result<u64, Malformed> {
     found.ok_or(Malformed::ContentLength)
 }
 
-/// Takes a request head apart from its decoded fields.
-pub(crate) fn request(fields: Vec<Field>) -> Result<Head, Malformed> {
-    let mut head = Head {
-        fields: Vec::with_capacity(fields.len()),
-        ..Head::default()
-    };
+/// Takes a request head apart from its decoded fields (which become its regular fields).
+pub(crate) fn request(mut fields: Vec<Field>) -> Result<Head, Malformed> {
+    let mut head = Head::default();
     let mut method = None;
-    let mut regular = false;
-    for f in fields {
-        if f.name.first() == Some(&b':') {
-            if regular {
-                return Err(Malformed::Pseudo);
-            }
-            let slot = match &f.name[..] {
-                b":method" => &mut method,
-                b":scheme" => &mut head.scheme,
-                b":authority" => &mut head.authority,
-                b":path" => &mut head.path,
-                _ => return Err(Malformed::Pseudo),
-            };
-            if slot.replace(f.value).is_some() {
-                return Err(Malformed::Pseudo);
-            }
-            continue;
+    // §8.3: the pseudo-fields come first.
+    let pseudo = fields
+        .iter()
+        .position(|f| f.name.first() != Some(&b':'))
+        .unwrap_or(fields.len());
+    for f in fields.drain(..pseudo) {
+        let slot = match &f.name[..] {
+            b":method" => &mut method,
+            b":scheme" => &mut head.scheme,
+            b":authority" => &mut head.authority,
+            b":path" => &mut head.path,
+            _ => return Err(Malformed::Pseudo),
+        };
+        if slot.replace(f.value).is_some() {
+            return Err(Malformed::Pseudo);
         }
-        regular = true;
-        if check_regular(&f)? {
+    }
+    for f in &fields {
+        if f.name.first() == Some(&b':') {
+            return Err(Malformed::Pseudo);
+        }
+        if check_regular(f)? {
             head.content_length = Some(content_length(&f.value, head.content_length)?);
         }
-        head.fields.push(f);
     }
+    head.fields = fields;
     head.method = method.ok_or(Malformed::Pseudo)?;
     if &head.method[..] == b"CONNECT" {
         // §8.5: authority only.

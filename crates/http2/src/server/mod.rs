@@ -21,6 +21,17 @@ pub use head::{Head, Malformed};
 /// What a client must send first (§3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How much room the output buffer takes at once.
+const OUT_CHUNK: usize = 16 * 1024;
+
+/// The output buffer `out`, with room for a burst of frames if it had none.
+fn room(out: &mut BytesMut) -> &mut BytesMut {
+    if out.capacity() == 0 {
+        out.reserve(OUT_CHUNK);
+    }
+    out
+}
+
 /// The window every stream and the connection start with (§6.9.2).
 const DEFAULT_WINDOW: u32 = 65_535;
 
@@ -135,13 +146,12 @@ pub struct Connection {
     going_away: Option<u32>,
     local_resets: u32,
     out: BytesMut,
-    scratch: BytesMut,
 }
 
 impl Connection {
     /// A connection with `config`; this end's SETTINGS are the first bytes of its output.
     pub fn new(config: Config) -> Self {
-        let mut out = BytesMut::with_capacity(1024);
+        let mut out = BytesMut::with_capacity(OUT_CHUNK);
         frame::put_settings(
             &mut out,
             &[
@@ -176,13 +186,19 @@ impl Connection {
             going_away: None,
             local_resets: 0,
             out,
-            scratch: BytesMut::new(),
         }
     }
 
     /// The bytes waiting to be written to the client; the caller takes what it wrote.
     pub fn output(&mut self) -> &mut BytesMut {
         &mut self.out
+    }
+
+    /// Gives back the memory of the output buffer, which must be empty; it is taken again, in
+    /// one piece, when there is something to write.
+    pub fn shrink(&mut self) {
+        debug_assert!(self.out.is_empty());
+        self.out = BytesMut::new();
     }
 
     /// Streams not yet finished.
@@ -202,7 +218,7 @@ impl Connection {
         match self.read_frames(buf, events) {
             Ok(()) => Ok(()),
             Err(reason) => {
-                frame::put_goaway(&mut self.out, self.last_stream, reason);
+                frame::put_goaway(room(&mut self.out), self.last_stream, reason);
                 self.going_away = Some(self.last_stream);
                 self.streams.clear();
                 Err(reason)
@@ -248,7 +264,7 @@ impl Connection {
             Frame::Settings { ack: false, values } => {
                 self.settings_seen = true;
                 self.apply_settings(&values)?;
-                frame::put_settings_ack(&mut self.out);
+                frame::put_settings_ack(room(&mut self.out));
                 events.push(Event::Window);
             }
             Frame::Headers {
@@ -257,18 +273,17 @@ impl Connection {
                 end_headers,
                 block,
             } => {
-                let mut bytes = BytesMut::new();
-                bytes.extend_from_slice(&block);
-                let b = Block {
-                    stream,
-                    end_stream,
-                    bytes,
-                    frames: 1,
-                };
                 if end_headers {
-                    self.on_block(b, events)?;
+                    self.on_block(stream, end_stream, block, events)?;
                 } else {
-                    self.block = Some(b);
+                    let mut bytes = BytesMut::with_capacity(block.len() * 2);
+                    bytes.extend_from_slice(&block);
+                    self.block = Some(Block {
+                        stream,
+                        end_stream,
+                        bytes,
+                        frames: 1,
+                    });
                 }
             }
             Frame::Continuation {
@@ -292,7 +307,7 @@ impl Connection {
                     return Err(Reason::ENHANCE_YOUR_CALM);
                 }
                 if end_headers {
-                    self.on_block(b, events)?;
+                    self.on_block(b.stream, b.end_stream, b.bytes.freeze(), events)?;
                 } else {
                     self.block = Some(b);
                 }
@@ -337,7 +352,7 @@ impl Connection {
             Frame::Ping {
                 ack: false,
                 payload,
-            } => frame::put_ping(&mut self.out, true, payload),
+            } => frame::put_ping(room(&mut self.out), true, payload),
             Frame::Ping { ack: true, .. } => events.push(Event::Pong),
             Frame::GoAway {
                 last_stream,
@@ -382,22 +397,24 @@ impl Connection {
         Ok(())
     }
 
-    fn on_block(&mut self, b: Block, events: &mut Vec<Event>) -> Result<(), Reason> {
-        let stream = b.stream;
+    fn on_block(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        block: Bytes,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reason> {
         if stream.is_multiple_of(2) {
             return Err(Reason::PROTOCOL_ERROR);
         }
-        let mut fields = Vec::new();
+        let mut fields = Vec::with_capacity(16);
+        let limit = self.config.max_header_list as usize;
         let decoded = self
             .decoder
-            .decode(
-                &b.bytes.freeze(),
-                self.config.max_header_list as usize,
-                |f| fields.push(f),
-            )
+            .decode(&block, limit, |f| fields.push(f))
             .map_err(|_| Reason::COMPRESSION_ERROR)?;
         if !self.is_idle(stream) {
-            return self.on_trailers(stream, b.end_stream, fields, events);
+            return self.on_trailers(stream, end_stream, fields, events);
         }
         self.last_stream = stream;
         if self.going_away.is_some_and(|last| stream > last) {
@@ -405,14 +422,14 @@ impl Connection {
             return Ok(());
         }
         if self.streams.len() >= self.config.max_concurrent_streams as usize {
-            frame::put_reset(&mut self.out, stream, Reason::REFUSED_STREAM);
+            frame::put_reset(room(&mut self.out), stream, Reason::REFUSED_STREAM);
             return Ok(());
         }
         let mut open = Stream {
             send_window: i64::from(self.peer_window),
             recv_window: i64::from(self.config.stream_window),
             unreleased: 0,
-            recv_closed: b.end_stream,
+            recv_closed: end_stream,
             declared: None,
             received: 0,
         };
@@ -423,7 +440,7 @@ impl Connection {
             return Ok(());
         }
         let head = match head::request(fields) {
-            Ok(head) if !(b.end_stream && head.content_length.is_some_and(|n| n > 0)) => head,
+            Ok(head) if !(end_stream && head.content_length.is_some_and(|n| n > 0)) => head,
             _ => return self.stream_error(stream, Reason::PROTOCOL_ERROR, events),
         };
         open.declared = head.content_length;
@@ -431,7 +448,7 @@ impl Connection {
         events.push(Event::Request {
             stream,
             head,
-            end_stream: b.end_stream,
+            end_stream,
         });
         Ok(())
     }
@@ -523,7 +540,7 @@ impl Connection {
         if self.local_resets > self.config.max_local_resets {
             return Err(Reason::ENHANCE_YOUR_CALM);
         }
-        frame::put_reset(&mut self.out, stream, reason);
+        frame::put_reset(room(&mut self.out), stream, reason);
         if self.streams.remove(&stream).is_some() {
             events.push(Event::Reset { stream, reason });
         }
@@ -539,7 +556,7 @@ impl Connection {
         };
         s.unreleased += n;
         if !s.recv_closed && s.unreleased >= self.config.stream_window / 2 {
-            frame::put_window_update(&mut self.out, stream, s.unreleased);
+            frame::put_window_update(room(&mut self.out), stream, s.unreleased);
             s.recv_window += i64::from(s.unreleased);
             s.unreleased = 0;
         }
@@ -548,7 +565,7 @@ impl Connection {
     fn release_connection(&mut self, n: u32) {
         self.unreleased += n;
         if self.unreleased >= self.config.connection_window.max(DEFAULT_WINDOW) / 2 {
-            frame::put_window_update(&mut self.out, 0, self.unreleased);
+            frame::put_window_update(room(&mut self.out), 0, self.unreleased);
             self.recv_window += i64::from(self.unreleased);
             self.unreleased = 0;
         }
@@ -566,22 +583,47 @@ impl Connection {
         if !self.streams.contains_key(&stream) {
             return;
         }
-        let mut block = std::mem::take(&mut self.scratch);
-        block.clear();
-        self.encoder.status(status, &mut block);
-        for (name, value, sensitive) in fields {
-            self.encoder.field(name, value, sensitive, &mut block);
-        }
-        frame::put_headers(
-            &mut self.out,
-            stream,
-            &block,
-            end_stream,
-            self.peer_max_frame,
-        );
-        self.scratch = block;
+        self.write_block(stream, Some(status), fields, end_stream);
         if end_stream {
             self.finish(stream);
+        }
+    }
+
+    /// Writes a header block (a response head with `status`, or trailers) straight into the
+    /// output as one HEADERS frame, split into CONTINUATION frames only when it is larger
+    /// than the client's frame size.
+    fn write_block<'a>(
+        &mut self,
+        stream: u32,
+        status: Option<u16>,
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8], bool)>,
+        end_stream: bool,
+    ) {
+        let out = room(&mut self.out);
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(OUT_CHUNK);
+        }
+        let start = out.len();
+        let mut flags = frame::flag::END_HEADERS;
+        if end_stream {
+            flags |= frame::flag::END_STREAM;
+        }
+        // The length is filled in once the block is written.
+        frame::put_header(out, 0, frame::kind::HEADERS, flags, stream);
+        if let Some(status) = status {
+            self.encoder.status(status, out);
+        }
+        for (name, value, sensitive) in fields {
+            self.encoder.field(name, value, sensitive, out);
+        }
+        let len = out.len() - start - frame::HEADER_LEN;
+        if len <= self.peer_max_frame as usize {
+            let be = (len as u32).to_be_bytes();
+            out[start..start + 3].copy_from_slice(&be[1..]);
+        } else {
+            let block = out.split_off(start + frame::HEADER_LEN);
+            out.truncate(start);
+            frame::put_headers(out, stream, &block, end_stream, self.peer_max_frame);
         }
     }
 
@@ -597,18 +639,18 @@ impl Connection {
             };
             if data.is_empty() {
                 if end_stream {
-                    frame::put_data(&mut self.out, stream, &[], true);
+                    frame::put_data(room(&mut self.out), stream, &[], true);
                     self.finish(stream);
                 }
                 return true;
             }
-            let room = s.send_window.min(self.send_window).max(0) as usize;
-            let n = data.len().min(room).min(max_frame);
+            let window = s.send_window.min(self.send_window).max(0) as usize;
+            let n = data.len().min(window).min(max_frame);
             if n == 0 {
                 return false;
             }
             let last = end_stream && n == data.len();
-            frame::put_data(&mut self.out, stream, &data[..n], last);
+            frame::put_data(room(&mut self.out), stream, &data[..n], last);
             s.send_window -= n as i64;
             self.send_window -= n as i64;
             data.advance(n);
@@ -635,20 +677,14 @@ impl Connection {
         if !self.streams.contains_key(&stream) {
             return;
         }
-        let mut block = std::mem::take(&mut self.scratch);
-        block.clear();
-        for (name, value, sensitive) in fields {
-            self.encoder.field(name, value, sensitive, &mut block);
-        }
-        frame::put_headers(&mut self.out, stream, &block, true, self.peer_max_frame);
-        self.scratch = block;
+        self.write_block(stream, None, fields, true);
         self.finish(stream);
     }
 
     /// Resets `stream` from this end (the answer broke off, or is abandoned).
     pub fn reset(&mut self, stream: u32, reason: Reason) {
         if self.streams.remove(&stream).is_some() {
-            frame::put_reset(&mut self.out, stream, reason);
+            frame::put_reset(room(&mut self.out), stream, reason);
         }
     }
 
@@ -664,20 +700,20 @@ impl Connection {
             return;
         };
         if !s.recv_closed {
-            frame::put_reset(&mut self.out, stream, Reason::NO_ERROR);
+            frame::put_reset(room(&mut self.out), stream, Reason::NO_ERROR);
         }
         self.streams.remove(&stream);
     }
 
     /// Sends a PING; its answer comes back as [`Event::Pong`].
     pub fn ping(&mut self, payload: [u8; 8]) {
-        frame::put_ping(&mut self.out, false, payload);
+        frame::put_ping(room(&mut self.out), false, payload);
     }
 
     /// Starts a graceful close: streams the client opened so far are answered, later ones not.
     pub fn go_away(&mut self, reason: Reason) {
         if self.going_away.is_none() {
-            frame::put_goaway(&mut self.out, self.last_stream, reason);
+            frame::put_goaway(room(&mut self.out), self.last_stream, reason);
             self.going_away = Some(self.last_stream);
         }
     }

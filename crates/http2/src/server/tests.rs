@@ -508,3 +508,37 @@ fn a_client_that_keeps_erring_loses_the_connection() {
     }
     assert_eq!(feed(&mut conn, &mut client), Err(Reason::ENHANCE_YOUR_CALM));
 }
+
+#[test]
+fn a_response_head_larger_than_a_frame_goes_out_in_continuations() {
+    let mut client = Client::new();
+    let mut conn = open(Config::default(), &mut client);
+    client.get(1, "/");
+    feed(&mut conn, &mut client).unwrap();
+    let big = vec![b'v'; 40_000];
+    conn.send_head(1, 200, [(&b"x-big"[..], &big[..], false)].into_iter(), true);
+    let frames = sent(&mut conn);
+    let mut block = BytesMut::new();
+    for (i, f) in frames.iter().enumerate() {
+        match f {
+            Frame::Headers {
+                end_headers: false,
+                end_stream: true,
+                block: b,
+                ..
+            } if i == 0 => block.extend_from_slice(b),
+            Frame::Continuation {
+                end_headers,
+                block: b,
+                ..
+            } if i > 0 => {
+                assert_eq!(*end_headers, i == frames.len() - 1);
+                block.extend_from_slice(b);
+            }
+            other => panic!("frame {i}: {other:?}"),
+        }
+    }
+    assert_eq!(frames.len(), 3);
+    let fields = decode_block(&block.freeze());
+    assert_eq!(fields[1].1.len(), 40_000);
+}

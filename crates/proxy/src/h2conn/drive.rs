@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -16,7 +16,7 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http2::frame::Reason;
 use http2::hpack::Field;
 use http2::server::{Connection, Event, Head};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::body::{Shared, Wake};
 use super::respond::{self, Pump};
@@ -31,6 +31,11 @@ type Exchange = Pin<Box<dyn Future<Output = (u32, Option<Response<ResBody>>)> + 
 
 /// How much is read from the client at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// What each read lands in before the connection keeps what arrived.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+}
 
 /// Output past which nothing more is read from the client: a client that does not read what
 /// it is sent (answers to its PINGs and SETTINGS, say) is not read either.
@@ -168,13 +173,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// Reads what the client sent.
+    /// Reads what the client sent. The read goes into the worker's scratch buffer and only what
+    /// arrived is kept: an idle connection holds no read buffer.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.input.capacity() - self.input.len() < READ_CHUNK / 4 {
-            self.input.reserve(READ_CHUNK);
-        }
-        let read = self.io.read_buf(&mut self.input);
-        std::pin::pin!(read).poll(cx)
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut read = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+            self.input.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
+        })
     }
 
     /// Writes the output; `true` when some of it went.
@@ -214,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.input = BytesMut::new();
         }
         if self.streams.is_empty() && self.conn.output().is_empty() {
-            *self.conn.output() = BytesMut::new();
+            self.conn.shrink();
         }
     }
 
