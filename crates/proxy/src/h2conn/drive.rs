@@ -32,9 +32,15 @@ type Exchange = Pin<Box<dyn Future<Output = (u32, Option<Response<ResBody>>)> + 
 /// How much is read from the client at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Output buffers a worker keeps for its connections between their bursts of frames.
+const MAX_SPARE_OUTPUT: usize = 32;
+
 thread_local! {
     /// What each read lands in before the connection keeps what arrived.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+    /// Output buffers given back by connections with nothing under way: an idle connection
+    /// holds none, and a busy one takes one back without asking the allocator.
+    static SPARE_OUTPUT: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Output past which nothing more is read from the client: a client that does not read what
@@ -107,6 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         self.wake.task.register(cx.waker());
+        self.refill_output();
         loop {
             let mut progress = false;
             if !self.read_closed && self.failed.is_none() && self.conn.output().len() < OUT_HIGH {
@@ -220,8 +227,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if self.streams.is_empty() && self.input.is_empty() && self.input.capacity() > 0 {
             self.input = BytesMut::new();
         }
-        if self.streams.is_empty() && self.conn.output().is_empty() {
-            self.conn.shrink();
+        let out = self.conn.output();
+        if self.streams.is_empty() && out.is_empty() && out.capacity() > 0 {
+            let spare = std::mem::take(out);
+            SPARE_OUTPUT.with_borrow_mut(|spares| {
+                if spares.len() < MAX_SPARE_OUTPUT {
+                    spares.push(spare);
+                }
+            });
+        }
+    }
+
+    /// Gives an output buffer to a connection that gave its own back, from the worker's spares.
+    fn refill_output(&mut self) {
+        let out = self.conn.output();
+        if out.capacity() == 0 {
+            if let Some(spare) = SPARE_OUTPUT.with_borrow_mut(Vec::pop) {
+                *out = spare;
+            }
         }
     }
 
