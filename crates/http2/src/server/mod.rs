@@ -715,3 +715,6 @@ impl Connection {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hostile;
