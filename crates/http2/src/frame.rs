@@ -187,7 +187,22 @@ const PROTOCOL: Error = Error::Connection(Reason::PROTOCOL_ERROR);
 /// A connection error with `FRAME_SIZE_ERROR`.
 const SIZE: Error = Error::Connection(Reason::FRAME_SIZE_ERROR);
 
-fn parse(kind: u8, flags: u8, stream: u32, mut payload: Bytes) -> Result<Frame, Error> {
+fn parse(kind: u8, flags: u8, stream: u32, payload: Bytes) -> Result<Frame, Error> {
+    match kind {
+        kind::DATA | kind::HEADERS | kind::PRIORITY | kind::RST_STREAM | kind::CONTINUATION => {
+            parse_stream_frame(kind, flags, stream, payload)
+        }
+        _ => parse_connection_frame(kind, flags, stream, payload),
+    }
+}
+
+/// The frames that belong to one stream.
+fn parse_stream_frame(
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    mut payload: Bytes,
+) -> Result<Frame, Error> {
     let len = payload.len();
     Ok(match kind {
         kind::DATA => {
@@ -249,6 +264,29 @@ fn parse(kind: u8, flags: u8, stream: u32, mut payload: Bytes) -> Result<Frame, 
                 reason: Reason(payload.get_u32()),
             }
         }
+        kind::CONTINUATION => {
+            if stream == 0 {
+                return Err(PROTOCOL);
+            }
+            Frame::Continuation {
+                stream,
+                end_headers: flags & flag::END_HEADERS != 0,
+                block: payload,
+            }
+        }
+        kind => Frame::Unknown { kind, stream },
+    })
+}
+
+/// The frames of the whole connection, and those of types this end does not know.
+fn parse_connection_frame(
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    mut payload: Bytes,
+) -> Result<Frame, Error> {
+    let len = payload.len();
+    Ok(match kind {
         kind::SETTINGS => {
             if stream != 0 {
                 return Err(PROTOCOL);
@@ -306,16 +344,6 @@ fn parse(kind: u8, flags: u8, stream: u32, mut payload: Bytes) -> Result<Frame, 
                 });
             }
             Frame::WindowUpdate { stream, increment }
-        }
-        kind::CONTINUATION => {
-            if stream == 0 {
-                return Err(PROTOCOL);
-            }
-            Frame::Continuation {
-                stream,
-                end_headers: flags & flag::END_HEADERS != 0,
-                block: payload,
-            }
         }
         kind => Frame::Unknown { kind, stream },
     })

@@ -265,46 +265,12 @@ impl Connection {
                 end_stream,
                 end_headers,
                 block,
-            } => {
-                if end_headers {
-                    self.on_block(stream, end_stream, block, events)?;
-                } else {
-                    let mut bytes = BytesMut::with_capacity(block.len() * 2);
-                    bytes.extend_from_slice(&block);
-                    self.block = Some(Block {
-                        stream,
-                        end_stream,
-                        bytes,
-                        frames: 1,
-                    });
-                }
-            }
+            } => self.on_headers(stream, end_stream, end_headers, block, events)?,
             Frame::Continuation {
                 stream,
                 end_headers,
                 block,
-            } => {
-                let Some(mut b) = self.block.take() else {
-                    return Err(Reason::PROTOCOL_ERROR);
-                };
-                if b.stream != stream {
-                    return Err(Reason::PROTOCOL_ERROR);
-                }
-                b.frames += 1;
-                b.bytes.extend_from_slice(&block);
-                // A block longer than the largest header list it could decode to, or in more
-                // frames than a client needs, is a flood.
-                if b.frames > self.config.max_block_frames
-                    || b.bytes.len() > self.config.max_header_list as usize * 2
-                {
-                    return Err(Reason::ENHANCE_YOUR_CALM);
-                }
-                if end_headers {
-                    self.on_block(b.stream, b.end_stream, b.bytes.freeze(), events)?;
-                } else {
-                    self.block = Some(b);
-                }
-            }
+            } => self.on_continuation(stream, end_headers, block, events)?,
             Frame::Data {
                 stream,
                 end_stream,
@@ -319,28 +285,8 @@ impl Connection {
                     events.push(Event::Reset { stream, reason });
                 }
             }
-            Frame::WindowUpdate {
-                stream: 0,
-                increment,
-            } => {
-                self.send_window += i64::from(increment);
-                if self.send_window > i64::from(MAX_WINDOW) {
-                    return Err(Reason::FLOW_CONTROL_ERROR);
-                }
-                events.push(Event::Window);
-            }
             Frame::WindowUpdate { stream, increment } => {
-                if self.is_idle(stream) {
-                    return Err(Reason::PROTOCOL_ERROR);
-                }
-                if let Some(s) = self.streams.get_mut(&stream) {
-                    s.send_window += i64::from(increment);
-                    if s.send_window > i64::from(MAX_WINDOW) {
-                        self.stream_error(stream, Reason::FLOW_CONTROL_ERROR, events)?;
-                    } else {
-                        events.push(Event::Window);
-                    }
-                }
+                self.on_window_update(stream, increment, events)?
             }
             Frame::Ping {
                 ack: false,
@@ -358,6 +304,88 @@ impl Connection {
             Frame::PushPromise { .. } => return Err(Reason::PROTOCOL_ERROR),
             // Priorities are advisory (§5.3); unknown frames are ignored (§5.5).
             Frame::Priority { .. } | Frame::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The first frame of a header block: the whole block, or its start.
+    fn on_headers(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        end_headers: bool,
+        block: Bytes,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reason> {
+        if end_headers {
+            return self.on_block(stream, end_stream, block, events);
+        }
+        let mut bytes = BytesMut::with_capacity(block.len() * 2);
+        bytes.extend_from_slice(&block);
+        self.block = Some(Block {
+            stream,
+            end_stream,
+            bytes,
+            frames: 1,
+        });
+        Ok(())
+    }
+
+    /// More of the header block under way.
+    fn on_continuation(
+        &mut self,
+        stream: u32,
+        end_headers: bool,
+        block: Bytes,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reason> {
+        let Some(mut b) = self.block.take() else {
+            return Err(Reason::PROTOCOL_ERROR);
+        };
+        if b.stream != stream {
+            return Err(Reason::PROTOCOL_ERROR);
+        }
+        b.frames += 1;
+        b.bytes.extend_from_slice(&block);
+        // A block longer than the largest header list it could decode to, or in more frames
+        // than a client needs, is a flood.
+        if b.frames > self.config.max_block_frames
+            || b.bytes.len() > self.config.max_header_list as usize * 2
+        {
+            return Err(Reason::ENHANCE_YOUR_CALM);
+        }
+        if end_headers {
+            self.on_block(b.stream, b.end_stream, b.bytes.freeze(), events)
+        } else {
+            self.block = Some(b);
+            Ok(())
+        }
+    }
+
+    /// The client's window for the connection (stream 0) or one stream grew.
+    fn on_window_update(
+        &mut self,
+        stream: u32,
+        increment: u32,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reason> {
+        if stream == 0 {
+            self.send_window += i64::from(increment);
+            if self.send_window > i64::from(MAX_WINDOW) {
+                return Err(Reason::FLOW_CONTROL_ERROR);
+            }
+            events.push(Event::Window);
+            return Ok(());
+        }
+        if self.is_idle(stream) {
+            return Err(Reason::PROTOCOL_ERROR);
+        }
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.send_window += i64::from(increment);
+            if s.send_window > i64::from(MAX_WINDOW) {
+                return self.stream_error(stream, Reason::FLOW_CONTROL_ERROR, events);
+            }
+            events.push(Event::Window);
         }
         Ok(())
     }
