@@ -22,6 +22,8 @@ WORKLOADS = {
     "100k": "HTTP/1.1 keep-alive, 100 KiB body",
     "close": "new TCP connection per request (`Connection: close`)",
     "h2": "HTTP/2 cleartext (h2c prior knowledge), 16 conns × 16 streams",
+    "h2-1": "as `h2`, 64 conns × 1 stream",
+    "h2-100": "as `h2`, 4 conns × 100 streams",
     "tls-keepalive": "HTTPS keep-alive (HTTP/1.1 over TLS), 2-byte body",
     "h2-tls": "HTTP/2 over TLS (ALPN), 16 conns × 16 streams",
     "tls-full": "new TLS 1.3 connection per request, full handshake",

@@ -32,7 +32,7 @@ IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-2000}"
 # every proxy's client idle timeout (75 s for all three), and longer than the other kinds take to
 # open beside it.
 IDLE_HOLD=60
-ALL_WORKLOADS="tiny 1k 100k close h2 tls-keepalive h2-tls tls-full tls-resumed routes-1 routes-10k idle nagle"
+ALL_WORKLOADS="tiny 1k 100k close h2 h2-1 h2-100 tls-keepalive h2-tls tls-full tls-resumed routes-1 routes-10k idle nagle"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
 PROXIES="nginx haproxy portcullis"
 NROUTES=10000
@@ -373,9 +373,9 @@ endpoint() {
     routes-10k:nginx) echo "$P_NGINX_10K r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
     routes-10k:haproxy) echo "$P_HAPROXY_10K r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
     routes-10k:portcullis) echo "$P_PORT_10K r$((NROUTES - 1)).bench.local /p$((NROUTES - 1))" ;;
-    h2:nginx) echo "$P_NGINX_H2 bench.local /" ;;
-    h2:haproxy) echo "$P_HAPROXY_H2 bench.local /" ;;
-    h2:portcullis) echo "$P_PORT bench.local /" ;;
+    h2:nginx | h2-1:nginx | h2-100:nginx) echo "$P_NGINX_H2 bench.local /" ;;
+    h2:haproxy | h2-1:haproxy | h2-100:haproxy) echo "$P_HAPROXY_H2 bench.local /" ;;
+    h2:portcullis | h2-1:portcullis | h2-100:portcullis) echo "$P_PORT bench.local /" ;;
     tls-*:nginx | h2-tls:nginx) echo "$P_NGINX_TLS tls.bench.local /" ;;
     tls-*:haproxy | h2-tls:haproxy) echo "$P_HAPROXY_TLS tls.bench.local /" ;;
     tls-*:portcullis | h2-tls:portcullis) echo "$P_PORT_TLS tls.bench.local /" ;;
@@ -430,8 +430,13 @@ run_one() {
       after="$(cpu_ticks "${pids[@]}")"
       parse_wrk "$out" "$w" "$round" "$workload" "$target" "$before" "$after" "$t0" "$t1"
       ;;
-    h2)
-      out="$(timeout "$tmo" "${CLIENT_PREFIX[@]}" h2load -t "$CLIENT_THREADS" -c 16 -m 16 -D "$DURATION" \
+    h2 | h2-1 | h2-100)
+      # 16 connections × 16 streams; 64 × 1 (HTTP/2 as one request at a time per connection);
+      # 4 × 100 (few connections, deep multiplexing, within every proxy's stream limit).
+      local shape=(-c 16 -m 16)
+      [ "$workload" = h2-1 ] && shape=(-c 64 -m 1)
+      [ "$workload" = h2-100 ] && shape=(-c 4 -m 100)
+      out="$(timeout "$tmo" "${CLIENT_PREFIX[@]}" h2load -t "$CLIENT_THREADS" "${shape[@]}" -D "$DURATION" \
         -H ":authority: $host" "http://127.0.0.1:$port$path" 2>&1 || true)"
       t1="$(now_ns)"
       after="$(cpu_ticks "${pids[@]}")"
