@@ -236,6 +236,10 @@ fn integer(block: &[u8], at: &mut usize, prefix: u8) -> Result<usize, DecodeErro
             return Ok(value);
         }
         shift += 7;
+        // Continuation bytes that add nothing (0x80) could otherwise go on, and shift, forever.
+        if shift > 21 {
+            return Err(DecodeError::Integer);
+        }
     }
 }
 

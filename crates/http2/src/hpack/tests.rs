@@ -135,7 +135,7 @@ fn the_rfc_response_examples_evict_the_oldest_entries() {
 
 #[test]
 fn broken_blocks_are_compression_errors() {
-    let cases: [(&str, DecodeError); 8] = [
+    let cases: [(&str, DecodeError); 9] = [
         // Index 0, and one past the (empty) dynamic table.
         ("80", DecodeError::Index(0)),
         ("be", DecodeError::Index(62)),
@@ -145,6 +145,8 @@ fn broken_blocks_are_compression_errors() {
         ("0f", DecodeError::Truncated),
         // An integer of many continuation bytes.
         ("0fff ffff ffff ff01", DecodeError::Integer),
+        // An integer padded with continuation bytes that add nothing.
+        ("0f80 8080 8080 8080 8080 8001", DecodeError::Integer),
         // Huffman-coded 'a' padded with zeros.
         ("04 81 18", DecodeError::Huffman),
         // A table size update above the 4096 allowed, and one after a field.
